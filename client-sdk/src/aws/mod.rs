@@ -1,0 +1,1 @@
+//! Cloud Map through the AWS SDK.

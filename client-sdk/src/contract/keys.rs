@@ -1,0 +1,74 @@
+//! Attribute keys of the contract, one constant per key.
+//!
+//! Keys written by ECS are listed so that both sides name them the same way; the sync Lambda never
+//! overwrites them (except the address and zone, and only where they are missing).
+
+/// IPv4 address the instance serves on. Written by ECS; by the Lambda only in owner mode.
+pub const AWS_INSTANCE_IPV4: &str = "AWS_INSTANCE_IPV4";
+/// TCP port the instance serves on. Written by ECS; by the Lambda only in owner mode.
+pub const AWS_INSTANCE_PORT: &str = "AWS_INSTANCE_PORT";
+/// Availability zone name, e.g. `eu-central-1a`. Written by ECS; by the Lambda when missing.
+pub const AVAILABILITY_ZONE: &str = "AVAILABILITY_ZONE";
+/// AWS region of the task. Read-only context written by ECS.
+pub const REGION: &str = "REGION";
+/// ECS cluster name. Read-only context written by ECS.
+pub const ECS_CLUSTER_NAME: &str = "ECS_CLUSTER_NAME";
+/// ECS service name. Read-only context written by ECS.
+pub const ECS_SERVICE_NAME: &str = "ECS_SERVICE_NAME";
+/// Task definition family. Read-only context written by ECS.
+pub const ECS_TASK_DEFINITION_FAMILY: &str = "ECS_TASK_DEFINITION_FAMILY";
+
+/// Lifecycle: `STARTING`, `RUNNING`, `DRAINING` or `STOPPED`. Written by the Lambda.
+pub const LB_STATE: &str = "LB_STATE";
+/// Task health: `HEALTHY`, `UNHEALTHY` or `UNKNOWN`. Written by the Lambda.
+pub const LB_HEALTH: &str = "LB_HEALTH";
+/// Relative capacity, an integer 0–10000; 0 means never pick. Written by the Lambda.
+pub const LB_WEIGHT: &str = "LB_WEIGHT";
+/// Task CPU units (1024 = one vCPU). Written by the Lambda.
+pub const LB_CPU_UNITS: &str = "LB_CPU_UNITS";
+/// Task memory in MiB. Written by the Lambda.
+pub const LB_MEMORY_MIB: &str = "LB_MEMORY_MIB";
+/// Capacity provider (`FARGATE`, `FARGATE_SPOT`, ...) or launch type. Written by the Lambda.
+pub const LB_CAPACITY: &str = "LB_CAPACITY";
+/// Recent CPU utilisation, an integer 0–100; absent when unknown. Written by the Lambda.
+pub const LB_LOAD: &str = "LB_LOAD";
+/// The task's ARN. Written by the Lambda.
+pub const LB_TASK_ARN: &str = "LB_TASK_ARN";
+/// ECS `detail.version` of the task state written. Written by the Lambda.
+pub const LB_TASK_VERSION: &str = "LB_TASK_VERSION";
+/// RFC 3339 UTC time of the state written. Written by the Lambda.
+pub const LB_UPDATED_AT: &str = "LB_UPDATED_AT";
+/// Contract version; this crate writes [`SCHEMA_VERSION`](super::SCHEMA_VERSION). Written by the Lambda.
+pub const LB_SCHEMA: &str = "LB_SCHEMA";
+
+/// Every key the sync Lambda owns. [`merge`](super::merge) replaces exactly these and keeps every
+/// other key as it is.
+pub const LAMBDA_OWNED: [&str; 12] = [
+    LB_STATE,
+    LB_HEALTH,
+    LB_WEIGHT,
+    LB_CPU_UNITS,
+    LB_MEMORY_MIB,
+    LB_CAPACITY,
+    LB_LOAD,
+    LB_TASK_ARN,
+    LB_TASK_VERSION,
+    LB_UPDATED_AT,
+    LB_SCHEMA,
+    LB_OWNER,
+];
+
+/// `LAMBDA` when the sync Lambda registered the instance itself (owner mode) and may deregister
+/// it; absent on instances ECS registered. Written by the Lambda.
+pub const LB_OWNER: &str = "LB_OWNER";
+
+/// Keys Cloud Map reserves. They do not count towards the limit of 30 custom attributes.
+pub const RESERVED: [&str; 7] = [
+    "AWS_INSTANCE_IPV4",
+    "AWS_INSTANCE_IPV6",
+    "AWS_INSTANCE_PORT",
+    "AWS_INSTANCE_CNAME",
+    "AWS_ALIAS_DNS_NAME",
+    "AWS_EC2_INSTANCE_ID",
+    "AWS_INIT_HEALTH_STATUS",
+];

@@ -1,0 +1,85 @@
+//! The attribute contract: what the sync Lambda writes on each Cloud Map instance and what a
+//! client reads from it. It is also what an operator sees in the Cloud Map console.
+//!
+//! | key | written by | meaning |
+//! |---|---|---|
+//! | `AWS_INSTANCE_IPV4`, `AWS_INSTANCE_PORT` | ECS (the Lambda only in owner mode) | address |
+//! | `AVAILABILITY_ZONE` | ECS (the Lambda writes it when missing) | zone name, e.g. `eu-central-1a` |
+//! | `REGION`, `ECS_CLUSTER_NAME`, `ECS_SERVICE_NAME`, `ECS_TASK_DEFINITION_FAMILY` | ECS | read-only context |
+//! | `LB_STATE` | Lambda | `STARTING`, `RUNNING`, `DRAINING` or `STOPPED` |
+//! | `LB_HEALTH` | Lambda | `HEALTHY`, `UNHEALTHY` or `UNKNOWN` |
+//! | `LB_WEIGHT` | Lambda | integer 0–10000, relative capacity; 0 = never pick |
+//! | `LB_CPU_UNITS`, `LB_MEMORY_MIB` | Lambda | task size |
+//! | `LB_CAPACITY` | Lambda | capacity provider (`FARGATE`, `FARGATE_SPOT`, ...) or launch type |
+//! | `LB_LOAD` | Lambda | integer 0–100, recent CPU utilisation; absent when unknown |
+//! | `LB_TASK_ARN` | Lambda | the task's ARN |
+//! | `LB_TASK_VERSION` | Lambda | ECS `detail.version` of the state written |
+//! | `LB_UPDATED_AT` | Lambda | RFC 3339 UTC time of the state written |
+//! | `LB_SCHEMA` | Lambda | contract version, `1` |
+//! | `LB_OWNER` | Lambda | `LAMBDA` when the Lambda registered the instance (owner mode); absent otherwise |
+//!
+//! Three rules make the contract safe to evolve and to run against real, messy data:
+//!
+//! - **Decoding is lenient and total.** [`InstanceAttributes::decode`] turns any map into a value;
+//!   a missing, unrecognised or malformed value becomes the default its field documents and never
+//!   drops the instance. [`InstanceAttributes::decode_with_problems`] says what was odd.
+//! - **Encoding is strict.** [`AttributeSet::new`] refuses a map Cloud Map would refuse (see
+//!   [`limits`]) and names the limit, so the Lambda fails with a clear reason instead of
+//!   half-writing.
+//! - **Merging preserves.** [`merge`] replaces the keys in [`keys::LAMBDA_OWNED`] and nothing
+//!   else: `RegisterInstance` replaces all attributes, so whatever ECS or a user wrote must be
+//!   sent back unchanged.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::time::SystemTime;
+//! use cloudmap_balancer::contract::{self, keys, InstanceAttributes, LbAttributes, LbHealth, LbState, Weight};
+//!
+//! // What ECS registered.
+//! let existing = HashMap::from([
+//!     (keys::AWS_INSTANCE_IPV4.to_owned(), "10.0.1.17".to_owned()),
+//!     (keys::AWS_INSTANCE_PORT.to_owned(), "50051".to_owned()),
+//!     (keys::AVAILABILITY_ZONE.to_owned(), "eu-central-1a".to_owned()),
+//!     ("team".to_owned(), "payments".to_owned()),
+//! ]);
+//! let ours = LbAttributes {
+//!     state: LbState::Running,
+//!     health: LbHealth::Healthy,
+//!     weight: Weight::saturating(400),
+//!     cpu_units: Some(1024),
+//!     memory_mib: Some(2048),
+//!     capacity: Some("FARGATE".into()),
+//!     load: None,
+//!     task_arn: "arn:aws:ecs:eu-central-1:123456789012:task/prod/0123456789abcdef".into(),
+//!     task_version: 3,
+//!     updated_at: SystemTime::now(),
+//!     lambda_owned: false,
+//! };
+//! let merged = contract::merge(&existing, &ours, &[])?;
+//! assert_eq!(merged.as_map()["team"], "payments");
+//!
+//! let seen = InstanceAttributes::decode(&merged);
+//! assert_eq!(seen.state, Some(LbState::Running));
+//! assert_eq!(seen.zone.as_deref(), Some("eu-central-1a"));
+//! # Ok::<(), contract::LimitError>(())
+//! ```
+
+mod decode;
+mod encode;
+pub mod keys;
+mod time;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+pub use decode::{AttributeProblem, AttributeSource, InstanceAttributes, ProblemKind};
+pub use encode::{AttributeSet, LbAttributes, LimitError, limits, merge};
+pub use time::{format_rfc3339, parse_rfc3339};
+pub use values::{LbHealth, LbState, Load, Weight};
+
+/// The contract version this crate writes to `LB_SCHEMA`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The value of `LB_OWNER` on instances the sync Lambda registered itself.
+pub const OWNER_LAMBDA: &str = "LAMBDA";

@@ -1,0 +1,3 @@
+//! The demo server. Not written yet.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! The local AWS stack. Not written yet.

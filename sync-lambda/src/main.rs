@@ -1,0 +1,3 @@
+//! The sync Lambda. Not written yet.
+
+fn main() {}
