@@ -1,0 +1,486 @@
+//! The two decisions: "event + described task + current attributes → action" and
+//! "described task + current attributes + measured load → action" (reconciliation).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use cloudmap_balancer::contract::{
+    self, AttributeSet, InstanceAttributes, LbAttributes, LbHealth, LbState, LimitError, Load,
+    Weight, keys,
+};
+
+use super::{lifecycle, load, weight};
+use crate::events::TaskChange;
+use crate::task::{Described, LastStatus, TaskFacts, TaskRef, task_id};
+
+/// The decision knobs that come from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Weight of a task whose CPU size is unknown.
+    pub default_weight: Weight,
+    /// Minimum change of `LB_LOAD`, in points, worth a write.
+    pub load_step: u32,
+    /// Enrich mode: how long an instance stays marked `STOPPED` after its task is gone before
+    /// reconciliation deregisters it. `None`: never.
+    pub stopped_grace: Option<Duration>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            default_weight: Weight::saturating(100),
+            load_step: 10,
+            stopped_grace: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// Who registers the service's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// ECS registers and deregisters (service registries); the Lambda only adds attributes and
+    /// never creates an instance.
+    Enrich,
+    /// The Lambda registers on RUNNING and deregisters on STOPPED (an explicit mapping).
+    Owner {
+        /// The port written to `AWS_INSTANCE_PORT`.
+        port: u16,
+    },
+}
+
+/// What one decision is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Enrich or owner mode.
+    pub mode: Mode,
+    /// The ECS service name (written as `ECS_SERVICE_NAME` when registering in owner mode).
+    pub service: &'a str,
+    /// Configuration.
+    pub policy: &'a Policy,
+    /// The time written to `LB_UPDATED_AT`.
+    pub now: SystemTime,
+}
+
+/// What to do with one Cloud Map instance, and the state before and after (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The action.
+    pub action: Action,
+    /// `LB_STATE` before, when the instance existed and had one.
+    pub old_state: Option<LbState>,
+    /// `LB_STATE` the task is in now, when known.
+    pub new_state: Option<LbState>,
+    /// The task version the decision is about (the written one after a write).
+    pub version: Option<u64>,
+}
+
+/// The action of a [`Decision`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `RegisterInstance` with exactly these attributes.
+    Register {
+        /// The complete attribute map (Cloud Map replaces all attributes).
+        attributes: AttributeSet,
+        /// Whether this creates the instance (owner mode) rather than updating it.
+        create: bool,
+    },
+    /// `DeregisterInstance`.
+    Deregister(DeregisterReason),
+    /// Nothing to do.
+    Skip(SkipReason),
+}
+
+impl Action {
+    /// A short stable name for logs and metrics: `create`, `update`, a deregister reason or a
+    /// skip reason.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Register { create: true, .. } => "create",
+            Self::Register { create: false, .. } => "update",
+            Self::Deregister(reason) => reason.as_str(),
+            Self::Skip(reason) => reason.as_str(),
+        }
+    }
+}
+
+/// Why an instance is deregistered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeregisterReason {
+    /// Owner mode: the task stopped and the Lambda registered the instance.
+    OwnedTaskStopped,
+    /// Enrich mode: the task is gone and the instance has been marked STOPPED for longer than
+    /// the grace period (ECS did not deregister it, or a late write re-created it).
+    StoppedPastGrace,
+}
+
+impl DeregisterReason {
+    /// A short stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OwnedTaskStopped => "deregister_owned",
+            Self::StoppedPastGrace => "deregister_stale",
+        }
+    }
+}
+
+/// Why nothing is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// The event's version is not newer than the written `LB_TASK_VERSION`: a duplicate or a
+    /// late event.
+    Stale,
+    /// The attributes already say this (ignoring `LB_UPDATED_AT`): writing would only move the
+    /// revision every client polls.
+    Unchanged,
+    /// Enrich mode: the instance does not exist (ECS deregistered it, or has not registered it
+    /// yet). Never re-created.
+    InstanceNotFound,
+    /// Owner mode: no instance, and the task is not running, so there is nothing to register.
+    NotRunning,
+    /// Owner mode: the task runs but has no known IPv4 address (not an awsvpc task).
+    NoAddress,
+    /// The instance carries another task's `LB_TASK_ARN`.
+    OtherTask,
+    /// Neither the event nor `DescribeTasks` gave a known lifecycle status.
+    UnknownLifecycle,
+}
+
+impl SkipReason {
+    /// A short stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stale => "stale",
+            Self::Unchanged => "unchanged",
+            Self::InstanceNotFound => "instance_not_found",
+            Self::NotRunning => "not_running",
+            Self::NoAddress => "no_address",
+            Self::OtherTask => "other_task",
+            Self::UnknownLifecycle => "unknown_lifecycle",
+        }
+    }
+}
+
+/// The load measured for a task by reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    /// Not measured (load disabled, or the event path): the written value is kept.
+    NotMeasured,
+    /// Measured: a value, or `None` when CloudWatch had no data points.
+    Load(Option<Load>),
+}
+
+/// What the attributes will say about the task.
+struct Target<'a> {
+    task: &'a TaskRef,
+    state: LbState,
+    version: u64,
+    facts: TaskFacts,
+    health: LbHealth,
+    weight: Weight,
+    load: Option<Load>,
+}
+
+/// The decision for an `ECS Task State Change` event.
+///
+/// `described` is what `DescribeTasks` says now; `existing` the instance's current attributes
+/// (`None`: no instance). See the [module docs](super) for why the result does not depend on
+/// delivery order.
+pub fn on_event(
+    ctx: &Context<'_>,
+    change: &TaskChange,
+    described: &Described,
+    existing: Option<&HashMap<String, String>>,
+) -> Result<Decision, LimitError> {
+    let written = existing.map(InstanceAttributes::decode);
+    let old_state = written.as_ref().and_then(|w| w.state);
+    let skip = |reason, new_state| Decision {
+        action: Action::Skip(reason),
+        old_state,
+        new_state,
+        version: Some(change.version),
+    };
+    let ours = match &written {
+        Some(w) if !same_task(w, &change.task) => return Ok(skip(SkipReason::OtherTask, None)),
+        other => other.as_ref(),
+    };
+    if let Some(written_version) = ours.and_then(|w| w.task_version)
+        && change.version <= written_version
+    {
+        return Ok(skip(SkipReason::Stale, None));
+    }
+    let found = described.found();
+    let Some(state) = lifecycle::join([
+        change.lifecycle.map(|l| l.phase()),
+        found.and_then(|d| d.lifecycle).map(|l| l.phase()),
+        ours.and_then(|w| w.state),
+    ]) else {
+        return Ok(skip(SkipReason::UnknownLifecycle, None));
+    };
+    let facts = found
+        .map(|d| d.facts.clone())
+        .unwrap_or_default()
+        .or(change.facts.clone())
+        .or(written_facts(ours));
+    let target = Target {
+        task: &change.task,
+        state,
+        version: change
+            .version
+            .max(found.and_then(|d| d.version).unwrap_or(0)),
+        health: found.map_or_else(
+            || ours.map(|w| w.health).unwrap_or_default(),
+            |d| d.health.unwrap_or_default(),
+        ),
+        weight: weight::weight(
+            found.and_then(|d| d.weight_tag.as_ref()),
+            facts.cpu_units,
+            ctx.policy.default_weight,
+        ),
+        facts,
+        load: ours.and_then(|w| w.load),
+    };
+    settle(
+        ctx,
+        target,
+        existing,
+        ours,
+        runs_now(described),
+        false,
+        None,
+    )
+}
+
+/// The decision of a reconciliation for one task and its instance.
+///
+/// `task` is the task as matched to the instance; `described` what `DescribeTasks` says
+/// (`Missing`: ECS no longer knows it, so it is gone); `load` what CloudWatch measured.
+pub fn on_reconcile(
+    ctx: &Context<'_>,
+    task: &TaskRef,
+    described: &Described,
+    existing: Option<&HashMap<String, String>>,
+    load: Measured,
+) -> Result<Decision, LimitError> {
+    let written = existing.map(InstanceAttributes::decode);
+    let old_state = written.as_ref().and_then(|w| w.state);
+    let ours = match &written {
+        Some(w) if !same_task(w, task) => {
+            return Ok(Decision {
+                action: Action::Skip(SkipReason::OtherTask),
+                old_state,
+                new_state: None,
+                version: None,
+            });
+        }
+        other => other.as_ref(),
+    };
+    let found = described.found();
+    let observed = match found {
+        Some(d) => d.lifecycle.map(|l| l.phase()),
+        // ECS does not know the task any more: it stopped over an hour ago.
+        None => Some(LbState::Stopped),
+    };
+    let Some(state) = lifecycle::join([observed, ours.and_then(|w| w.state)]) else {
+        return Ok(Decision {
+            action: Action::Skip(SkipReason::UnknownLifecycle),
+            old_state,
+            new_state: None,
+            version: None,
+        });
+    };
+    let facts = found
+        .map(|d| d.facts.clone())
+        .unwrap_or_default()
+        .or(written_facts(ours));
+    let written_load = ours.and_then(|w| w.load);
+    let measured = match load {
+        Measured::Load(measured) if state != LbState::Stopped => Some(measured),
+        _ => None,
+    };
+    let target = Target {
+        task,
+        state,
+        version: ours
+            .and_then(|w| w.task_version)
+            .unwrap_or(0)
+            .max(found.and_then(|d| d.version).unwrap_or(0)),
+        health: found.map_or_else(
+            || ours.map(|w| w.health).unwrap_or_default(),
+            |d| d.health.unwrap_or_default(),
+        ),
+        weight: match (found, ours.and_then(|w| w.weight)) {
+            (None, Some(written)) => written,
+            _ => weight::weight(
+                found.and_then(|d| d.weight_tag.as_ref()),
+                facts.cpu_units,
+                ctx.policy.default_weight,
+            ),
+        },
+        facts,
+        // Below the step the written load stays, so load noise alone never writes.
+        load: match measured {
+            Some(new) if load::moved(written_load, new, ctx.policy.load_step) => new,
+            _ => written_load,
+        },
+    };
+    let gone = found
+        .and_then(|d| d.lifecycle)
+        .is_none_or(|l| l.last == LastStatus::Stopped);
+    settle(
+        ctx,
+        target,
+        existing,
+        ours,
+        runs_now(described),
+        gone,
+        measured,
+    )
+}
+
+/// Whether `DescribeTasks` says the task's containers run now (`lastStatus` RUNNING, whatever
+/// its desired status): owner mode creates an instance only then, and with the same rule for
+/// events and reconciliation, so creation does not depend on which of them comes first.
+fn runs_now(described: &Described) -> bool {
+    described
+        .found()
+        .and_then(|d| d.lifecycle)
+        .is_some_and(|l| l.last == LastStatus::Running)
+}
+
+/// Applies the mode to a target: create, update, deregister or skip.
+///
+/// `registrable`: the task runs now (see [`runs_now`]); owner mode creates only then, and only
+/// for a RUNNING or DRAINING target.
+/// `gone`: the task is stopped or unknown to ECS. `fresh_load`: a measured load to use when a
+/// write happens anyway.
+fn settle(
+    ctx: &Context<'_>,
+    target: Target<'_>,
+    existing: Option<&HashMap<String, String>>,
+    written: Option<&InstanceAttributes>,
+    registrable: bool,
+    gone: bool,
+    fresh_load: Option<Option<Load>>,
+) -> Result<Decision, LimitError> {
+    let old_state = written.and_then(|w| w.state);
+    let decision = |action| Decision {
+        action,
+        old_state,
+        new_state: Some(target.state),
+        version: Some(target.version),
+    };
+    let Some(existing) = existing else {
+        let Mode::Owner { port } = ctx.mode else {
+            return Ok(decision(Action::Skip(SkipReason::InstanceNotFound)));
+        };
+        let live = matches!(target.state, LbState::Running | LbState::Draining);
+        if !live || !registrable {
+            return Ok(decision(Action::Skip(SkipReason::NotRunning)));
+        }
+        let Some(ipv4) = target.facts.ipv4 else {
+            return Ok(decision(Action::Skip(SkipReason::NoAddress)));
+        };
+        let if_missing = [
+            (keys::AWS_INSTANCE_IPV4, ipv4.to_string()),
+            (keys::AWS_INSTANCE_PORT, port.to_string()),
+            (keys::ECS_CLUSTER_NAME, target.task.cluster.clone()),
+            (keys::ECS_SERVICE_NAME, ctx.service.to_owned()),
+        ];
+        let attributes = attributes(ctx, &target, &HashMap::new(), true, &if_missing)?;
+        return Ok(decision(Action::Register {
+            attributes,
+            create: true,
+        }));
+    };
+    let lambda_owned = written.is_some_and(|w| w.lambda_owned);
+    if target.state == LbState::Stopped {
+        if matches!(ctx.mode, Mode::Owner { .. }) && lambda_owned {
+            return Ok(decision(Action::Deregister(
+                DeregisterReason::OwnedTaskStopped,
+            )));
+        }
+        if ctx.mode == Mode::Enrich && gone && past_grace(ctx, written) {
+            return Ok(decision(Action::Deregister(
+                DeregisterReason::StoppedPastGrace,
+            )));
+        }
+    }
+    let mut if_missing = Vec::new();
+    if let Some(ipv4) = target.facts.ipv4 {
+        if_missing.push((keys::AWS_INSTANCE_IPV4, ipv4.to_string()));
+    }
+    let proposed = attributes(ctx, &target, existing, lambda_owned, &if_missing)?;
+    if proposed.same_as(existing, &[keys::LB_UPDATED_AT]) {
+        return Ok(decision(Action::Skip(SkipReason::Unchanged)));
+    }
+    // A write happens anyway: it may as well carry the freshest load.
+    let attributes_of = attributes;
+    let attributes = match fresh_load {
+        Some(load) if load != target.load => {
+            let target = Target { load, ..target };
+            attributes_of(ctx, &target, existing, lambda_owned, &if_missing)?
+        }
+        _ => proposed,
+    };
+    Ok(decision(Action::Register {
+        attributes,
+        create: false,
+    }))
+}
+
+fn attributes(
+    ctx: &Context<'_>,
+    target: &Target<'_>,
+    existing: &HashMap<String, String>,
+    lambda_owned: bool,
+    if_missing: &[(&str, String)],
+) -> Result<AttributeSet, LimitError> {
+    let ours = LbAttributes {
+        state: target.state,
+        health: target.health,
+        weight: target.weight,
+        cpu_units: target.facts.cpu_units,
+        memory_mib: target.facts.memory_mib,
+        capacity: target.facts.capacity.clone(),
+        load: target.load,
+        task_arn: target.task.arn.clone(),
+        task_version: target.version,
+        updated_at: ctx.now,
+        lambda_owned,
+    };
+    let mut if_missing = if_missing.to_vec();
+    if let Some(zone) = &target.facts.zone {
+        if_missing.push((keys::AVAILABILITY_ZONE, zone.clone()));
+    }
+    contract::merge(existing, &ours, &if_missing)
+}
+
+/// Whether the written attributes belong to `task`: no `LB_TASK_ARN` yet, or one with its ID.
+fn same_task(written: &InstanceAttributes, task: &TaskRef) -> bool {
+    written
+        .task_arn
+        .as_deref()
+        .is_none_or(|arn| task_id(arn) == Some(task.id.as_str()))
+}
+
+fn written_facts(written: Option<&InstanceAttributes>) -> TaskFacts {
+    written.map_or_else(TaskFacts::default, |w| TaskFacts {
+        cpu_units: w.cpu_units,
+        memory_mib: w.memory_mib,
+        capacity: w.capacity.clone(),
+        zone: None,
+        ipv4: None,
+    })
+}
+
+/// Whether the instance has said STOPPED for longer than the grace period.
+fn past_grace(ctx: &Context<'_>, written: Option<&InstanceAttributes>) -> bool {
+    let (Some(grace), Some(written)) = (ctx.policy.stopped_grace, written) else {
+        return false;
+    };
+    written.state == Some(LbState::Stopped)
+        && written
+            .updated_at
+            .and_then(|at| ctx.now.duration_since(at).ok())
+            .is_some_and(|age| age >= grace)
+}

@@ -1,0 +1,788 @@
+//! Unit and property tests of the decisions.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cloudmap_balancer::contract::{
+    InstanceAttributes, LbHealth, LbState, Load, Weight, format_rfc3339, keys,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::events::TaskChange;
+use crate::task::{
+    Described, DescribedTask, DesiredStatus, Group, LastStatus, Lifecycle, TaskFacts, TaskRef,
+    WeightTag,
+};
+
+const ARN: &str = "arn:aws:ecs:eu-central-1:123456789012:task/prod/0a1b2c3d";
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_795_356_600)
+}
+
+fn task() -> TaskRef {
+    TaskRef::new(ARN, "prod").unwrap()
+}
+
+fn lifecycle(last: LastStatus, desired: DesiredStatus) -> Lifecycle {
+    Lifecycle { last, desired }
+}
+
+fn event_facts() -> TaskFacts {
+    TaskFacts {
+        cpu_units: Some(512),
+        memory_mib: Some(1024),
+        zone: Some("eu-central-1b".into()),
+        capacity: Some("FARGATE".into()),
+        ipv4: Some([10, 0, 2, 9].into()),
+    }
+}
+
+fn change(version: u64, l: Lifecycle) -> TaskChange {
+    TaskChange {
+        task: task(),
+        group: Group::Service("echo".into()),
+        version,
+        lifecycle: Some(l),
+        stop_code: None,
+        facts: event_facts(),
+    }
+}
+
+/// What moto's DescribeTasks gives: status and address, no version, size, zone or health.
+fn described(l: Lifecycle) -> Described {
+    Described::Found(Box::new(DescribedTask {
+        task: task(),
+        group: Group::Service("echo".into()),
+        lifecycle: Some(l),
+        version: None,
+        health: None,
+        weight_tag: None,
+        facts: TaskFacts {
+            ipv4: Some([10, 0, 2, 9].into()),
+            ..TaskFacts::default()
+        },
+        family: Some("echo".into()),
+    }))
+}
+
+fn with(d: Described, f: impl FnOnce(&mut DescribedTask)) -> Described {
+    match d {
+        Described::Found(mut task) => {
+            f(&mut task);
+            Described::Found(task)
+        }
+        Described::Missing => Described::Missing,
+    }
+}
+
+/// What ECS registers, plus a user's own attribute.
+fn ecs_instance() -> HashMap<String, String> {
+    [
+        (keys::AWS_INSTANCE_IPV4, "10.0.2.9"),
+        (keys::AWS_INSTANCE_PORT, "50051"),
+        (keys::AVAILABILITY_ZONE, "eu-central-1b"),
+        (keys::REGION, "eu-central-1"),
+        (keys::ECS_CLUSTER_NAME, "prod"),
+        (keys::ECS_SERVICE_NAME, "echo"),
+        (keys::ECS_TASK_DEFINITION_FAMILY, "echo"),
+        ("team", "payments"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn ctx(mode: Mode, policy: &Policy) -> Context<'_> {
+    Context {
+        mode,
+        service: "echo",
+        policy,
+        now: now(),
+    }
+}
+
+fn written(decision: &Decision) -> HashMap<String, String> {
+    match &decision.action {
+        Action::Register { attributes, .. } => attributes.as_map().clone().into_iter().collect(),
+        other => panic!("expected a write, got {other:?}"),
+    }
+}
+
+use DesiredStatus::{Running as DRunning, Stopped as DStopped};
+use LastStatus::*;
+
+#[test]
+fn running_event_enriches_and_keeps_every_other_key() {
+    let policy = Policy::default();
+    let existing = ecs_instance();
+    let l = lifecycle(Running, DRunning);
+    let d = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &change(4, l),
+        &described(l),
+        Some(&existing),
+    )
+    .unwrap();
+    assert_eq!((d.old_state, d.new_state), (None, Some(LbState::Running)));
+    let attrs = written(&d);
+    for (key, value) in &existing {
+        assert_eq!(attrs.get(key), Some(value), "{key} kept");
+    }
+    let seen = InstanceAttributes::decode(&attrs);
+    assert_eq!(seen.state, Some(LbState::Running));
+    assert_eq!(seen.health, LbHealth::Unknown);
+    assert_eq!(seen.weight, Some(Weight::saturating(200)));
+    assert_eq!((seen.cpu_units, seen.memory_mib), (Some(512), Some(1024)));
+    assert_eq!(seen.capacity.as_deref(), Some("FARGATE"));
+    assert_eq!(seen.task_arn.as_deref(), Some(ARN));
+    assert_eq!(seen.task_version, Some(4));
+    assert_eq!(seen.schema, Some(1));
+    assert!(!seen.lambda_owned);
+    assert_eq!(attrs[keys::LB_UPDATED_AT], format_rfc3339(now()));
+}
+
+#[test]
+fn missing_zone_and_address_are_filled_in_but_never_overwritten() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let mut bare = ecs_instance();
+    bare.remove(keys::AVAILABILITY_ZONE);
+    bare.remove(keys::AWS_INSTANCE_IPV4);
+    let attrs = written(
+        &on_event(
+            &ctx(Mode::Enrich, &policy),
+            &change(2, l),
+            &described(l),
+            Some(&bare),
+        )
+        .unwrap(),
+    );
+    assert_eq!(attrs[keys::AVAILABILITY_ZONE], "eu-central-1b");
+    assert_eq!(attrs[keys::AWS_INSTANCE_IPV4], "10.0.2.9");
+
+    let mut other = ecs_instance();
+    other.insert(keys::AVAILABILITY_ZONE.into(), "eu-central-1c".into());
+    let attrs = written(
+        &on_event(
+            &ctx(Mode::Enrich, &policy),
+            &change(2, l),
+            &described(l),
+            Some(&other),
+        )
+        .unwrap(),
+    );
+    assert_eq!(attrs[keys::AVAILABILITY_ZONE], "eu-central-1c");
+}
+
+#[test]
+fn health_and_weight_come_from_describe_tasks() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let unhealthy = with(described(l), |t| {
+        t.health = Some(LbHealth::Unhealthy);
+        t.weight_tag = Some(WeightTag::Valid(Weight::saturating(7)));
+    });
+    let attrs = written(
+        &on_event(
+            &ctx(Mode::Enrich, &policy),
+            &change(3, l),
+            &unhealthy,
+            Some(&ecs_instance()),
+        )
+        .unwrap(),
+    );
+    assert_eq!(attrs[keys::LB_HEALTH], "UNHEALTHY");
+    assert_eq!(attrs[keys::LB_WEIGHT], "7");
+
+    let bad_tag = with(described(l), |t| {
+        t.weight_tag = Some(WeightTag::Invalid("x".into()));
+    });
+    let attrs = written(
+        &on_event(
+            &ctx(Mode::Enrich, &policy),
+            &change(3, l),
+            &bad_tag,
+            Some(&ecs_instance()),
+        )
+        .unwrap(),
+    );
+    assert_eq!(attrs[keys::LB_WEIGHT], "200", "the formula, 512 units");
+}
+
+#[test]
+fn lifecycle_mapping_through_events() {
+    let policy = Policy::default();
+    let cases = [
+        (lifecycle(Provisioning, DRunning), LbState::Starting),
+        (lifecycle(Pending, DRunning), LbState::Starting),
+        (lifecycle(Activating, DRunning), LbState::Starting),
+        (lifecycle(Running, DRunning), LbState::Running),
+        // A Spot interruption warning, a scale-in, a deployment: still running, told to stop.
+        (lifecycle(Running, DStopped), LbState::Draining),
+        (lifecycle(Deactivating, DStopped), LbState::Stopped),
+        (lifecycle(Stopping, DStopped), LbState::Stopped),
+        (lifecycle(Deprovisioning, DStopped), LbState::Stopped),
+        (lifecycle(Stopped, DStopped), LbState::Stopped),
+    ];
+    for (l, state) in cases {
+        let d = on_event(
+            &ctx(Mode::Enrich, &policy),
+            &change(5, l),
+            &described(l),
+            Some(&ecs_instance()),
+        )
+        .unwrap();
+        assert_eq!(written(&d)[keys::LB_STATE], state.as_str(), "{l:?}");
+    }
+}
+
+#[test]
+fn stale_and_duplicate_events_are_skipped() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let first = written(
+        &on_event(
+            &ctx(Mode::Enrich, &policy),
+            &change(5, l),
+            &described(l),
+            Some(&ecs_instance()),
+        )
+        .unwrap(),
+    );
+    for version in [5, 4, 1] {
+        let d = on_event(
+            &ctx(Mode::Enrich, &policy),
+            &change(version, l),
+            &described(l),
+            Some(&first),
+        )
+        .unwrap();
+        assert_eq!(d.action, Action::Skip(SkipReason::Stale), "v{version}");
+    }
+}
+
+#[test]
+fn a_late_event_cannot_undo_what_describe_tasks_already_knows() {
+    let policy = Policy::default();
+    let late = change(3, lifecycle(Running, DRunning));
+    let now_stopped = described(lifecycle(Stopped, DStopped));
+    let d = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &late,
+        &now_stopped,
+        Some(&ecs_instance()),
+    )
+    .unwrap();
+    assert_eq!(written(&d)[keys::LB_STATE], "STOPPED");
+
+    // Nor can it undo a state written before, when DescribeTasks no longer knows the task.
+    let stopped = written(&d);
+    let d = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &change(4, lifecycle(Running, DRunning)),
+        &Described::Missing,
+        Some(&stopped),
+    )
+    .unwrap();
+    assert_eq!(written(&d)[keys::LB_STATE], "STOPPED");
+    assert_eq!(written(&d)[keys::LB_TASK_VERSION], "4");
+}
+
+#[test]
+fn enrich_mode_never_creates() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let d = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &change(2, l),
+        &described(l),
+        None,
+    )
+    .unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::InstanceNotFound));
+    let d = on_reconcile(
+        &ctx(Mode::Enrich, &policy),
+        &task(),
+        &described(l),
+        None,
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::InstanceNotFound));
+}
+
+#[test]
+fn an_instance_of_another_task_is_left_alone() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let mut other = ecs_instance();
+    other.insert(
+        keys::LB_TASK_ARN.into(),
+        "arn:aws:ecs:eu-central-1:1:task/prod/ffff".into(),
+    );
+    let d = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &change(2, l),
+        &described(l),
+        Some(&other),
+    )
+    .unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::OtherTask));
+}
+
+#[test]
+fn owner_mode_registers_on_running_and_deregisters_only_its_own() {
+    let policy = Policy::default();
+    let owner = Mode::Owner { port: 8080 };
+    let pending = lifecycle(Pending, DRunning);
+    let d = on_event(
+        &ctx(owner, &policy),
+        &change(2, pending),
+        &described(pending),
+        None,
+    )
+    .unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::NotRunning));
+
+    let running = lifecycle(Running, DRunning);
+    let d = on_event(
+        &ctx(owner, &policy),
+        &change(3, running),
+        &described(running),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(d.action, Action::Register { create: true, .. }));
+    let attrs = written(&d);
+    assert_eq!(attrs[keys::AWS_INSTANCE_IPV4], "10.0.2.9");
+    assert_eq!(attrs[keys::AWS_INSTANCE_PORT], "8080");
+    assert_eq!(attrs[keys::AVAILABILITY_ZONE], "eu-central-1b");
+    assert_eq!(attrs[keys::ECS_CLUSTER_NAME], "prod");
+    assert_eq!(attrs[keys::ECS_SERVICE_NAME], "echo");
+    assert_eq!(attrs[keys::LB_OWNER], "LAMBDA");
+
+    let stopped = lifecycle(Stopped, DStopped);
+    let d = on_event(
+        &ctx(owner, &policy),
+        &change(6, stopped),
+        &described(stopped),
+        Some(&attrs),
+    )
+    .unwrap();
+    assert_eq!(
+        d.action,
+        Action::Deregister(DeregisterReason::OwnedTaskStopped)
+    );
+
+    // An instance someone else registered is marked STOPPED, never deregistered.
+    let d = on_event(
+        &ctx(owner, &policy),
+        &change(6, stopped),
+        &described(stopped),
+        Some(&ecs_instance()),
+    )
+    .unwrap();
+    assert_eq!(written(&d)[keys::LB_STATE], "STOPPED");
+    assert!(!written(&d).contains_key(keys::LB_OWNER));
+
+    // A late RUNNING event after the deregistration does not bring it back.
+    let d = on_event(
+        &ctx(owner, &policy),
+        &change(4, running),
+        &described(stopped),
+        None,
+    )
+    .unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::NotRunning));
+    let d = on_event(
+        &ctx(owner, &policy),
+        &change(4, running),
+        &Described::Missing,
+        None,
+    )
+    .unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::NotRunning));
+}
+
+#[test]
+fn owner_mode_needs_an_address() {
+    let policy = Policy::default();
+    let running = lifecycle(Running, DRunning);
+    let mut event = change(3, running);
+    event.facts.ipv4 = None;
+    let no_ip = with(described(running), |t| t.facts.ipv4 = None);
+    let d = on_event(&ctx(Mode::Owner { port: 1 }, &policy), &event, &no_ip, None).unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::NoAddress));
+}
+
+#[test]
+fn reconcile_writes_load_only_past_the_step() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let c = ctx(Mode::Enrich, &policy);
+    let mut current =
+        written(&on_event(&c, &change(3, l), &described(l), Some(&ecs_instance())).unwrap());
+    assert!(!current.contains_key(keys::LB_LOAD));
+
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &described(l),
+        Some(&current),
+        Measured::Load(Load::new(40)),
+    )
+    .unwrap();
+    current = written(&d);
+    assert_eq!(current[keys::LB_LOAD], "40");
+    for small in [31, 45, 49] {
+        let d = on_reconcile(
+            &c,
+            &task(),
+            &described(l),
+            Some(&current),
+            Measured::Load(Load::new(small)),
+        )
+        .unwrap();
+        assert_eq!(d.action, Action::Skip(SkipReason::Unchanged), "{small}");
+    }
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &described(l),
+        Some(&current),
+        Measured::Load(Load::new(50)),
+    )
+    .unwrap();
+    assert_eq!(written(&d)[keys::LB_LOAD], "50");
+    // No data any more: the load is unknown, so it goes.
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &described(l),
+        Some(&current),
+        Measured::Load(None),
+    )
+    .unwrap();
+    assert!(!written(&d).contains_key(keys::LB_LOAD));
+    // Not measured (load disabled): kept.
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &described(l),
+        Some(&current),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::Unchanged));
+}
+
+#[test]
+fn a_write_for_another_reason_carries_the_fresh_load() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let c = ctx(Mode::Enrich, &policy);
+    let current = written(
+        &on_reconcile(
+            &c,
+            &task(),
+            &described(l),
+            Some(&ecs_instance()),
+            Measured::Load(Load::new(40)),
+        )
+        .unwrap(),
+    );
+    let unhealthy = with(described(l), |t| t.health = Some(LbHealth::Unhealthy));
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &unhealthy,
+        Some(&current),
+        Measured::Load(Load::new(43)),
+    )
+    .unwrap();
+    assert_eq!(written(&d)[keys::LB_HEALTH], "UNHEALTHY");
+    assert_eq!(written(&d)[keys::LB_LOAD], "43");
+}
+
+#[test]
+fn reconcile_repairs_missed_events() {
+    let policy = Policy::default();
+    let c = ctx(Mode::Enrich, &policy);
+    let starting = lifecycle(Pending, DRunning);
+    let current = written(
+        &on_event(
+            &c,
+            &change(2, starting),
+            &described(starting),
+            Some(&ecs_instance()),
+        )
+        .unwrap(),
+    );
+
+    // Missed RUNNING.
+    let running = lifecycle(Running, DRunning);
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &described(running),
+        Some(&current),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(
+        (d.old_state, d.new_state),
+        (Some(LbState::Starting), Some(LbState::Running))
+    );
+    let current = written(&d);
+    assert_eq!(
+        current[keys::LB_TASK_VERSION],
+        "2",
+        "moto reports no version: the label stays"
+    );
+
+    // Missed STOPPED: ECS no longer knows the task.
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &Described::Missing,
+        Some(&current),
+        Measured::Load(Load::new(80)),
+    )
+    .unwrap();
+    let stopped = written(&d);
+    assert_eq!(stopped[keys::LB_STATE], "STOPPED");
+    assert!(
+        !stopped.contains_key(keys::LB_LOAD),
+        "no load is measured for a stopped task"
+    );
+    assert_eq!(stopped[keys::LB_WEIGHT], current[keys::LB_WEIGHT]);
+}
+
+#[test]
+fn enrich_mode_deregisters_a_stopped_leftover_only_after_the_grace_period() {
+    let policy = Policy::default();
+    let stopped = lifecycle(Stopped, DStopped);
+    let early = ctx(Mode::Enrich, &policy);
+    let marked = written(
+        &on_reconcile(
+            &early,
+            &task(),
+            &described(stopped),
+            Some(&ecs_instance()),
+            Measured::NotMeasured,
+        )
+        .unwrap(),
+    );
+    let d = on_reconcile(
+        &early,
+        &task(),
+        &Described::Missing,
+        Some(&marked),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::Unchanged));
+
+    let later = Context {
+        now: now() + Duration::from_secs(3600),
+        ..early
+    };
+    let d = on_reconcile(
+        &later,
+        &task(),
+        &Described::Missing,
+        Some(&marked),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(
+        d.action,
+        Action::Deregister(DeregisterReason::StoppedPastGrace)
+    );
+
+    let never = Policy {
+        stopped_grace: None,
+        ..Policy::default()
+    };
+    let d = on_reconcile(
+        &ctx(Mode::Enrich, &never),
+        &task(),
+        &Described::Missing,
+        Some(&marked),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::Unchanged));
+}
+
+#[test]
+fn an_instance_over_cloud_maps_limits_is_an_error_not_a_partial_write() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let mut crowded = ecs_instance();
+    for i in 0..25 {
+        crowded.insert(format!("user_{i}"), "x".into());
+    }
+    let result = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &change(2, l),
+        &described(l),
+        Some(&crowded),
+    );
+    assert!(result.is_err(), "{result:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convergence: any permutation, with duplicates, of a task's events ends where in-order delivery
+// ends.
+
+/// A world: one task's event sequence and what DescribeTasks says.
+#[derive(Debug, Clone)]
+struct World {
+    events: Vec<TaskChange>,
+    /// What DescribeTasks gives with each event in order, as the event happened.
+    live: Vec<Described>,
+    /// What DescribeTasks gives after the last event.
+    last: Described,
+    mode: Mode,
+}
+
+const STATUSES: [LastStatus; 8] = [
+    Provisioning,
+    Pending,
+    Activating,
+    Running,
+    Deactivating,
+    Stopping,
+    Deprovisioning,
+    Stopped,
+];
+
+fn world() -> impl Strategy<Value = World> {
+    (
+        0usize..4,
+        prop::collection::vec(0u8..4, 0..10),
+        prop::option::of(prop::sample::select(LbHealth::ALL.to_vec())),
+        prop::option::of(prop_oneof![
+            (0u32..12_000).prop_map(|w| WeightTag::parse(&w.to_string())),
+            Just(WeightTag::Invalid("heavy".into())),
+        ]),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(start, steps, health, tag, aws_like, purged, owner)| {
+            // A forward path through the lifecycle: each step either tells the task to stop or
+            // moves it on by one to three statuses.
+            let mut path = vec![(start, DRunning)];
+            for step in steps {
+                let (mut index, mut desired) = *path.last().unwrap_or(&(start, DRunning));
+                if step == 0 && desired == DRunning {
+                    desired = DStopped;
+                } else {
+                    index = (index + usize::from(step.max(1))).min(STATUSES.len() - 1);
+                }
+                if STATUSES[index].is_stopping() {
+                    desired = DStopped;
+                }
+                if path.last() != Some(&(index, desired)) {
+                    path.push((index, desired));
+                }
+            }
+            let mut events = Vec::new();
+            let mut live = Vec::new();
+            for (i, (index, desired)) in path.into_iter().enumerate() {
+                let version = u64::try_from(i).unwrap_or(0) + 1;
+                let l = lifecycle(STATUSES[index], desired);
+                let mut event = change(version, l);
+                if STATUSES[index] == Provisioning {
+                    event.facts.ipv4 = None; // no ENI yet
+                }
+                events.push(event);
+                live.push(with(described(l), |t| {
+                    t.health = health;
+                    t.weight_tag.clone_from(&tag);
+                    if aws_like {
+                        t.version = Some(version);
+                        t.facts = event_facts();
+                    }
+                }));
+            }
+            let last = if purged {
+                Described::Missing
+            } else {
+                live.last().cloned().unwrap_or(Described::Missing)
+            };
+            World {
+                events,
+                live,
+                last,
+                mode: if owner {
+                    Mode::Owner { port: 50051 }
+                } else {
+                    Mode::Enrich
+                },
+            }
+        })
+}
+
+/// Applies events to one instance and returns its final attributes (`None`: no instance).
+fn deliver<'a>(
+    world: &World,
+    deliveries: impl IntoIterator<Item = (&'a TaskChange, &'a Described)>,
+) -> Option<HashMap<String, String>> {
+    let policy = Policy::default();
+    let c = ctx(world.mode, &policy);
+    let mut instance = match world.mode {
+        Mode::Enrich => Some(ecs_instance()),
+        Mode::Owner { .. } => None,
+    };
+    for (event, described) in deliveries {
+        let decision = on_event(&c, event, described, instance.as_ref()).unwrap();
+        match decision.action {
+            Action::Register { attributes, .. } => {
+                instance = Some(attributes.into_map().into_iter().collect());
+            }
+            Action::Deregister(_) => instance = None,
+            Action::Skip(_) => {}
+        }
+    }
+    instance
+}
+
+/// A world and a delivery order: every event at least once, some twice or more, shuffled.
+fn world_and_order() -> impl Strategy<Value = (World, Vec<usize>)> {
+    world().prop_flat_map(|world| {
+        let n = world.events.len();
+        let order = prop::collection::vec(0..n, 0..20)
+            .prop_map(move |extra| (0..n).chain(extra).collect::<Vec<_>>())
+            .prop_shuffle();
+        (Just(world), order)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_order_with_duplicates_converges((world, order) in world_and_order()) {
+        // In order, each event handled as it happened (DescribeTasks agreeing with it); when the
+        // task was purged, in order against a DescribeTasks that no longer knows it.
+        let reference = if world.last == Described::Missing {
+            deliver(&world, world.events.iter().map(|e| (e, &world.last)))
+        } else {
+            deliver(&world, world.events.iter().zip(&world.live))
+        };
+        // Shuffled, with duplicates, all after the fact.
+        let result = deliver(&world, order.iter().map(|&i| (&world.events[i], &world.last)));
+        let strip = |m: Option<HashMap<String, String>>| {
+            m.map(|mut m| {
+                m.remove(keys::LB_UPDATED_AT);
+                m
+            })
+        };
+        prop_assert_eq!(strip(result), strip(reference));
+    }
+}

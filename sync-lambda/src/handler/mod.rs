@@ -1,0 +1,199 @@
+//! The handler: one invocation from payload to outcome, generic over the [`ports`](crate::ports)
+//! so that tests drive it against moto or anything else.
+//!
+//! Flow: the payload is parsed into an [`Invocation`] ([`crate::events`]); a task change goes to
+//! the event flow (this module's `task_change`), a reconciliation to [`crate::reconcile`]; each
+//! decision comes from [`crate::decide`] and is applied here, logged as one line, and recorded in
+//! the [`Report`]. At the edge ([`Handler::invoke`]) a retryable error fails the invocation, and
+//! everything else (including rejected payloads and permanent errors, already logged) succeeds.
+
+mod targets;
+mod task_change;
+
+pub(crate) use targets::{ManagedService, Target, TargetCache, enrich_targets};
+
+use std::io::Write;
+use std::sync::{Mutex, PoisonError};
+
+use serde_json::Value;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::decide::{Action, Decision, Policy};
+use crate::error::SyncError;
+use crate::events::{self, Invocation};
+use crate::observe::{DecisionRecord, InvocationKind, Report, emf};
+use crate::ports::{Clock, Metrics, Registry, Tasks};
+use crate::task::TaskRef;
+
+/// The sync Lambda's handler.
+#[derive(Debug)]
+pub struct Handler<R, T, M, C> {
+    pub(crate) config: Config,
+    pub(crate) registry: R,
+    pub(crate) tasks: T,
+    pub(crate) metrics: M,
+    pub(crate) clock: C,
+    pub(crate) cache: Mutex<TargetCache>,
+}
+
+impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
+    /// A handler over the given Cloud Map, ECS, CloudWatch and clock.
+    pub fn new(config: Config, registry: R, tasks: T, metrics: M, clock: C) -> Self {
+        Self {
+            config,
+            registry,
+            tasks,
+            metrics,
+            clock,
+            cache: Mutex::new(TargetCache::default()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles one payload.
+    ///
+    /// `Ok`: done (including payloads that were rejected or ignored, and permanent errors, which
+    /// are logged and counted in the report). `Err`: a retryable failure; nothing was written
+    /// for the instance whose step failed.
+    pub async fn handle(&self, payload: Value) -> Result<Report, SyncError> {
+        match events::parse(payload) {
+            Invocation::TaskChange(change) => {
+                let mut report = Report::new(InvocationKind::TaskChange);
+                self.on_task_change(&change, &mut report).await?;
+                Ok(report)
+            }
+            Invocation::Reconcile(scope) => {
+                let mut report = Report::new(InvocationKind::Reconcile);
+                self.reconcile(&scope, &mut report).await?;
+                Ok(report)
+            }
+            Invocation::Ignored {
+                source,
+                detail_type,
+            } => {
+                debug!(source, detail_type, "event ignored");
+                Ok(Report::new(InvocationKind::Ignored))
+            }
+            Invocation::Rejected(rejection) => {
+                warn!(reason = rejection.as_str(), detail = %rejection, "payload rejected");
+                let mut report = Report::new(InvocationKind::Rejected);
+                report.note = Some(rejection.as_str());
+                Ok(report)
+            }
+        }
+    }
+
+    /// The Lambda edge: handles the payload, writes the EMF lines to `metrics_out`, logs the
+    /// outcome, and returns the response (a summary of the report) or the retryable error.
+    pub async fn invoke<W: Write + Send>(
+        &self,
+        payload: Value,
+        mut metrics_out: W,
+    ) -> Result<Value, SyncError> {
+        let outcome = self.handle(payload).await;
+        let (report, failure) = match &outcome {
+            Ok(report) => (report.clone(), None),
+            Err(error) => (Report::default(), Some(error)),
+        };
+        let lines = emf::render(
+            &self.config.metrics_namespace,
+            &report,
+            failure,
+            self.clock.now(),
+        );
+        for line in lines {
+            // Metrics must never fail an invocation.
+            let _ = writeln!(metrics_out, "{line}");
+        }
+        match outcome {
+            Ok(report) => {
+                info!(
+                    kind = report.kind.as_str(),
+                    writes = report.writes(),
+                    deregistrations = report.deregistrations(),
+                    decisions = report.decisions.len(),
+                    "invocation done"
+                );
+                Ok(serde_json::to_value(&report).unwrap_or(Value::Null))
+            }
+            Err(failure) => {
+                error!(error = %failure, class = failure.class(), "invocation failed; Lambda retries it");
+                Err(failure)
+            }
+        }
+    }
+
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
+    pub(crate) fn cache(&self) -> std::sync::MutexGuard<'_, TargetCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a decision to one instance, logs it, and records it.
+    pub(crate) async fn apply(
+        &self,
+        task: &TaskRef,
+        service: &str,
+        target: &Target,
+        instance_id: &str,
+        decision: Decision,
+        report: &mut Report,
+    ) -> Result<(), SyncError> {
+        let wrote = match &decision.action {
+            Action::Register { attributes, .. } => {
+                self.registry
+                    .register_instance(&target.service_id, instance_id, attributes)
+                    .await?;
+                true
+            }
+            Action::Deregister(_) => {
+                self.registry
+                    .deregister_instance(&target.service_id, instance_id)
+                    .await?;
+                true
+            }
+            Action::Skip(_) => false,
+        };
+        let record = DecisionRecord {
+            task: task.id.clone(),
+            cloudmap_service: target.service_id.clone(),
+            instance: instance_id.to_owned(),
+            action: decision.action.name(),
+            wrote,
+            old_state: decision.old_state.map(|s| s.as_str()),
+            new_state: decision.new_state.map(|s| s.as_str()),
+        };
+        info!(
+            task = %task.id,
+            cluster = %task.cluster,
+            service,
+            cloudmap_service = %target.service_id,
+            instance = instance_id,
+            old_state = record.old_state,
+            new_state = record.new_state,
+            version = decision.version,
+            action = record.action,
+            wrote,
+            "decision"
+        );
+        report.decisions.push(record);
+        Ok(())
+    }
+
+    /// Logs and counts a permanent error; passes a retryable one on.
+    pub(crate) fn absorb(&self, error: SyncError, report: &mut Report) -> Result<(), SyncError> {
+        if error.is_retryable() {
+            return Err(error);
+        }
+        warn!(error = %error, class = error.class(), "permanent error; acknowledged without retry");
+        report.handled_error(error.class());
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! What one invocation did: the record behind the decision logs, the EMF metrics and the
+//! function's response.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// The kind of invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationKind {
+    /// An `ECS Task State Change` event.
+    TaskChange,
+    /// A scheduled or on-demand reconciliation.
+    Reconcile,
+    /// An event of another ECS detail-type.
+    Ignored,
+    /// A payload that could not be used.
+    #[default]
+    Rejected,
+}
+
+impl InvocationKind {
+    /// The name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TaskChange => "task_change",
+            Self::Reconcile => "reconcile",
+            Self::Ignored => "ignored",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// One decision about one Cloud Map instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionRecord {
+    /// Task ID.
+    pub task: String,
+    /// Cloud Map service ID.
+    pub cloudmap_service: String,
+    /// Instance ID.
+    pub instance: String,
+    /// `create`, `update`, `deregister_*` or a skip reason.
+    pub action: &'static str,
+    /// Whether Cloud Map was written (register or deregister).
+    pub wrote: bool,
+    /// `LB_STATE` before.
+    pub old_state: Option<&'static str>,
+    /// `LB_STATE` after (or the task's state, for a skip).
+    pub new_state: Option<&'static str>,
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Report {
+    /// The kind of invocation.
+    pub kind: InvocationKind,
+    /// Why the payload was rejected, or why the event was not acted on (`standalone_task`,
+    /// `no_registry`).
+    pub note: Option<&'static str>,
+    /// Every decision, in order.
+    pub decisions: Vec<DecisionRecord>,
+    /// Errors that were logged and acknowledged (permanent), by class.
+    pub handled_errors: BTreeMap<&'static str, u32>,
+}
+
+impl Report {
+    /// A report for an invocation of `kind`.
+    pub fn new(kind: InvocationKind) -> Self {
+        Self {
+            kind,
+            ..Self::default()
+        }
+    }
+
+    /// Instances registered (created or updated).
+    pub fn writes(&self) -> u32 {
+        self.count(|d| d.wrote && matches!(d.action, "create" | "update"))
+    }
+
+    /// Instances created.
+    pub fn creates(&self) -> u32 {
+        self.count(|d| d.wrote && d.action == "create")
+    }
+
+    /// Instances deregistered.
+    pub fn deregistrations(&self) -> u32 {
+        self.count(|d| d.wrote && d.action.starts_with("deregister"))
+    }
+
+    /// Decisions that wrote nothing, by reason.
+    pub fn skips(&self) -> BTreeMap<&'static str, u32> {
+        let mut skips = BTreeMap::new();
+        for d in self.decisions.iter().filter(|d| !d.wrote) {
+            *skips.entry(d.action).or_insert(0) += 1;
+        }
+        skips
+    }
+
+    /// Counts one handled (permanent) error.
+    pub fn handled_error(&mut self, class: &'static str) {
+        *self.handled_errors.entry(class).or_insert(0) += 1;
+    }
+
+    fn count(&self, f: impl Fn(&DecisionRecord) -> bool) -> u32 {
+        u32::try_from(self.decisions.iter().filter(|d| f(d)).count()).unwrap_or(u32::MAX)
+    }
+}
