@@ -1,0 +1,420 @@
+//! Building a balancer: typed options with documented defaults, validated once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::state::{self, EndpointFactory, Settings, Shared, ZoneSource};
+use super::{Balancer, Inner};
+use crate::aws::sdk;
+use crate::discovery::{AbortOnDrop, CloudMapSource, Discovery, DiscoveryOptions, InstanceSource};
+use crate::error::Error;
+use crate::picker::{AdaptiveOptions, ZoneMode};
+use crate::telemetry::Ident;
+use crate::zone::{METADATA_URI_VAR, OwnZone};
+
+/// The balancer's settings. Every field has a documented default ([`Options::default`]); change
+/// what you need:
+///
+/// ```
+/// # use std::time::Duration;
+/// use cloudmap_balancer::{Options, ZoneMode};
+/// let mut options = Options::default();
+/// options.zone_mode = ZoneMode::Fixed { local_percent: 80 };
+/// options.discovery.poll_interval = Duration::from_secs(2);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Options {
+    /// How calls are kept in the own zone. Default [`ZoneMode::Adaptive`].
+    pub zone_mode: ZoneMode,
+    /// The adaptive zone controller (used in adaptive mode without a caller fleet).
+    pub adaptive: AdaptiveOptions,
+    /// Panic mode starts when eligible instances hold less than this share of the weight.
+    /// 0 to 1; 0 disables it. Default 0.5.
+    pub panic_threshold: f64,
+    /// `LB_LOAD` older than this (by `LB_UPDATED_AT`) is ignored. Default 5 minutes.
+    pub load_max_age: Duration,
+    /// How discovery polls Cloud Map.
+    pub discovery: DiscoveryOptions,
+    /// How long a call made before the first snapshot waits for it before failing
+    /// `UNAVAILABLE`. Default 5 s.
+    pub first_snapshot_timeout: Duration,
+    /// Connection timeout per instance (TCP and TLS; the HTTP/2 handshake gets as long again).
+    /// Default 1 s: instances are in the same VPC.
+    pub connect_timeout: Duration,
+    /// First ejection after a connection failure; doubles with each consecutive failure.
+    /// Default 1 s.
+    pub ejection_base: Duration,
+    /// Longest ejection. Default 30 s.
+    pub ejection_max: Duration,
+    /// HTTP/2 keep-alive pings on every connection, idle or not, so a connection to a task that
+    /// vanished without closing it is noticed. `None` disables them. Default 30 s.
+    pub keep_alive_interval: Option<Duration>,
+    /// How long a keep-alive ping may go unanswered. Default 10 s.
+    pub keep_alive_timeout: Duration,
+    /// Time allowed for reading the own zone from the ECS task metadata endpoint. Default 2 s.
+    pub zone_detection_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            zone_mode: ZoneMode::Adaptive,
+            adaptive: AdaptiveOptions::default(),
+            panic_threshold: 0.5,
+            load_max_age: Duration::from_secs(300),
+            discovery: DiscoveryOptions::default(),
+            first_snapshot_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            ejection_base: Duration::from_secs(1),
+            ejection_max: Duration::from_secs(30),
+            keep_alive_interval: Some(Duration::from_secs(30)),
+            keep_alive_timeout: Duration::from_secs(10),
+            zone_detection_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Options {
+    fn validate(&self) -> Result<(), Error> {
+        fn invalid(name: &'static str, reason: &str) -> Result<(), Error> {
+            Err(Error::InvalidOption {
+                name,
+                reason: reason.to_owned(),
+            })
+        }
+        self.discovery.validate()?;
+        if !(0.0..=1.0).contains(&self.panic_threshold) {
+            return invalid("panic_threshold", "must be between 0 and 1");
+        }
+        if let ZoneMode::Fixed { local_percent } = self.zone_mode {
+            if local_percent > 100 {
+                return invalid("zone_mode", "local_percent must be at most 100");
+            }
+        }
+        for (name, value) in [
+            ("first_snapshot_timeout", self.first_snapshot_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("ejection_base", self.ejection_base),
+            ("keep_alive_timeout", self.keep_alive_timeout),
+            ("zone_detection_timeout", self.zone_detection_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(name, "must be above 0");
+            }
+        }
+        if self.ejection_max < self.ejection_base {
+            return invalid("ejection_max", "must be at least ejection_base");
+        }
+        let a = &self.adaptive;
+        if a.tick < Duration::from_millis(10) {
+            return invalid("adaptive.tick", "must be at least 10 ms");
+        }
+        if a.latency_window.is_zero() || a.baseline_window.is_zero() {
+            return invalid("adaptive", "windows must be above 0");
+        }
+        if !(a.recover_ratio >= 1.0 && a.slow_ratio > a.recover_ratio) {
+            return invalid(
+                "adaptive",
+                "needs 1 <= recover_ratio < slow_ratio (the hysteresis band)",
+            );
+        }
+        if a.cpu_recover_gap > a.cpu_gap {
+            return invalid("adaptive", "cpu_recover_gap must be at most cpu_gap");
+        }
+        if !(a.step_up > 0.0 && a.step_up <= 1.0 && a.step_down > 0.0 && a.step_down <= 1.0) {
+            return invalid("adaptive", "steps must be in (0, 1]");
+        }
+        Ok(())
+    }
+}
+
+/// A user's adjustment of each instance's tonic endpoint.
+type Configure = Arc<dyn Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint + Send + Sync>;
+
+/// Builds a [`Balancer`]; from [`Balancer::builder`] or [`Balancer::builder_with_source`].
+#[must_use]
+pub struct Builder {
+    source: Arc<dyn InstanceSource>,
+    ident: Ident,
+    client: Option<sdk::Client>,
+    caller: Option<(Arc<dyn InstanceSource>, Ident)>,
+    caller_service: Option<(String, String)>,
+    zone: OwnZone,
+    options: Options,
+    configure: Option<Configure>,
+    #[cfg(feature = "tls")]
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    seed: Option<u64>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("namespace", &self.ident.namespace)
+            .field("service", &self.ident.service)
+            .field("zone", &self.zone)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    pub(super) fn cloud_map(
+        config: &aws_types::SdkConfig,
+        namespace: String,
+        service: String,
+    ) -> Self {
+        let client = crate::aws::servicediscovery_client(config);
+        let source = CloudMapSource::from_client(client.clone(), &namespace, &service);
+        let mut builder = Self::with_source(Arc::new(source), namespace, service);
+        builder.client = Some(client);
+        builder
+    }
+
+    pub(super) fn with_source(
+        source: Arc<dyn InstanceSource>,
+        namespace: String,
+        service: String,
+    ) -> Self {
+        Self {
+            source,
+            ident: Ident { namespace, service },
+            client: None,
+            caller: None,
+            caller_service: None,
+            zone: OwnZone::Detect,
+            options: Options::default(),
+            configure: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            seed: None,
+        }
+    }
+
+    /// Where the own zone comes from. Default [`OwnZone::Detect`] (the ECS task metadata).
+    pub fn zone(mut self, zone: OwnZone) -> Self {
+        self.zone = zone;
+        self
+    }
+
+    /// Shorthand for `.zone(OwnZone::Fixed(zone))`.
+    pub fn local_zone(self, zone: impl Into<String>) -> Self {
+        self.zone(OwnZone::Fixed(zone.into()))
+    }
+
+    /// All options at once (see [`Options`] for the defaults).
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The Cloud Map service the *callers* are registered in (this client's own fleet). With it,
+    /// adaptive mode uses Envoy's zone-aware routing from the callers' zone distribution. Only
+    /// for builders from [`Balancer::builder`]; others use [`Builder::caller_source`].
+    pub fn caller_service(mut self, namespace: impl Into<String>, service: impl Into<String>) -> Self {
+        self.caller_service = Some((namespace.into(), service.into()));
+        self
+    }
+
+    /// The callers' fleet from any source (see [`Builder::caller_service`]).
+    pub fn caller_source(
+        mut self,
+        source: impl InstanceSource,
+        namespace: impl Into<String>,
+        service: impl Into<String>,
+    ) -> Self {
+        let ident = Ident {
+            namespace: namespace.into(),
+            service: service.into(),
+        };
+        self.caller = Some((Arc::new(source), ident));
+        self
+    }
+
+    /// Adjusts every instance's tonic [`Endpoint`](tonic::transport::Endpoint) (timeouts,
+    /// window sizes, user agent, ...) after the balancer's own settings.
+    pub fn configure_endpoint(
+        mut self,
+        configure: impl Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.configure = Some(Arc::new(configure));
+        self
+    }
+
+    /// Calls the instances over TLS with this configuration. Instances are addressed by IP, so
+    /// set [`domain_name`](tonic::transport::ClientTlsConfig::domain_name) to the name their
+    /// certificates carry.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Seeds the random number generators (jitter, picks) for reproducible runs. Default: a
+    /// random seed.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Starts discovery and the balancer's background task on the current Tokio runtime.
+    ///
+    /// Fails on invalid options or outside a Tokio runtime; never on Cloud Map errors (those
+    /// are retried in the background, and calls fail `UNAVAILABLE` after the first-snapshot
+    /// timeout while nothing was discovered).
+    pub fn build(self) -> Result<Balancer, Error> {
+        self.options.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let seed = self.seed.unwrap_or_else(|| fastrand::u64(..));
+        let options = self.options;
+
+        let zone = match self.zone {
+            OwnZone::Detect => match std::env::var(METADATA_URI_VAR) {
+                Ok(uri) if !uri.trim().is_empty() => ZoneSource::TaskMetadata {
+                    uri,
+                    timeout: options.zone_detection_timeout,
+                },
+                _ => ZoneSource::Fixed(None),
+            },
+            OwnZone::TaskMetadata(uri) => ZoneSource::TaskMetadata {
+                uri,
+                timeout: options.zone_detection_timeout,
+            },
+            OwnZone::Fixed(zone) => ZoneSource::Fixed(Some(zone)),
+            OwnZone::Unknown => ZoneSource::Fixed(None),
+        };
+
+        let caller = match (self.caller, self.caller_service) {
+            (Some(caller), _) => Some(caller),
+            (None, Some((namespace, service))) => {
+                let Some(client) = self.client.clone() else {
+                    return Err(Error::InvalidOption {
+                        name: "caller_service",
+                        reason: "needs a Cloud Map builder (Balancer::builder); use caller_source"
+                            .to_owned(),
+                    });
+                };
+                let source = CloudMapSource::from_client(client, &namespace, &service);
+                Some((Arc::new(source) as Arc<dyn InstanceSource>, Ident { namespace, service }))
+            }
+            (None, None) => None,
+        };
+
+        let endpoint = endpoint_factory(
+            &options,
+            self.configure,
+            #[cfg(feature = "tls")]
+            self.tls,
+        )?;
+        let settings = Settings {
+            zone_mode: options.zone_mode,
+            panic_threshold: options.panic_threshold,
+            load_max_age: options.load_max_age,
+            first_snapshot_timeout: options.first_snapshot_timeout,
+            connect_timeout: options.connect_timeout,
+            endpoint,
+        };
+        let shared = Arc::new(Shared::new(
+            self.ident.clone(),
+            settings,
+            (options.ejection_base, options.ejection_max),
+            seed,
+        ));
+        let discovery = Discovery::spawn(
+            self.source,
+            options.discovery.clone(),
+            self.ident,
+            seed ^ 0x5EED_0001,
+            &runtime,
+        );
+        let caller = caller.map(|(source, ident)| {
+            Discovery::spawn(
+                source,
+                options.discovery.clone(),
+                ident,
+                seed ^ 0x5EED_0002,
+                &runtime,
+            )
+        });
+        let task = runtime.spawn(state::run(
+            Arc::clone(&shared),
+            discovery.subscribe(),
+            caller.as_ref().map(Discovery::subscribe),
+            zone,
+            options.adaptive.clone(),
+        ));
+        Ok(Balancer {
+            inner: Arc::new(Inner {
+                shared,
+                discovery,
+                caller,
+                _task: AbortOnDrop(task),
+            }),
+        })
+    }
+}
+
+/// The tonic endpoint for an instance: plain HTTP/2 (or TLS), the balancer's timeouts and
+/// keep-alive, then the user's adjustments.
+fn endpoint_factory(
+    options: &Options,
+    configure: Option<Configure>,
+    #[cfg(feature = "tls")] tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<EndpointFactory, Error> {
+    #[cfg(feature = "tls")]
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    #[cfg(not(feature = "tls"))]
+    let scheme = "http";
+    let connect_timeout = options.connect_timeout;
+    let keep_alive = options.keep_alive_interval;
+    let keep_alive_timeout = options.keep_alive_timeout;
+    let base = move |addr: SocketAddr| -> Result<tonic::transport::Endpoint, Error> {
+        let uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority(addr.to_string())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| Error::InvalidOption {
+                name: "address",
+                reason: e.to_string(),
+            })?;
+        let mut endpoint = tonic::transport::Endpoint::from(uri)
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(interval) = keep_alive {
+            endpoint = endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(keep_alive_timeout)
+                .keep_alive_while_idle(true);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Error::InvalidOption {
+                    name: "tls",
+                    reason: crate::error::Chain(&e).to_string(),
+                })?;
+        }
+        Ok(match &configure {
+            Some(configure) => configure(endpoint),
+            None => endpoint,
+        })
+    };
+    // Everything that can fail depends on the settings, not the address: check once here.
+    base(SocketAddr::from(([127, 0, 0, 1], 1)))?;
+    Ok(Arc::new(move |addr| {
+        base(addr).unwrap_or_else(|error| {
+            // Unreachable: the same settings built an endpoint above, and a socket address is
+            // always a valid URI authority. Should it happen, the instance fails to connect and
+            // is ejected like any unreachable one.
+            tracing::error!(%addr, error = %crate::error::Chain(&error), "no endpoint for instance");
+            tonic::transport::Endpoint::from(http::Uri::from_static("http://0.0.0.0:1"))
+        })
+    }))
+}

@@ -1,0 +1,146 @@
+//! The balancer: discovery, the picker and per-instance tonic channels behind one
+//! `tower::Service`.
+//!
+//! A [`Balancer`] owns a discovery poller (the balanced service, and optionally the caller
+//! fleet) and a background task that turns every new snapshot, caller-fleet change and ejection
+//! into a new picker table, published atomically. [`Balancer::channel`] hands out
+//! [`BalancedChannel`]s, the `tower::Service<http::Request<tonic::body::Body>>` that generated
+//! clients take as they take a tonic `Channel`.
+//!
+//! Per call, the channel:
+//!
+//! 1. picks an instance ([`picker`](crate::picker): zone plan, then power of two choices by
+//!    in-flight requests);
+//! 2. takes that instance's tonic `Channel`, connecting it first if it has none (connections are
+//!    made on first use and kept while the instance stays in the snapshot). The connection's
+//!    socket is watched, so a connection the server closed is known to be dead *before* a
+//!    request is put on it;
+//! 3. if connecting fails, nothing was sent: the instance is ejected (exponential backoff from
+//!    [`Options::ejection_base`] to [`Options::ejection_max`], never more than half of the
+//!    instances at once) and the call is re-picked once, transparently;
+//! 4. sends the request and keeps the call counted in flight until its response body ends, so
+//!    an instance that leaves the snapshot keeps its connection until its last call finishes.
+//!
+//! The only call that can fail because an instance died is one already sent to it: a killed
+//! server costs at most the calls in flight on it, and none when it was drained (`DRAINING`)
+//! first.
+
+mod builder;
+mod eject;
+mod endpoint;
+mod service;
+mod state;
+mod stats;
+
+use std::sync::Arc;
+
+pub use builder::{Builder, Options};
+pub use service::{BalancedChannel, ResponseFuture};
+pub use stats::{AdaptiveStats, CallStats, InstanceStats, Stats, ZoneStats};
+
+use crate::discovery::{AbortOnDrop, Discovery, InstanceSource, Snapshot};
+use crate::error::Error;
+
+/// Balances gRPC calls over the instances of one Cloud Map service. Cheap to clone; the
+/// background tasks stop when the last clone, and the last [`BalancedChannel`], is dropped.
+#[derive(Clone)]
+pub struct Balancer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<state::Shared>,
+    discovery: Discovery,
+    caller: Option<Discovery>,
+    _task: AbortOnDrop,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("namespace", &self.inner.shared.ident.namespace)
+            .field("service", &self.inner.shared.ident.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Balancer {
+    /// A builder for balancing over `service` in the Cloud Map HTTP namespace `namespace`,
+    /// discovered with the credentials, region and endpoint of `config` (an `SdkConfig` pointed
+    /// at moto or LocalStack works; see [`crate::aws`]).
+    pub fn builder(
+        config: &aws_types::SdkConfig,
+        namespace: impl Into<String>,
+        service: impl Into<String>,
+    ) -> Builder {
+        Builder::cloud_map(config, namespace.into(), service.into())
+    }
+
+    /// A builder over any [`InstanceSource`] (e.g. a [`StaticSource`](crate::discovery::StaticSource)).
+    /// `namespace` and `service` name it in logs, errors and metrics.
+    pub fn builder_with_source(
+        source: impl InstanceSource,
+        namespace: impl Into<String>,
+        service: impl Into<String>,
+    ) -> Builder {
+        Builder::with_source(Arc::new(source), namespace.into(), service.into())
+    }
+
+    /// A channel for generated clients: `EchoClient::new(balancer.channel())`.
+    pub fn channel(&self) -> BalancedChannel {
+        BalancedChannel::new(Arc::clone(&self.inner))
+    }
+
+    /// Waits until the first snapshot is in service, up to the first-snapshot timeout. Calls do
+    /// this by themselves; use it to fail fast at start-up.
+    pub async fn ready(&self) -> Result<(), Error> {
+        match self.inner.shared.first_table().await {
+            Ok(_) => Ok(()),
+            Err(why) => Err(state::no_table(
+                &self.inner.shared,
+                why,
+                self.inner.discovery.status().last_error,
+            )),
+        }
+    }
+
+    /// Lists the instances now (instead of at the next poll) and returns once the picker works
+    /// from the result.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let generation = self
+            .inner
+            .discovery
+            .refresh()
+            .await
+            .map_err(|error| Error::Source(Box::new(error)))?;
+        if let Some(caller) = &self.inner.caller {
+            caller
+                .refresh()
+                .await
+                .map_err(|error| Error::Source(Box::new(error)))?;
+        }
+        self.inner.shared.table_at(generation).await;
+        Ok(())
+    }
+
+    /// The snapshot the picker works from, `None` before the first one.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.inner.shared.table().map(|t| Arc::clone(&t.snapshot))
+    }
+
+    /// The latest snapshot of the caller fleet, when one is configured.
+    pub fn caller_snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.inner.caller.as_ref().and_then(Discovery::snapshot)
+    }
+
+    /// The caller's own zone, once resolved (`None` while detecting, or when unknown).
+    pub fn local_zone(&self) -> Option<String> {
+        self.inner.shared.local_zone()
+    }
+
+    /// Instances, zones, counters and discovery status, read consistently from the current
+    /// table.
+    pub fn stats(&self) -> Stats {
+        stats::collect(&self.inner.shared, self.inner.discovery.status())
+    }
+}

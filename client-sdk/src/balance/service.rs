@@ -1,0 +1,261 @@
+//! The balanced channel: a `tower::Service` that picks an instance per call.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use fastrand::Rng;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Bytes;
+use tokio::time::Instant;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::transport::Channel;
+use tower_service::Service;
+
+use super::Inner;
+use super::endpoint::{ConnectFailure, Endpoint, InFlight};
+use super::state::{Shared, no_table};
+use crate::error::Error;
+
+/// The balanced channel: what a generated tonic client is built on
+/// (`EchoClient::new(balancer.channel())`).
+///
+/// Cheap to clone (an `Arc` and a random number generator seed); each clone picks independently.
+/// It is always ready: each call picks an instance, waits for that instance's connection, and
+/// applies backpressure there. A call made before the first snapshot arrived waits for it up to
+/// the first-snapshot timeout.
+///
+/// Errors are [`tonic::Status`]es: `UNAVAILABLE` with a message naming namespace and service when
+/// there is nothing to call, and whatever tonic's own `Channel` reports for transport failures.
+pub struct BalancedChannel {
+    inner: Arc<Inner>,
+    rng: Rng,
+}
+
+impl BalancedChannel {
+    pub(super) fn new(inner: Arc<Inner>) -> Self {
+        let rng = Rng::with_seed(inner.shared.next_seed());
+        Self { inner, rng }
+    }
+}
+
+impl Clone for BalancedChannel {
+    fn clone(&self) -> Self {
+        Self::new(Arc::clone(&self.inner))
+    }
+}
+
+impl fmt::Debug for BalancedChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancedChannel")
+            .field("namespace", &self.inner.shared.ident.namespace)
+            .field("service", &self.inner.shared.ident.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service<http::Request<Body>> for BalancedChannel {
+    type Response = http::Response<Body>;
+    type Error = Status;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        let seed = self.rng.u64(..);
+        // The common case picks here, synchronously, with this handle's generator.
+        let picked = inner
+            .shared
+            .table()
+            .map(|table| inner.shared.pick(&table, &mut self.rng));
+        ResponseFuture(Box::pin(async move {
+            let endpoint = match picked {
+                Some(Some((endpoint, _))) => endpoint,
+                Some(None) => return Err(no_instances(&inner.shared).into()),
+                None => {
+                    let table = match inner.shared.first_table().await {
+                        Ok(table) => table,
+                        Err(why) => {
+                            let last = inner.discovery.status().last_error;
+                            return Err(no_table(&inner.shared, why, last).into());
+                        }
+                    };
+                    let mut rng = Rng::with_seed(seed);
+                    match inner.shared.pick(&table, &mut rng) {
+                        Some((endpoint, _)) => endpoint,
+                        None => return Err(no_instances(&inner.shared).into()),
+                    }
+                }
+            };
+            send(&inner.shared, endpoint, request, seed).await
+        }))
+    }
+}
+
+/// The future of one call through a [`BalancedChannel`].
+pub struct ResponseFuture(
+    Pin<Box<dyn Future<Output = Result<http::Response<Body>, Status>> + Send + 'static>>,
+);
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<Body>, Status>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+fn no_instances(shared: &Shared) -> Error {
+    Error::NoInstances {
+        namespace: shared.ident.namespace.clone(),
+        service: shared.ident.service.clone(),
+    }
+}
+
+fn connect_error(shared: &Shared, endpoint: &Endpoint, failure: ConnectFailure) -> Error {
+    Error::Connect {
+        instance: endpoint.id().to_owned(),
+        addr: endpoint.addr(),
+        service: shared.ident.service.clone(),
+        source: failure,
+    }
+}
+
+/// Connects (or reuses the connection), counting the call in flight meanwhile.
+async fn connect(
+    shared: &Shared,
+    endpoint: Arc<Endpoint>,
+) -> Result<(InFlight, Channel), (Arc<Endpoint>, ConnectFailure)> {
+    let guard = InFlight::new(endpoint);
+    match guard.endpoint().channel().await {
+        Ok((channel, fresh)) => {
+            if fresh {
+                shared.connect_succeeded(guard.endpoint());
+            }
+            Ok((guard, channel))
+        }
+        Err(failure) => {
+            let endpoint = Arc::clone(guard.endpoint());
+            drop(guard);
+            shared.connect_failed(&endpoint, &failure);
+            Err((endpoint, failure))
+        }
+    }
+}
+
+async fn send(
+    shared: &Shared,
+    endpoint: Arc<Endpoint>,
+    request: http::Request<Body>,
+    seed: u64,
+) -> Result<http::Response<Body>, Status> {
+    let (guard, mut channel) = match connect(shared, endpoint).await {
+        Ok(connected) => connected,
+        Err((failed, failure)) => {
+            // Nothing was sent: pick another instance once, transparently.
+            let mut rng = Rng::with_seed(seed);
+            let Some((next, _)) = shared.repick(&failed, &mut rng) else {
+                shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+                return Err(connect_error(shared, &failed, failure).into());
+            };
+            match connect(shared, next).await {
+                Ok(connected) => connected,
+                Err((failed, failure)) => {
+                    shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+                    return Err(connect_error(shared, &failed, failure).into());
+                }
+            }
+        }
+    };
+
+    let ready = std::future::poll_fn(|cx| Service::poll_ready(&mut channel, cx)).await;
+    if let Err(error) = ready {
+        shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+        guard.endpoint().mark_dead();
+        return Err(Status::from_error(Box::new(error)));
+    }
+    let started = Instant::now();
+    match Service::call(&mut channel, request).await {
+        Ok(response) => {
+            guard.endpoint().zone.record(started.elapsed());
+            Ok(response.map(|body| {
+                Body::new(Tracked {
+                    body,
+                    guard: Some(guard),
+                })
+            }))
+        }
+        Err(error) => {
+            // A transport failure (gRPC errors arrive as responses): the connection is suspect,
+            // so the next call on this instance connects anew, before sending.
+            shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+            let endpoint = Arc::clone(guard.endpoint());
+            drop(guard);
+            endpoint.mark_dead();
+            if is_connect_error(&error) {
+                let failure: ConnectFailure = Arc::new(error);
+                shared.connect_failed(&endpoint, &failure);
+                return Err(Status::from_error(Box::new(failure)));
+            }
+            Err(Status::from_error(Box::new(error)))
+        }
+    }
+}
+
+/// Whether tonic failed to (re)connect underneath a call: the request was not sent, but it is
+/// gone, so the call fails; the instance is ejected for the next ones.
+fn is_connect_error(error: &tonic::transport::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// A response body that keeps its call counted in flight (and its instance's connection open)
+/// until the body ends: the whole stream for streaming calls.
+struct Tracked {
+    body: Body,
+    guard: Option<InFlight>,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            this.guard = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,245 @@
+//! What the balancer is doing, for dashboards, demos and tests.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::state::Shared;
+use crate::discovery::{DiscoveryStatus, Snapshot};
+use crate::instance::Instance;
+use crate::picker::{Exclusion, Locality, Verdict};
+
+/// A consistent view of the balancer: the snapshot in service, how the picker sees each instance
+/// and zone, and the call counters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The namespace.
+    pub namespace: String,
+    /// The service.
+    pub service: String,
+    /// The caller's own zone, once resolved.
+    pub local_zone: Option<String>,
+    /// The snapshot the picker works from (`None` before the first one).
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Whether the picker is in panic mode.
+    pub panic: bool,
+    /// The share of calls the zone plan keeps local now (0 without a local zone to keep them in).
+    pub local_share: f64,
+    /// The adaptive controller's state, once it has run.
+    pub adaptive: Option<AdaptiveStats>,
+    /// One entry per snapshot instance, in snapshot order.
+    pub instances: Vec<InstanceStats>,
+    /// One entry per zone that has candidates or was ever picked.
+    pub zones: Vec<ZoneStats>,
+    /// Call counters since the balancer was built.
+    pub calls: CallStats,
+    /// What discovery has been doing.
+    pub discovery: DiscoveryStatus,
+}
+
+/// One instance as the balancer sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InstanceStats {
+    /// The instance (ID, address, zone, state, health, weight, load, task ARN).
+    pub instance: Instance,
+    /// Why it is not eligible, if it is not.
+    pub exclusion: Option<Exclusion>,
+    /// Whether the picker can pick it (eligible, or merely not stopped in panic mode).
+    pub candidate: bool,
+    /// `LB_WEIGHT`, or the median fill-in.
+    pub base_weight: u32,
+    /// The weight picks follow: base weight × load factor (0 for non-candidates).
+    pub effective_weight: f64,
+    /// Calls in flight on it.
+    pub in_flight: u32,
+    /// Times it was picked.
+    pub picks: u64,
+    /// Connection attempts to it that failed.
+    pub connect_failures: u64,
+    /// Whether a live connection is open.
+    pub connected: bool,
+    /// How much longer it stays ejected, if it is.
+    pub ejected_for: Option<Duration>,
+}
+
+impl InstanceStats {
+    /// The ECS task ID (see [`Instance::task_id`]).
+    pub fn task_id(&self) -> &str {
+        self.instance.task_id()
+    }
+}
+
+/// One zone as the balancer sees it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ZoneStats {
+    /// The zone; `None` for instances without one.
+    pub zone: Option<String>,
+    /// Relative to the caller's zone.
+    pub locality: Locality,
+    /// Instances the picker can pick there.
+    pub candidates: usize,
+    /// Its share of the candidates' effective weight.
+    pub capacity_share: f64,
+    /// Its share of the calls that leave the local zone (or of all calls without zone
+    /// affinity).
+    pub spill_share: f64,
+    /// Times an instance there was picked.
+    pub picks: u64,
+}
+
+/// Call counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallStats {
+    /// Picks in the caller's zone.
+    pub local: u64,
+    /// Picks in other zones.
+    pub remote: u64,
+    /// Picks where the caller's or the instance's zone is unknown.
+    pub unknown: u64,
+    /// Picks that left the local zone although it had candidates.
+    pub spilled: u64,
+    /// Picks made in panic mode.
+    pub panic: u64,
+    /// Failed connection attempts.
+    pub connect_failures: u64,
+    /// Ejections.
+    pub ejections: u64,
+    /// Calls re-picked after a connection failure.
+    pub repicks: u64,
+    /// Calls that failed in the balancer or the transport (not gRPC errors from the service).
+    pub failed: u64,
+}
+
+impl CallStats {
+    /// All picks.
+    pub fn picks(&self) -> u64 {
+        self.local + self.remote + self.unknown
+    }
+}
+
+/// The adaptive zone controller's state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct AdaptiveStats {
+    /// The spill level, 0 (everything local) to 1 (spread by capacity).
+    pub spill: f64,
+    /// The last tick's verdict.
+    pub verdict: Verdict,
+    /// Average latency of local calls.
+    pub local_latency: Option<Duration>,
+    /// Average latency of calls to other zones.
+    pub remote_latency: Option<Duration>,
+}
+
+pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
+    let table = shared.table();
+    let c = &shared.counters;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let calls = CallStats {
+        local: load(&c.local),
+        remote: load(&c.remote),
+        unknown: load(&c.unknown),
+        spilled: load(&c.spilled),
+        panic: load(&c.panic),
+        connect_failures: load(&c.connect_failures),
+        ejections: load(&c.ejections),
+        repicks: load(&c.repicks),
+        failed: load(&c.failed_calls),
+    };
+    let adaptive = shared.controller_view().map(|v| AdaptiveStats {
+        spill: v.spill,
+        verdict: v.verdict,
+        local_latency: v.local_latency,
+        remote_latency: v.remote_latency,
+    });
+    let zone_picks = shared.zone_picks();
+    let picks_in = |zone: &Option<String>| {
+        zone_picks
+            .iter()
+            .find(|(z, _)| z == zone)
+            .map_or(0, |&(_, n)| n)
+    };
+    let local_zone = shared.local_zone();
+    let Some(table) = table else {
+        return Stats {
+            namespace: shared.ident.namespace.clone(),
+            service: shared.ident.service.clone(),
+            local_zone,
+            snapshot: None,
+            panic: false,
+            local_share: 0.0,
+            adaptive,
+            instances: Vec::new(),
+            zones: Vec::new(),
+            calls,
+            discovery,
+        };
+    };
+    let instances = table
+        .snapshot
+        .instances()
+        .iter()
+        .zip(table.picker.instances())
+        .zip(&table.endpoints)
+        .map(|((instance, view), endpoint)| InstanceStats {
+            instance: instance.clone(),
+            exclusion: view.exclusion,
+            candidate: view.candidate,
+            base_weight: view.base_weight,
+            effective_weight: view.effective_weight(),
+            in_flight: endpoint.in_flight(),
+            picks: endpoint.picks.load(Ordering::Relaxed),
+            connect_failures: endpoint.connect_failures.load(Ordering::Relaxed),
+            connected: endpoint.connected(),
+            ejected_for: shared.ejected_for(&endpoint.key),
+        })
+        .collect();
+    let mut zones: Vec<ZoneStats> = table
+        .picker
+        .zones()
+        .iter()
+        .map(|z| ZoneStats {
+            zone: z.zone.clone(),
+            locality: z.locality,
+            candidates: z.candidates,
+            capacity_share: z.capacity_share,
+            spill_share: z.spill_share,
+            picks: picks_in(&z.zone),
+        })
+        .collect();
+    for (zone, picks) in &zone_picks {
+        if !zones.iter().any(|z| z.zone == *zone) {
+            let locality = match (&local_zone, zone) {
+                (Some(local), Some(zone)) if local == zone => Locality::Local,
+                (Some(_), Some(_)) => Locality::Remote,
+                _ => Locality::Unknown,
+            };
+            zones.push(ZoneStats {
+                zone: zone.clone(),
+                locality,
+                candidates: 0,
+                capacity_share: 0.0,
+                spill_share: 0.0,
+                picks: *picks,
+            });
+        }
+    }
+    zones.sort_by_key(|z| (z.zone.is_none(), z.zone.clone()));
+    Stats {
+        namespace: shared.ident.namespace.clone(),
+        service: shared.ident.service.clone(),
+        local_zone,
+        panic: table.picker.panic(),
+        local_share: table.picker.local_fraction(shared.spill_level()),
+        snapshot: Some(Arc::clone(&table.snapshot)),
+        adaptive,
+        instances,
+        zones,
+        calls,
+        discovery,
+    }
+}

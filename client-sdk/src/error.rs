@@ -1,0 +1,145 @@
+//! The crate's error type.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed error from a lower layer (the AWS SDK, tonic, a custom instance source).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in this crate. Calls through the balanced channel see these as
+/// a [`tonic::Status`] (see [`Error::code`]), with the error as its source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A builder option is out of range.
+    #[error("invalid option `{name}`: {reason}")]
+    InvalidOption {
+        /// The option.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The balancer was built outside a Tokio runtime (it spawns its background tasks there).
+    #[error("the balancer must be built inside a Tokio runtime")]
+    NoRuntime,
+    /// A Cloud Map call failed.
+    #[error("Cloud Map {operation} for service `{service}` in namespace `{namespace}` failed")]
+    CloudMap {
+        /// `DiscoverInstances` or `DiscoverInstancesRevision`.
+        operation: &'static str,
+        /// The namespace.
+        namespace: String,
+        /// The service.
+        service: String,
+        /// The SDK's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A custom instance source failed.
+    #[error("the instance source failed")]
+    Source(#[source] BoxError),
+    /// No snapshot of the service arrived within the first-snapshot timeout.
+    #[error(
+        "no instances of service `{service}` in namespace `{namespace}` discovered within {waited:?}"
+    )]
+    NotDiscovered {
+        /// The namespace.
+        namespace: String,
+        /// The service.
+        service: String,
+        /// How long the call waited.
+        waited: Duration,
+        /// The last discovery error, if discovery failed.
+        #[source]
+        last_error: Option<Arc<Error>>,
+    },
+    /// The snapshot has no instance that can be picked.
+    #[error("no eligible instance of service `{service}` in namespace `{namespace}`")]
+    NoInstances {
+        /// The namespace.
+        namespace: String,
+        /// The service.
+        service: String,
+    },
+    /// Connecting to an instance failed (the call was not sent to it).
+    #[error("could not connect to instance `{instance}` at {addr} of service `{service}`")]
+    Connect {
+        /// The instance ID.
+        instance: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// The service.
+        service: String,
+        /// Why.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The own zone could not be read from the ECS task metadata endpoint.
+    #[error("reading the own zone from the ECS task metadata endpoint {uri}: {reason}")]
+    ZoneDetection {
+        /// The metadata URI used.
+        uri: String,
+        /// What went wrong.
+        reason: &'static str,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The balancer's background tasks are gone (its runtime shut down).
+    #[error("the balancer for service `{service}` in namespace `{namespace}` has shut down")]
+    Closed {
+        /// The namespace.
+        namespace: String,
+        /// The service.
+        service: String,
+    },
+}
+
+#[cfg(feature = "tonic")]
+impl Error {
+    /// The gRPC status code a call sees for this error: `UNAVAILABLE` for everything a retry
+    /// may fix (discovery, connection, no instances), `INTERNAL` otherwise.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Self::CloudMap { .. }
+            | Self::Source(_)
+            | Self::NotDiscovered { .. }
+            | Self::NoInstances { .. }
+            | Self::Connect { .. }
+            | Self::Closed { .. } => tonic::Code::Unavailable,
+            Self::InvalidOption { .. } | Self::NoRuntime | Self::ZoneDetection { .. } => {
+                tonic::Code::Internal
+            }
+        }
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl From<Error> for tonic::Status {
+    /// The status a call sees: the code from [`Error::code`], the whole error chain as the
+    /// message (a gRPC message is text), the error itself as the source.
+    fn from(error: Error) -> Self {
+        let message = Chain(&error).to_string();
+        let mut status = tonic::Status::new(error.code(), message);
+        status.set_source(Arc::new(error));
+        status
+    }
+}
+
+/// Displays an error with its whole source chain, `a: b: c`, for logs.
+#[cfg(feature = "aws")]
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+#[cfg(feature = "aws")]
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! One instance of the balanced service, as the balancer sees it.
+//!
+//! [`Instance::from_attributes`] is the boundary: it turns a Cloud Map instance (its ID, attribute
+//! map and Cloud Map health) into a validated value once, through the lenient
+//! [`InstanceAttributes::decode`]. Everything after it works on plain data.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::SystemTime;
+
+use crate::contract::{AttributeSource, InstanceAttributes, LbHealth, LbState, Load, Weight};
+
+/// Cloud Map's own health status of an instance, as `DiscoverInstances` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CloudMapHealth {
+    /// The instance passes its Cloud Map health check (or custom health status).
+    Healthy,
+    /// The instance fails it: never picked outside panic mode.
+    Unhealthy,
+    /// The service has no health check, or the status is not known. Treated like healthy.
+    #[default]
+    Unknown,
+}
+
+impl CloudMapHealth {
+    /// The API's spelling, e.g. `HEALTHY`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "HEALTHY",
+            Self::Unhealthy => "UNHEALTHY",
+            Self::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Display for CloudMapHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One instance of the balanced service: where to call it and what the balancer needs to decide
+/// whether and how often to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Instance {
+    /// The Cloud Map instance ID (for ECS-registered instances, the task ID).
+    pub id: String,
+    /// Where to call it: `AWS_INSTANCE_IPV4` and `AWS_INSTANCE_PORT`.
+    pub addr: SocketAddr,
+    /// `AVAILABILITY_ZONE`; `None` when missing (the instance belongs to no zone and is never
+    /// "local").
+    pub zone: Option<String>,
+    /// `LB_STATE`; `None` when missing or unrecognised, which counts as running.
+    pub state: Option<LbState>,
+    /// `LB_HEALTH`: the task's health as ECS reports it.
+    pub health: LbHealth,
+    /// Cloud Map's health status from `DiscoverInstances`.
+    pub cloud_map_health: CloudMapHealth,
+    /// `LB_WEIGHT`; `None` when missing or malformed (the picker then uses the median of the
+    /// known weights).
+    pub weight: Option<Weight>,
+    /// `LB_LOAD`, recent CPU utilisation in percent; `None` when unknown.
+    pub load: Option<Load>,
+    /// `LB_UPDATED_AT`: when the sync Lambda wrote the state (and load) last.
+    pub updated_at: Option<SystemTime>,
+    /// `LB_TASK_ARN`.
+    pub task_arn: Option<String>,
+    /// `LB_CAPACITY`: capacity provider or launch type.
+    pub capacity: Option<String>,
+}
+
+/// Why a Cloud Map instance cannot be called, so [`Instance::from_attributes`] skipped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unroutable {
+    /// `AWS_INSTANCE_IPV4` is missing or not an IPv4 address.
+    #[error("no usable AWS_INSTANCE_IPV4")]
+    NoAddress,
+    /// `AWS_INSTANCE_PORT` is missing, not a number, or 0.
+    #[error("no usable AWS_INSTANCE_PORT")]
+    NoPort,
+}
+
+impl Instance {
+    /// An instance at `addr` with no attributes: no zone, no lifecycle data (eligible), unknown
+    /// health, weight and load. For static lists and tests; discovery uses
+    /// [`Instance::from_attributes`].
+    pub fn new(id: impl Into<String>, addr: SocketAddr) -> Self {
+        Self {
+            id: id.into(),
+            addr,
+            zone: None,
+            state: None,
+            health: LbHealth::Unknown,
+            cloud_map_health: CloudMapHealth::Unknown,
+            weight: None,
+            load: None,
+            updated_at: None,
+            task_arn: None,
+            capacity: None,
+        }
+    }
+
+    /// Decodes a Cloud Map instance. Fails only when it cannot be called at all (no IPv4 address
+    /// or port); every other odd value becomes the default [`InstanceAttributes`] documents.
+    pub fn from_attributes(
+        id: impl Into<String>,
+        attributes: &impl AttributeSource,
+        cloud_map_health: CloudMapHealth,
+    ) -> Result<Self, Unroutable> {
+        let decoded = InstanceAttributes::decode(attributes);
+        let ip = decoded.ipv4.ok_or(Unroutable::NoAddress)?;
+        let port = decoded.port.ok_or(Unroutable::NoPort)?;
+        Ok(Self {
+            id: id.into(),
+            addr: SocketAddr::new(IpAddr::V4(ip), port),
+            zone: decoded.zone,
+            state: decoded.state,
+            health: decoded.health,
+            cloud_map_health,
+            weight: decoded.weight,
+            load: decoded.load,
+            updated_at: decoded.updated_at,
+            task_arn: decoded.task_arn,
+            capacity: decoded.capacity,
+        })
+    }
+
+    /// The ECS task ID: the last segment of `LB_TASK_ARN` when known, else the instance ID
+    /// (which ECS sets to the task ID when it registers the instance).
+    pub fn task_id(&self) -> &str {
+        self.task_arn
+            .as_deref()
+            .and_then(|arn| arn.rsplit('/').next())
+            .filter(|id| !id.is_empty())
+            .unwrap_or(&self.id)
+    }
+
+    /// Sets the zone (for static lists and tests).
+    #[must_use]
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// Sets `LB_STATE` (for static lists and tests).
+    #[must_use]
+    pub fn with_state(mut self, state: LbState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Sets `LB_HEALTH` (for static lists and tests).
+    #[must_use]
+    pub fn with_health(mut self, health: LbHealth) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Sets Cloud Map's health status (for static lists and tests).
+    #[must_use]
+    pub fn with_cloud_map_health(mut self, health: CloudMapHealth) -> Self {
+        self.cloud_map_health = health;
+        self
+    }
+
+    /// Sets `LB_WEIGHT` (for static lists and tests).
+    #[must_use]
+    pub fn with_weight(mut self, weight: Weight) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Sets `LB_LOAD` and the time it was written (for static lists and tests).
+    #[must_use]
+    pub fn with_load(mut self, load: Load, updated_at: Option<SystemTime>) -> Self {
+        self.load = Some(load);
+        self.updated_at = updated_at;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::contract::keys;
+
+    fn attributes(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_a_full_instance() {
+        let attrs = attributes(&[
+            (keys::AWS_INSTANCE_IPV4, "10.0.1.17"),
+            (keys::AWS_INSTANCE_PORT, "50051"),
+            (keys::AVAILABILITY_ZONE, "eu-central-1a"),
+            (keys::LB_STATE, "DRAINING"),
+            (keys::LB_WEIGHT, "400"),
+            (keys::LB_LOAD, "37"),
+            (keys::LB_TASK_ARN, "arn:aws:ecs:eu-central-1:1:task/prod/abc123"),
+        ]);
+        let instance =
+            Instance::from_attributes("abc123", &attrs, CloudMapHealth::Healthy).unwrap();
+        assert_eq!(instance.addr, "10.0.1.17:50051".parse().unwrap());
+        assert_eq!(instance.zone.as_deref(), Some("eu-central-1a"));
+        assert_eq!(instance.state, Some(LbState::Draining));
+        assert_eq!(instance.weight, Weight::new(400));
+        assert_eq!(instance.load, Load::new(37));
+        assert_eq!(instance.task_id(), "abc123");
+    }
+
+    #[test]
+    fn unroutable_instances_say_why() {
+        let no_ip = attributes(&[(keys::AWS_INSTANCE_PORT, "1")]);
+        assert_eq!(
+            Instance::from_attributes("x", &no_ip, CloudMapHealth::Unknown),
+            Err(Unroutable::NoAddress)
+        );
+        let bad_port = attributes(&[
+            (keys::AWS_INSTANCE_IPV4, "10.0.0.1"),
+            (keys::AWS_INSTANCE_PORT, "http"),
+        ]);
+        assert_eq!(
+            Instance::from_attributes("x", &bad_port, CloudMapHealth::Unknown),
+            Err(Unroutable::NoPort)
+        );
+    }
+
+    #[test]
+    fn task_id_falls_back_to_the_instance_id() {
+        let instance = Instance::new("task-1", "127.0.0.1:1".parse().unwrap());
+        assert_eq!(instance.task_id(), "task-1");
+    }
+}

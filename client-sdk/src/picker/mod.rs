@@ -1,0 +1,299 @@
+//! The picker: which instance takes the next call. Pure: no I/O, no clock, no global
+//! randomness; the caller passes the random number generator, the time and the in-flight counts.
+//!
+//! [`Picker::build`] turns a snapshot of [`Instance`]s into precomputed tables once per change
+//! (snapshot, ejection, caller fleet); [`Picker::pick`] then costs a few random numbers and a
+//! binary search, and allocates nothing.
+//!
+//! # Eligibility
+//!
+//! An instance is eligible when its `LB_STATE` is `RUNNING` (or absent: no lifecycle data), its
+//! `LB_HEALTH` is not `UNHEALTHY`, its Cloud Map health status is not `UNHEALTHY`, it is not
+//! ejected locally after connection failures, and its weight is above 0 ([`Exclusion`] names the
+//! first reason that applies).
+//!
+//! **Panic mode** (after Envoy's panic threshold): when the eligible instances carry less than
+//! [`PickerConfig::panic_threshold`] (default 50 %) of the total weight of the instances that are
+//! not `STOPPED`, the picker picks among all instances that are not `STOPPED` and have a weight
+//! above 0, and ignores zones. Better to load a draining or failing fleet than to fail every call.
+//!
+//! # Weights
+//!
+//! The base weight is `LB_WEIGHT`; when missing or malformed, the median of the known positive
+//! weights (or 1 when no instance has one). Reported load adjusts it:
+//!
+//! ```text
+//! effective = base × (1 − 0.75 × LB_LOAD / 100)      factor in [0.25, 1]
+//! ```
+//!
+//! so an instance at 100 % CPU gets a quarter of the share of an idle one of the same size, and
+//! never less: a stale or odd `LB_LOAD` can shift traffic but not starve an instance. Load whose
+//! `LB_UPDATED_AT` is older than [`PickerConfig::load_max_age`] (default 5 minutes) is ignored.
+//!
+//! # Zones
+//!
+//! The capacity of a zone, c_z, is its share of the candidates' effective weight. With
+//! [`ZoneMode::Adaptive`] (the default):
+//!
+//! - **Caller fleet known** ([`ZoneDemand`]: how many callers run in each zone, share d_z):
+//!   Envoy's [zone-aware routing]. If c_local ≥ d_local every call stays local; otherwise
+//!   c_local / d_local of the calls stay and the rest go to the other zones in proportion to
+//!   their residual capacity max(0, c_z − d_z). This keeps every instance at the same number of
+//!   calls per unit of weight across the whole fleet, while keeping as much traffic local as that
+//!   allows. (Envoy's example: callers 40/40/20 % across zones A/B/C, capacity 25/50/25 %, a
+//!   caller in A keeps 62.5 % local and sends the rest 2:1 to B and C.) Unlike Envoy there is no
+//!   minimum cluster size, and shares are by weight rather than host count.
+//! - **Caller fleet unknown**: the local share moves between 1 (everything local) and c_local
+//!   (spread by capacity) with a spill level that a controller sets from what the client observes
+//!   (see [adaptive mode](#adaptive-mode)). Calls that leave the zone go to the other zones in
+//!   proportion to their capacity.
+//!
+//! [`ZoneMode::Fixed`] keeps a fixed percentage local (what AWS's sample resolver does with 50 %)
+//! and [`ZoneMode::Off`] ignores zones. An unknown own zone, a local zone without candidates, or
+//! panic mode all fall back to spreading by capacity; an empty or fully ineligible zone is never
+//! an error.
+//!
+//! Within the chosen zone the picker takes two weight-proportional samples and keeps the one with
+//! fewer in-flight requests per unit of weight (power of two choices, as in tower's `p2c` and
+//! linkerd; ties keep the first sample, so an idle fleet is picked exactly by weight).
+//!
+//! # Adaptive mode
+//!
+//! Without the caller fleet, the client watches its own calls. Every
+//! [`AdaptiveOptions::tick`] it compares the local zone's average latency (an exponentially
+//! weighted moving average, as tower's `PeakEwma` keeps per endpoint) with a reference: the
+//! other zones' average latency while calls have gone there recently, else the local zone's own
+//! baseline (the lowest average of the last minute while nothing was spilled, frozen while
+//! spilling so an overload never becomes the new normal). It also compares the zones' mean
+//! `LB_LOAD`. Then:
+//!
+//! - local latency above `slow_ratio` × reference (and by more than `min_latency_gap`), or local
+//!   `LB_LOAD` more than `cpu_gap` points above the others: **overloaded**, the spill level rises
+//!   by `step_up`;
+//! - below `recover_ratio` × reference and within `cpu_recover_gap`: **recovered**, it falls by
+//!   the smaller `step_down`;
+//! - in between: it **holds**. The gap between the two thresholds is the hysteresis that keeps
+//!   it from flapping; the steps make it gradual.
+//!
+//! In-flight counts are not compared across zones: with a known call rate they carry the same
+//! information as latency (Little's law) but scale with each zone's share of the calls, which is
+//! exactly what the controller changes. Within a zone, the P2C step uses them.
+//!
+//! [zone-aware routing]: https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/zone_aware
+
+mod adaptive;
+mod table;
+mod weight;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use adaptive::{AdaptiveOptions, Verdict};
+#[cfg(feature = "tonic")]
+pub(crate) use adaptive::{LatencySample, Observation, ZoneController};
+pub use table::{InstanceView, Pick, Picker, ZoneView};
+
+use crate::contract::LbState;
+use crate::instance::Instance;
+
+/// How calls are kept in the caller's own zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZoneMode {
+    /// Envoy's zone-aware routing when the caller fleet is known, else a load-driven local share
+    /// (see the [module docs](self#zones)). The default.
+    #[default]
+    Adaptive,
+    /// Keep this percentage of calls local (0 to 100) and spread the rest over the other zones
+    /// by capacity. For comparison with simpler resolvers.
+    Fixed {
+        /// Percent of calls kept local.
+        local_percent: u8,
+    },
+    /// No zone affinity: every call goes by weight over all zones.
+    Off,
+}
+
+/// The picker's settings.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PickerConfig {
+    /// The caller's availability zone; `None` turns zone affinity off.
+    pub local_zone: Option<String>,
+    /// How calls are kept local. Default [`ZoneMode::Adaptive`].
+    pub zone_mode: ZoneMode,
+    /// Panic mode starts when eligible instances hold less than this share of the total weight.
+    /// 0 disables panic mode. Default 0.5.
+    pub panic_threshold: f64,
+    /// `LB_LOAD` older than this (by `LB_UPDATED_AT`) is ignored. Default 5 minutes.
+    pub load_max_age: Duration,
+}
+
+impl Default for PickerConfig {
+    fn default() -> Self {
+        Self {
+            local_zone: None,
+            zone_mode: ZoneMode::Adaptive,
+            panic_threshold: 0.5,
+            load_max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why an instance is not eligible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exclusion {
+    /// `LB_STATE` is `STOPPED`: never picked, not even in panic mode.
+    Stopped,
+    /// `LB_STATE` is `STARTING`.
+    Starting,
+    /// `LB_STATE` is `DRAINING`.
+    Draining,
+    /// The weight is 0: never picked, not even in panic mode.
+    ZeroWeight,
+    /// `LB_HEALTH` is `UNHEALTHY`.
+    Unhealthy,
+    /// Cloud Map's health status is `UNHEALTHY`.
+    CloudMapUnhealthy,
+    /// Ejected locally after failing to connect.
+    Ejected,
+}
+
+impl Exclusion {
+    /// A short name, e.g. `draining`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stopped => "stopped",
+            Self::Starting => "starting",
+            Self::Draining => "draining",
+            Self::ZeroWeight => "zero-weight",
+            Self::Unhealthy => "unhealthy",
+            Self::CloudMapUnhealthy => "cloud-map-unhealthy",
+            Self::Ejected => "ejected",
+        }
+    }
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a picked instance is, relative to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Locality {
+    /// In the caller's zone.
+    Local,
+    /// In another zone.
+    Remote,
+    /// The caller's or the instance's zone is unknown.
+    Unknown,
+}
+
+impl Locality {
+    /// `local`, `remote` or `unknown` (metric label values).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Remote => "remote",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Locality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How far the adaptive mode has moved from "everything local" (0) towards "spread by capacity"
+/// (1), in 32-bit fixed point so a pick needs no floating point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct SpillLevel(u32);
+
+impl SpillLevel {
+    /// Everything local.
+    pub const NONE: Self = Self(0);
+    /// Spread by capacity.
+    pub const FULL: Self = Self(u32::MAX);
+
+    /// A level from a fraction, clamped to [0, 1].
+    pub fn from_fraction(fraction: f64) -> Self {
+        if fraction.is_nan() {
+            return Self::NONE;
+        }
+        // Clamped first, so the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let level = (fraction.clamp(0.0, 1.0) * f64::from(u32::MAX)).round() as u32;
+        Self(level)
+    }
+
+    /// The level as a fraction, 0 to 1.
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / f64::from(u32::MAX)
+    }
+
+    /// The raw fixed-point value (for storing in an atomic).
+    pub const fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    /// From [`SpillLevel::to_bits`].
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+}
+
+/// The caller fleet's distribution over zones, for Envoy's zone-aware routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ZoneDemand {
+    zones: Vec<(String, u64)>,
+}
+
+impl ZoneDemand {
+    /// From (zone, number of callers) pairs; repeated zones add up.
+    pub fn new(counts: impl IntoIterator<Item = (String, u64)>) -> Self {
+        let mut demand = Self::default();
+        for (zone, count) in counts {
+            match demand.zones.iter_mut().find(|(z, _)| *z == zone) {
+                Some((_, total)) => *total += count,
+                None => demand.zones.push((zone, count)),
+            }
+        }
+        demand
+    }
+
+    /// Counts the caller fleet's instances per zone: those with a zone that are running (or
+    /// carry no lifecycle data) and not unhealthy.
+    pub fn from_instances(instances: &[Instance]) -> Self {
+        Self::new(
+            instances
+                .iter()
+                .filter(|i| matches!(i.state, None | Some(LbState::Running)))
+                .filter(|i| i.health != crate::contract::LbHealth::Unhealthy)
+                .filter_map(|i| Some((i.zone.clone()?, 1))),
+        )
+    }
+
+    /// Callers in `zone`.
+    pub fn get(&self, zone: &str) -> u64 {
+        self.zones
+            .iter()
+            .find(|(z, _)| z == zone)
+            .map_or(0, |&(_, n)| n)
+    }
+
+    /// All callers.
+    pub fn total(&self) -> u64 {
+        self.zones.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// The (zone, callers) pairs.
+    pub fn zones(&self) -> &[(String, u64)] {
+        &self.zones
+    }
+}

@@ -1,0 +1,487 @@
+//! The picker's precomputed tables and the pick itself.
+
+use std::time::SystemTime;
+
+use fastrand::Rng;
+
+use super::weight::{MILLI, base_weights, load_factor_milli};
+use super::{Exclusion, Locality, PickerConfig, SpillLevel, ZoneDemand, ZoneMode};
+use crate::contract::{LbHealth, LbState};
+use crate::instance::{CloudMapHealth, Instance};
+
+/// 1.0 in the 32-bit fixed point that zone fractions use.
+const ONE: u64 = 1 << 32;
+
+/// One zone's candidates: `entries[start..end]`.
+#[derive(Debug, Clone)]
+struct Group {
+    start: usize,
+    end: usize,
+    /// Sum of the candidates' effective weights.
+    total: u64,
+    locality: Locality,
+}
+
+/// How the local zone's share is decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Plan {
+    /// No zone affinity: every pick goes by capacity over all zones.
+    Spread,
+    /// A fixed local share (32-bit fixed point), the rest by `spill_cum`.
+    Fixed(u64),
+    /// The local share moves between 1.0 (spill level 0) and `floor`, the local zone's capacity
+    /// share (spill level 1), following [`SpillLevel`].
+    Adaptive { floor: u64 },
+}
+
+/// Per-instance result of building, for observability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceView {
+    /// Why the instance is not eligible, if it is not.
+    pub exclusion: Option<Exclusion>,
+    /// Whether this table can pick it: eligible, or (in panic mode) merely not stopped.
+    pub candidate: bool,
+    /// The configured weight after the median fill-in (`LB_WEIGHT` or its replacement).
+    pub base_weight: u32,
+    /// The weight picks follow, in thousandths: base weight × load factor (see the
+    /// [module docs](super)). 0 for non-candidates.
+    pub effective_weight_milli: u64,
+}
+
+impl InstanceView {
+    /// The effective weight in configured units (base weight × load factor).
+    #[allow(clippy::cast_precision_loss)] // for display
+    pub fn effective_weight(&self) -> f64 {
+        self.effective_weight_milli as f64 / MILLI as f64
+    }
+}
+
+/// Per-zone result of building, for observability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneView {
+    /// The zone; `None` for instances without `AVAILABILITY_ZONE`.
+    pub zone: Option<String>,
+    /// Local, remote or unknown, relative to the caller's zone.
+    pub locality: Locality,
+    /// How many instances of the zone the table can pick.
+    pub candidates: usize,
+    /// The zone's share of the total effective weight, 0 to 1.
+    pub capacity_share: f64,
+    /// The zone's share of the calls that leave the local zone (or of all calls when there is
+    /// no zone affinity), 0 to 1.
+    pub spill_share: f64,
+}
+
+/// What one pick decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// Index of the picked instance in the slice the picker was built from.
+    pub index: usize,
+    /// Whether it is in the caller's zone.
+    pub locality: Locality,
+    /// It left the local zone although the local zone had candidates.
+    pub spilled: bool,
+    /// The table is in panic mode.
+    pub panic: bool,
+}
+
+/// Precomputed picking tables for one snapshot of instances (see the [module docs](super)).
+///
+/// Building allocates; picking does not: [`Picker::pick`] is two or three random numbers, a
+/// binary search over the zone's cumulative weights per sample, and one comparison of in-flight
+/// counts.
+#[derive(Debug, Clone)]
+pub struct Picker {
+    /// Candidate instance indices, grouped by zone.
+    index: Vec<usize>,
+    /// Their effective weights.
+    weight: Vec<u64>,
+    /// Running sums of `weight`, restarting at each group.
+    cum: Vec<u64>,
+    groups: Vec<Group>,
+    /// The local zone's group, when zone routing applies and the zone has candidates.
+    local: Option<usize>,
+    plan: Plan,
+    /// Running sums over groups of the weight each gets when leaving the local zone.
+    spill_cum: Vec<u64>,
+    panic: bool,
+    instances: Vec<InstanceView>,
+    zones: Vec<ZoneView>,
+}
+
+impl Picker {
+    /// Builds the tables for `instances`.
+    ///
+    /// `ejected(i)` says whether instance `i` is ejected locally (connection failures). `demand`
+    /// is the caller fleet's distribution over zones, when known. `now` dates `LB_LOAD` values
+    /// against `LB_UPDATED_AT`.
+    pub fn build(
+        instances: &[Instance],
+        ejected: impl Fn(usize) -> bool,
+        config: &PickerConfig,
+        demand: Option<&ZoneDemand>,
+        now: SystemTime,
+    ) -> Self {
+        let base = base_weights(instances);
+        let exclusions: Vec<Option<Exclusion>> = instances
+            .iter()
+            .zip(&base)
+            .enumerate()
+            .map(|(i, (instance, &weight))| exclusion(instance, weight, ejected(i)))
+            .collect();
+
+        let live = |i: usize| instances[i].state != Some(LbState::Stopped) && base[i] > 0;
+        let total: u64 = (0..instances.len())
+            .filter(|&i| live(i))
+            .map(|i| u64::from(base[i]))
+            .sum();
+        let eligible: u64 = (0..instances.len())
+            .filter(|&i| exclusions[i].is_none())
+            .map(|i| u64::from(base[i]))
+            .sum();
+        #[allow(clippy::cast_precision_loss)] // weights are far below 2^52
+        let panic = total > 0 && (eligible as f64) < config.panic_threshold * total as f64;
+        let candidate = |i: usize| {
+            if panic {
+                live(i)
+            } else {
+                exclusions[i].is_none()
+            }
+        };
+
+        // Zones in a stable order (by name, zone-less last) so views and tests are deterministic.
+        let mut zone_names: Vec<Option<&str>> = Vec::new();
+        for (i, instance) in instances.iter().enumerate() {
+            let zone = instance.zone.as_deref();
+            if candidate(i) && !zone_names.contains(&zone) {
+                zone_names.push(zone);
+            }
+        }
+        zone_names.sort_by_key(|zone| (zone.is_none(), *zone));
+
+        let local_zone = config.local_zone.as_deref();
+        let mut picker = Self {
+            index: Vec::new(),
+            weight: Vec::new(),
+            cum: Vec::new(),
+            groups: Vec::with_capacity(zone_names.len()),
+            local: None,
+            plan: Plan::Spread,
+            spill_cum: Vec::new(),
+            panic,
+            instances: Vec::with_capacity(instances.len()),
+            zones: Vec::with_capacity(zone_names.len()),
+        };
+        let mut effective = vec![0u64; instances.len()];
+        for zone in &zone_names {
+            let start = picker.index.len();
+            let mut running = 0u64;
+            for (i, instance) in instances.iter().enumerate() {
+                if !candidate(i) || instance.zone.as_deref() != *zone {
+                    continue;
+                }
+                let factor = load_factor_milli(
+                    instance.load,
+                    instance.updated_at,
+                    now,
+                    config.load_max_age,
+                );
+                let w = u64::from(base[i]) * factor;
+                effective[i] = w;
+                running += w;
+                picker.index.push(i);
+                picker.weight.push(w);
+                picker.cum.push(running);
+            }
+            picker.groups.push(Group {
+                start,
+                end: picker.index.len(),
+                total: running,
+                locality: locality(local_zone, *zone),
+            });
+        }
+        picker.instances = (0..instances.len())
+            .map(|i| InstanceView {
+                exclusion: exclusions[i],
+                candidate: candidate(i),
+                base_weight: base[i],
+                effective_weight_milli: effective[i],
+            })
+            .collect();
+
+        let spill = picker.plan_zones(config, demand, local_zone, &zone_names);
+        let capacity: u64 = picker.groups.iter().map(|g| g.total).sum();
+        let spill_total: u64 = spill.iter().sum();
+        let mut running = 0;
+        picker.spill_cum = spill
+            .iter()
+            .map(|w| {
+                running += w;
+                running
+            })
+            .collect();
+        picker.zones = zone_names
+            .iter()
+            .zip(&picker.groups)
+            .zip(&spill)
+            .map(|((zone, group), &spill)| ZoneView {
+                zone: zone.map(str::to_owned),
+                locality: group.locality,
+                candidates: group.end - group.start,
+                capacity_share: ratio(group.total, capacity),
+                spill_share: ratio(spill, spill_total),
+            })
+            .collect();
+        picker
+    }
+
+    /// Decides the zone plan and returns the weight each group gets when a pick leaves the local
+    /// zone (Envoy's residual capacity, or plain capacity).
+    fn plan_zones(
+        &mut self,
+        config: &PickerConfig,
+        demand: Option<&ZoneDemand>,
+        local_zone: Option<&str>,
+        zone_names: &[Option<&str>],
+    ) -> Vec<u64> {
+        let capacity: Vec<u64> = self.groups.iter().map(|g| g.total).collect();
+        let Some(local_zone) = local_zone.filter(|_| !self.panic) else {
+            return capacity;
+        };
+        let local = zone_names.iter().position(|z| *z == Some(local_zone));
+        let others = |weights: &[u64]| -> Vec<u64> {
+            weights
+                .iter()
+                .enumerate()
+                .map(|(g, &w)| if Some(g) == local { 0 } else { w })
+                .collect()
+        };
+        match config.zone_mode {
+            ZoneMode::Off => capacity,
+            ZoneMode::Fixed { local_percent } => {
+                self.local = local;
+                self.plan = Plan::Fixed(ONE * u64::from(local_percent.min(100)) / 100);
+                others(&capacity)
+            }
+            ZoneMode::Adaptive => {
+                let total: u64 = capacity.iter().sum();
+                let callers = demand.map_or(0, ZoneDemand::total);
+                let local_callers = demand.map_or(0, |d| d.get(local_zone));
+                self.local = local;
+                if local_callers == 0 {
+                    // No caller fleet, or it says nothing about our zone: the load-driven
+                    // controller decides, starting from "everything local".
+                    let floor = local.map_or(0, |g| fraction(capacity[g], total));
+                    self.plan = Plan::Adaptive { floor };
+                    return others(&capacity);
+                }
+                // Envoy's zone-aware routing over capacity shares c and demand shares d:
+                // c_local >= d_local keeps everything local; otherwise c_local / d_local stays
+                // and the rest goes by residual capacity max(0, c_z - d_z). Compared as
+                // cap_z * D against demand_z * C to stay exact in integers.
+                let scaled = |g: usize| u128::from(capacity[g]) * u128::from(callers);
+                let wanted = |zone: Option<&str>| {
+                    u128::from(zone.map_or(0, |z| demand.map_or(0, |d| d.get(z))))
+                        * u128::from(total)
+                };
+                let local_fraction = match local {
+                    Some(g) if scaled(g) >= wanted(Some(local_zone)) => ONE,
+                    Some(g) => {
+                        let f = scaled(g) * u128::from(ONE) / wanted(Some(local_zone)).max(1);
+                        u64::try_from(f).unwrap_or(ONE)
+                    }
+                    None => 0,
+                };
+                self.plan = Plan::Fixed(local_fraction);
+                let residual: Vec<u128> = (0..self.groups.len())
+                    .map(|g| {
+                        if Some(g) == local {
+                            0
+                        } else {
+                            scaled(g).saturating_sub(wanted(zone_names[g]))
+                        }
+                    })
+                    .collect();
+                if residual.iter().all(|&r| r == 0) {
+                    // Only rounding leaves no residual anywhere: spread by capacity.
+                    return others(&capacity);
+                }
+                // Scale down so the running sums fit in u64.
+                let max = residual.iter().copied().max().unwrap_or(0);
+                let shift = (128 - max.leading_zeros()).saturating_sub(48);
+                residual
+                    .iter()
+                    .map(|&r| u64::try_from(r >> shift).unwrap_or(u64::MAX >> 16))
+                    .collect()
+            }
+        }
+    }
+
+    /// Picks an instance: a zone by the plan (`spill` sets the local share in adaptive mode),
+    /// then the better of two weight-proportional samples in that zone by in-flight requests per
+    /// unit of weight. `in_flight(i)` reads instance `i`'s in-flight count. `None` when nothing
+    /// can be picked.
+    #[inline]
+    pub fn pick(
+        &self,
+        rng: &mut Rng,
+        spill: SpillLevel,
+        in_flight: impl Fn(usize) -> u32,
+    ) -> Option<Pick> {
+        let (group, spilled) = self.choose_group(rng, spill)?;
+        let g = &self.groups[group];
+        let a = self.sample(g, rng);
+        let chosen = if g.end - g.start == 1 {
+            a
+        } else {
+            let b = self.sample(g, rng);
+            if a == b {
+                a
+            } else {
+                // Cheaper = fewer in-flight requests per unit of weight; ties keep the first
+                // sample so an idle fleet is picked exactly by weight.
+                let load_a = u64::from(in_flight(self.index[a]));
+                let load_b = u64::from(in_flight(self.index[b]));
+                if load_b * self.weight[a] < load_a * self.weight[b] {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        Some(Pick {
+            index: self.index[chosen],
+            locality: g.locality,
+            spilled,
+            panic: self.panic,
+        })
+    }
+
+    #[inline]
+    fn choose_group(&self, rng: &mut Rng, spill: SpillLevel) -> Option<(usize, bool)> {
+        let spill_total = self.spill_cum.last().copied().unwrap_or(0);
+        if let Some(local) = self.local {
+            let keep = self.local_fraction_fixed(spill);
+            if keep >= ONE || spill_total == 0 || u64::from(rng.u32(..)) < keep {
+                return Some((local, false));
+            }
+            return Some((self.sample_group(rng, spill_total), true));
+        }
+        if spill_total == 0 {
+            return None;
+        }
+        Some((self.sample_group(rng, spill_total), false))
+    }
+
+    #[inline]
+    fn local_fraction_fixed(&self, spill: SpillLevel) -> u64 {
+        match self.plan {
+            Plan::Spread => 0,
+            Plan::Fixed(keep) => keep,
+            Plan::Adaptive { floor } => ONE - ((u64::from(spill.0) * (ONE - floor)) >> 32),
+        }
+    }
+
+    #[inline]
+    fn sample_group(&self, rng: &mut Rng, spill_total: u64) -> usize {
+        let r = rng.u64(..spill_total);
+        self.spill_cum.partition_point(|&c| c <= r)
+    }
+
+    #[inline]
+    fn sample(&self, g: &Group, rng: &mut Rng) -> usize {
+        let r = rng.u64(..g.total);
+        g.start + self.cum[g.start..g.end].partition_point(|&c| c <= r)
+    }
+
+    /// Whether nothing can be picked.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Whether the table is in panic mode: less than the panic threshold of the total weight
+    /// was eligible, so every instance that is not stopped is a candidate and zone affinity is
+    /// off.
+    pub fn panic(&self) -> bool {
+        self.panic
+    }
+
+    /// Whether the caller's zone has candidates and the plan keeps calls there.
+    pub fn has_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// The share of picks that stay in the local zone at `spill` (0 when there is no local zone
+    /// to keep them in).
+    pub fn local_fraction(&self, spill: SpillLevel) -> f64 {
+        if self.local.is_none() {
+            return 0.0;
+        }
+        if self.spill_cum.last().copied().unwrap_or(0) == 0 {
+            return 1.0;
+        }
+        ratio(self.local_fraction_fixed(spill).min(ONE), ONE)
+    }
+
+    /// Whether the local share follows the load-driven controller (adaptive mode without a
+    /// caller fleet).
+    pub fn is_adaptive(&self) -> bool {
+        matches!(self.plan, Plan::Adaptive { .. }) && self.local.is_some()
+    }
+
+    /// One view per instance the table was built from, in the same order.
+    pub fn instances(&self) -> &[InstanceView] {
+        &self.instances
+    }
+
+    /// One view per zone with candidates, by zone name (zone-less last).
+    pub fn zones(&self) -> &[ZoneView] {
+        &self.zones
+    }
+}
+
+/// Why an instance is not eligible, in the order checked.
+fn exclusion(instance: &Instance, base_weight: u32, ejected: bool) -> Option<Exclusion> {
+    match instance.state {
+        Some(LbState::Stopped) => return Some(Exclusion::Stopped),
+        Some(LbState::Starting) => return Some(Exclusion::Starting),
+        Some(LbState::Draining) => return Some(Exclusion::Draining),
+        Some(LbState::Running) | None => {}
+    }
+    if base_weight == 0 {
+        Some(Exclusion::ZeroWeight)
+    } else if instance.health == LbHealth::Unhealthy {
+        Some(Exclusion::Unhealthy)
+    } else if instance.cloud_map_health == CloudMapHealth::Unhealthy {
+        Some(Exclusion::CloudMapUnhealthy)
+    } else if ejected {
+        Some(Exclusion::Ejected)
+    } else {
+        None
+    }
+}
+
+fn locality(local_zone: Option<&str>, zone: Option<&str>) -> Locality {
+    match (local_zone, zone) {
+        (Some(local), Some(zone)) if local == zone => Locality::Local,
+        (Some(_), Some(_)) => Locality::Remote,
+        _ => Locality::Unknown,
+    }
+}
+
+/// `part / whole` in the 32-bit fixed point.
+fn fraction(part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        return 0;
+    }
+    u64::try_from(u128::from(part) * u128::from(ONE) / u128::from(whole)).unwrap_or(ONE)
+}
+
+#[allow(clippy::cast_precision_loss)] // shares for display
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}

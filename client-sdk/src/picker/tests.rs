@@ -1,0 +1,490 @@
+//! The picker, exactly: seeded randomness, many picks, shares compared with what the algorithm
+//! promises.
+
+use std::time::{Duration, SystemTime};
+
+use fastrand::Rng;
+use proptest::prelude::*;
+
+use super::*;
+use crate::contract::{LbHealth, Load, Weight};
+use crate::instance::CloudMapHealth;
+
+const PICKS: usize = 400_000;
+
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn instance(n: usize, zone: &str, weight: u32) -> Instance {
+    Instance::new(
+        format!("i-{n}"),
+        format!("10.0.0.{}:50051", n + 1).parse().unwrap(),
+    )
+    .with_zone(zone)
+    .with_weight(Weight::saturating(weight))
+}
+
+fn config(local: Option<&str>, mode: ZoneMode) -> PickerConfig {
+    PickerConfig {
+        local_zone: local.map(str::to_owned),
+        zone_mode: mode,
+        ..PickerConfig::default()
+    }
+}
+
+fn build(instances: &[Instance], config: &PickerConfig) -> Picker {
+    Picker::build(instances, |_| false, config, None, now())
+}
+
+/// Share of picks per instance index.
+fn shares(picker: &Picker, n: usize, spill: SpillLevel) -> Vec<f64> {
+    let mut rng = Rng::with_seed(7);
+    let mut counts = vec![0usize; n];
+    for _ in 0..PICKS {
+        let pick = picker.pick(&mut rng, spill, |_| 0).expect("a pick");
+        counts[pick.index] += 1;
+    }
+    counts.iter().map(|&c| c as f64 / PICKS as f64).collect()
+}
+
+fn zone_shares(picker: &Picker, instances: &[Instance], spill: SpillLevel) -> Vec<(String, f64)> {
+    let per_instance = shares(picker, instances.len(), spill);
+    let mut zones: Vec<(String, f64)> = Vec::new();
+    for (instance, share) in instances.iter().zip(per_instance) {
+        let zone = instance.zone.clone().unwrap_or_default();
+        match zones.iter_mut().find(|(z, _)| *z == zone) {
+            Some((_, total)) => *total += share,
+            None => zones.push((zone, share)),
+        }
+    }
+    zones.sort_by(|a, b| a.0.cmp(&b.0));
+    zones
+}
+
+#[track_caller]
+fn assert_close(actual: f64, expected: f64) {
+    let relative = (actual - expected).abs() / expected;
+    assert!(
+        relative <= 0.01,
+        "share {actual:.5}, expected {expected:.5} ({:.2} % off)",
+        relative * 100.0
+    );
+}
+
+#[test]
+fn shares_follow_weights() {
+    let weights = [100, 200, 300, 400, 1000];
+    let instances: Vec<Instance> = weights
+        .iter()
+        .enumerate()
+        .map(|(n, &w)| instance(n, "a", w))
+        .collect();
+    let picker = build(&instances, &config(None, ZoneMode::Adaptive));
+    let total: u32 = weights.iter().sum();
+    for (share, w) in shares(&picker, instances.len(), SpillLevel::NONE)
+        .into_iter()
+        .zip(weights)
+    {
+        assert_close(share, f64::from(w) / f64::from(total));
+    }
+}
+
+#[test]
+fn envoy_documentation_example() {
+    // Caller fleet 40/40/20 % across A/B/C; upstream capacity 25/50/25 %; the caller is in A.
+    let instances = vec![
+        instance(0, "A", 100),
+        instance(1, "B", 100),
+        instance(2, "B", 100),
+        instance(3, "C", 100),
+    ];
+    let demand = ZoneDemand::new([("A".into(), 4), ("B".into(), 4), ("C".into(), 2)]);
+    let picker = Picker::build(
+        &instances,
+        |_| false,
+        &config(Some("A"), ZoneMode::Adaptive),
+        Some(&demand),
+        now(),
+    );
+    assert!(!picker.is_adaptive(), "the caller fleet decides, not the controller");
+    assert!((picker.local_fraction(SpillLevel::FULL) - 0.625).abs() < 1e-9);
+    let zones = zone_shares(&picker, &instances, SpillLevel::NONE);
+    assert_close(zones[0].1, 0.625);
+    // The remaining 37.5 % go 2:1 to B and C (residual capacity 10 % and 5 %).
+    assert_close(zones[1].1, 0.375 * 2.0 / 3.0);
+    assert_close(zones[2].1, 0.375 / 3.0);
+    assert_ratio(zones[1].1 / zones[2].1, 2.0);
+}
+
+#[test]
+fn envoy_direct_routing_when_local_capacity_covers_local_demand() {
+    let instances = vec![
+        instance(0, "A", 100),
+        instance(1, "A", 100),
+        instance(2, "B", 100),
+    ];
+    let demand = ZoneDemand::new([("A".into(), 1), ("B".into(), 1)]);
+    let picker = Picker::build(
+        &instances,
+        |_| false,
+        &config(Some("A"), ZoneMode::Adaptive),
+        Some(&demand),
+        now(),
+    );
+    let zones = zone_shares(&picker, &instances, SpillLevel::NONE);
+    assert_eq!(zones[0].1, 1.0);
+}
+
+#[test]
+fn an_empty_local_zone_spreads_by_capacity() {
+    let instances = vec![
+        instance(0, "B", 100),
+        instance(1, "C", 100),
+        instance(2, "C", 200),
+    ];
+    for mode in [
+        ZoneMode::Adaptive,
+        ZoneMode::Fixed { local_percent: 90 },
+        ZoneMode::Off,
+    ] {
+        let picker = build(&instances, &config(Some("A"), mode));
+        let zones = zone_shares(&picker, &instances, SpillLevel::NONE);
+        assert_close(zones[0].1, 0.25);
+        assert_close(zones[1].1, 0.75);
+    }
+}
+
+#[test]
+fn a_fully_ineligible_local_zone_is_not_an_error() {
+    let instances = vec![
+        instance(0, "A", 100).with_state(LbState::Draining),
+        instance(1, "A", 100).with_health(LbHealth::Unhealthy),
+        instance(2, "B", 100),
+        instance(3, "B", 100),
+        instance(4, "C", 100),
+        instance(5, "C", 100),
+    ];
+    let picker = build(&instances, &config(Some("A"), ZoneMode::Adaptive));
+    assert!(!picker.panic());
+    let s = shares(&picker, instances.len(), SpillLevel::NONE);
+    assert_eq!(s[0] + s[1], 0.0);
+    for share in &s[2..] {
+        assert_close(*share, 0.25);
+    }
+}
+
+#[test]
+fn draining_unhealthy_stopped_and_starting_instances_get_nothing() {
+    let instances = vec![
+        instance(0, "a", 100),
+        instance(1, "a", 100).with_state(LbState::Draining),
+        instance(2, "a", 100).with_health(LbHealth::Unhealthy),
+        instance(3, "a", 100).with_cloud_map_health(CloudMapHealth::Unhealthy),
+        instance(4, "a", 100).with_state(LbState::Stopped),
+        instance(5, "a", 100).with_state(LbState::Starting),
+        instance(6, "a", 100),
+        instance(7, "a", 100),
+        instance(8, "a", 100),
+        instance(9, "a", 100),
+        instance(10, "a", 100),
+    ];
+    let picker = build(&instances, &config(None, ZoneMode::Adaptive));
+    assert!(!picker.panic(), "6 of 10 live instances are eligible");
+    let s = shares(&picker, instances.len(), SpillLevel::NONE);
+    for i in 1..=5 {
+        assert_eq!(s[i], 0.0, "instance {i}");
+    }
+    let views = picker.instances();
+    assert_eq!(views[1].exclusion, Some(Exclusion::Draining));
+    assert_eq!(views[2].exclusion, Some(Exclusion::Unhealthy));
+    assert_eq!(views[3].exclusion, Some(Exclusion::CloudMapUnhealthy));
+    assert_eq!(views[4].exclusion, Some(Exclusion::Stopped));
+    assert_eq!(views[5].exclusion, Some(Exclusion::Starting));
+    for i in [0, 6, 7, 8, 9, 10] {
+        assert_close(s[i], 1.0 / 6.0);
+    }
+}
+
+#[test]
+fn weight_zero_is_never_picked_even_in_panic_mode() {
+    let instances = vec![
+        instance(0, "a", 0),
+        instance(1, "a", 100).with_health(LbHealth::Unhealthy),
+        instance(2, "a", 100).with_health(LbHealth::Unhealthy),
+        instance(3, "a", 100),
+    ];
+    let picker = build(&instances, &config(None, ZoneMode::Adaptive));
+    assert!(picker.panic());
+    let s = shares(&picker, instances.len(), SpillLevel::NONE);
+    assert_eq!(s[0], 0.0);
+    assert_eq!(picker.instances()[0].exclusion, Some(Exclusion::ZeroWeight));
+}
+
+#[test]
+fn panic_mode_picks_among_everything_not_stopped_and_ignores_zones() {
+    let instances = vec![
+        instance(0, "a", 100),
+        instance(1, "a", 100).with_state(LbState::Draining),
+        instance(2, "b", 100).with_health(LbHealth::Unhealthy),
+        instance(3, "b", 100).with_state(LbState::Stopped),
+    ];
+    // Eligible: 100 of 300 live weight, below half.
+    let picker = build(&instances, &config(Some("a"), ZoneMode::Adaptive));
+    assert!(picker.panic());
+    assert!(!picker.has_local());
+    let s = shares(&picker, instances.len(), SpillLevel::NONE);
+    for i in 0..3 {
+        assert_close(s[i], 1.0 / 3.0);
+    }
+    assert_eq!(s[3], 0.0);
+
+    // At exactly half it is not panic.
+    let half = vec![
+        instance(0, "a", 100),
+        instance(1, "a", 100).with_state(LbState::Draining),
+    ];
+    assert!(!build(&half, &config(None, ZoneMode::Adaptive)).panic());
+    // A threshold of 0 never panics.
+    let mut no_panic = config(None, ZoneMode::Adaptive);
+    no_panic.panic_threshold = 0.0;
+    assert!(!build(&instances, &no_panic).panic());
+}
+
+#[test]
+fn ejected_instances_are_excluded() {
+    let instances: Vec<Instance> = (0..4).map(|n| instance(n, "a", 100)).collect();
+    let picker = Picker::build(
+        &instances,
+        |i| i == 2,
+        &config(None, ZoneMode::Adaptive),
+        None,
+        now(),
+    );
+    let s = shares(&picker, instances.len(), SpillLevel::NONE);
+    assert_eq!(s[2], 0.0);
+    assert_eq!(picker.instances()[2].exclusion, Some(Exclusion::Ejected));
+}
+
+#[test]
+fn nothing_to_pick_is_none() {
+    let picker = build(&[], &config(Some("a"), ZoneMode::Adaptive));
+    assert!(picker.is_empty());
+    assert_eq!(picker.pick(&mut Rng::with_seed(1), SpillLevel::NONE, |_| 0), None);
+    let stopped = vec![instance(0, "a", 100).with_state(LbState::Stopped)];
+    let picker = build(&stopped, &config(Some("a"), ZoneMode::Adaptive));
+    assert_eq!(picker.pick(&mut Rng::with_seed(1), SpillLevel::FULL, |_| 0), None);
+}
+
+/// A ratio of two shares that are each within 1 % is within 2 %.
+#[track_caller]
+fn assert_ratio(actual: f64, expected: f64) {
+    let relative = (actual - expected).abs() / expected;
+    assert!(relative <= 0.02, "ratio {actual:.4}, expected {expected:.4}");
+}
+
+fn three_zones() -> Vec<Instance> {
+    vec![
+        instance(0, "a", 100),
+        instance(1, "b", 100),
+        instance(2, "b", 100),
+        instance(3, "c", 100),
+    ]
+}
+
+#[test]
+fn adaptive_spill_level_moves_the_local_share_between_all_and_capacity() {
+    let instances = three_zones();
+    let picker = build(&instances, &config(Some("a"), ZoneMode::Adaptive));
+    assert!(picker.is_adaptive());
+    let none = zone_shares(&picker, &instances, SpillLevel::NONE);
+    assert_eq!(none[0].1, 1.0);
+    let full = zone_shares(&picker, &instances, SpillLevel::FULL);
+    assert_close(full[0].1, 0.25);
+    assert_close(full[1].1, 0.5);
+    assert_close(full[2].1, 0.25);
+    let half = zone_shares(&picker, &instances, SpillLevel::from_fraction(0.5));
+    assert_close(half[0].1, 1.0 - 0.5 * 0.75);
+    // The spill goes by capacity: b gets twice what c gets.
+    assert_ratio(half[1].1 / half[2].1, 2.0);
+    assert!((picker.local_fraction(SpillLevel::from_fraction(0.5)) - 0.625).abs() < 1e-6);
+}
+
+#[test]
+fn fixed_mode_keeps_its_percentage() {
+    let instances = three_zones();
+    let picker = build(
+        &instances,
+        &config(Some("a"), ZoneMode::Fixed { local_percent: 50 }),
+    );
+    let zones = zone_shares(&picker, &instances, SpillLevel::FULL);
+    assert_close(zones[0].1, 0.5);
+    assert_close(zones[1].1, 0.5 * 2.0 / 3.0);
+}
+
+#[test]
+fn off_mode_and_unknown_own_zone_ignore_zones() {
+    let instances = three_zones();
+    for config in [
+        config(Some("a"), ZoneMode::Off),
+        config(None, ZoneMode::Adaptive),
+    ] {
+        let picker = build(&instances, &config);
+        assert!(!picker.has_local());
+        let zones = zone_shares(&picker, &instances, SpillLevel::NONE);
+        assert_close(zones[0].1, 0.25);
+        assert_close(zones[1].1, 0.5);
+    }
+}
+
+#[test]
+fn reported_load_shifts_weight_within_bounds() {
+    let instances = vec![
+        instance(0, "a", 100).with_load(Load::new(0).unwrap(), Some(now())),
+        instance(1, "a", 100).with_load(Load::new(100).unwrap(), Some(now())),
+        // Stale: ignored.
+        instance(2, "a", 100)
+            .with_load(Load::new(100).unwrap(), Some(now() - Duration::from_secs(3600))),
+    ];
+    let picker = build(&instances, &config(None, ZoneMode::Adaptive));
+    let s = shares(&picker, instances.len(), SpillLevel::NONE);
+    assert_close(s[0], 1000.0 / 2250.0);
+    assert_close(s[1], 250.0 / 2250.0);
+    assert_close(s[2], 1000.0 / 2250.0);
+}
+
+#[test]
+fn missing_weights_use_the_median() {
+    let mut unweighted = instance(3, "a", 1);
+    unweighted.weight = None;
+    let instances = vec![
+        instance(0, "a", 100),
+        instance(1, "a", 200),
+        instance(2, "a", 300),
+        unweighted,
+    ];
+    let picker = build(&instances, &config(None, ZoneMode::Adaptive));
+    assert_eq!(picker.instances()[3].base_weight, 200);
+    let s = shares(&picker, instances.len(), SpillLevel::NONE);
+    assert_close(s[3], 0.25);
+}
+
+#[test]
+fn two_choices_prefer_fewer_in_flight_per_weight() {
+    let instances: Vec<Instance> = (0..2).map(|n| instance(n, "a", 100)).collect();
+    let picker = build(&instances, &config(None, ZoneMode::Adaptive));
+    let mut rng = Rng::with_seed(3);
+    let busy = |i: usize| if i == 0 { 5 } else { 0 };
+    let mut zero = 0;
+    for _ in 0..PICKS {
+        if picker.pick(&mut rng, SpillLevel::NONE, busy).unwrap().index == 0 {
+            zero += 1;
+        }
+    }
+    // Instance 0 wins only when both samples are instance 0: a quarter of the time.
+    assert_close(zero as f64 / PICKS as f64, 0.25);
+
+    // Per unit of weight: 4 in flight on weight 400 is as loaded as 1 on weight 100.
+    let weighted = vec![instance(0, "a", 400), instance(1, "a", 100)];
+    let picker = build(&weighted, &config(None, ZoneMode::Adaptive));
+    let even = |i: usize| if i == 0 { 4 } else { 1 };
+    let s0 = (0..PICKS)
+        .filter(|_| picker.pick(&mut rng, SpillLevel::NONE, even).unwrap().index == 0)
+        .count();
+    assert_close(s0 as f64 / PICKS as f64, 0.8);
+}
+
+#[test]
+fn picks_report_locality_and_spill() {
+    let instances = three_zones();
+    let picker = build(&instances, &config(Some("a"), ZoneMode::Adaptive));
+    let mut rng = Rng::with_seed(5);
+    for _ in 0..10_000 {
+        let pick = picker.pick(&mut rng, SpillLevel::FULL, |_| 0).unwrap();
+        let local = instances[pick.index].zone.as_deref() == Some("a");
+        assert_eq!(pick.locality == Locality::Local, local);
+        assert_eq!(pick.spilled, !local);
+        assert!(!pick.panic);
+    }
+}
+
+#[test]
+fn zone_views_describe_the_plan() {
+    let instances = three_zones();
+    let demand = ZoneDemand::new([("a".into(), 4), ("b".into(), 4), ("c".into(), 2)]);
+    let picker = Picker::build(
+        &instances,
+        |_| false,
+        &config(Some("a"), ZoneMode::Adaptive),
+        Some(&demand),
+        now(),
+    );
+    let zones = picker.zones();
+    assert_eq!(zones.len(), 3);
+    assert_eq!(zones[0].zone.as_deref(), Some("a"));
+    assert_eq!(zones[0].locality, Locality::Local);
+    assert!((zones[1].capacity_share - 0.5).abs() < 1e-9);
+    assert!((zones[1].spill_share - 2.0 / 3.0).abs() < 1e-6);
+    assert!((zones[2].spill_share - 1.0 / 3.0).abs() < 1e-6);
+}
+
+fn arbitrary_instance() -> impl Strategy<Value = Instance> {
+    (
+        0usize..1000,
+        prop::option::of(prop::sample::select(vec!["a", "b", "c"])),
+        prop::option::of(prop::sample::select(LbState::ALL.to_vec())),
+        prop::sample::select(LbHealth::ALL.to_vec()),
+        prop::sample::select(vec![
+            CloudMapHealth::Healthy,
+            CloudMapHealth::Unhealthy,
+            CloudMapHealth::Unknown,
+        ]),
+        prop::option::of(0u32..=10_000),
+        prop::option::of(0u32..=100),
+    )
+        .prop_map(|(n, zone, state, health, cm, weight, load)| {
+            let mut i = Instance::new(format!("i-{n}"), "127.0.0.1:1".parse().unwrap());
+            i.zone = zone.map(str::to_owned);
+            i.state = state;
+            i.health = health;
+            i.cloud_map_health = cm;
+            i.weight = weight.map(Weight::saturating);
+            i.load = load.and_then(Load::new);
+            i
+        })
+}
+
+proptest! {
+    #[test]
+    fn a_pick_is_always_a_candidate_and_never_stopped_or_weightless(
+        instances in prop::collection::vec(arbitrary_instance(), 0..40),
+        local in prop::option::of(prop::sample::select(vec!["a", "b", "c", "d"])),
+        mode in prop::sample::select(vec![
+            ZoneMode::Adaptive, ZoneMode::Off, ZoneMode::Fixed { local_percent: 30 },
+        ]),
+        spill in 0.0f64..=1.0,
+        seed in any::<u64>(),
+        ejected in any::<u64>(),
+    ) {
+        let cfg = config(local, mode);
+        let picker = Picker::build(&instances, |i| ejected >> (i % 64) & 1 == 1, &cfg, None, now());
+        let mut rng = Rng::with_seed(seed);
+        let views = picker.instances();
+        let any_candidate = views.iter().any(|v| v.candidate);
+        for _ in 0..50 {
+            match picker.pick(&mut rng, SpillLevel::from_fraction(spill), |i| (i % 3) as u32) {
+                Some(pick) => {
+                    let view = views[pick.index];
+                    prop_assert!(view.candidate);
+                    prop_assert!(view.effective_weight_milli > 0);
+                    prop_assert_ne!(instances[pick.index].state, Some(LbState::Stopped));
+                    prop_assert_ne!(view.exclusion, Some(Exclusion::ZeroWeight));
+                    if !picker.panic() {
+                        prop_assert_eq!(view.exclusion, None);
+                    }
+                }
+                None => prop_assert!(!any_candidate),
+            }
+        }
+    }
+}
