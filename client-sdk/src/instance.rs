@@ -203,7 +203,10 @@ mod tests {
             (keys::LB_STATE, "DRAINING"),
             (keys::LB_WEIGHT, "400"),
             (keys::LB_LOAD, "37"),
-            (keys::LB_TASK_ARN, "arn:aws:ecs:eu-central-1:1:task/prod/abc123"),
+            (
+                keys::LB_TASK_ARN,
+                "arn:aws:ecs:eu-central-1:1:task/prod/abc123",
+            ),
         ]);
         let instance =
             Instance::from_attributes("abc123", &attrs, CloudMapHealth::Healthy).unwrap();

@@ -69,6 +69,7 @@
 //! | `options.adaptive.slow_ratio` / `recover_ratio` | 1.5 / 1.2 | hysteresis band of local latency vs the reference |
 //! | `options.adaptive.min_latency_gap` | 2 ms | latency differences below this are noise |
 //! | `options.adaptive.cpu_gap` / `cpu_recover_gap` | 20 / 10 points | hysteresis band of local vs remote `LB_LOAD` |
+//! | `options.adaptive.confirm_ticks` | 2 | ticks a signal must hold before the spill moves |
 //! | `options.adaptive.step_up` / `step_down` | 0.1 / 0.05 | spill change per tick |
 //! | `options.adaptive.latency_window` / `baseline_window` / `remote_fresh` | 2 s / 60 s / 10 s | averaging and memory of the controller |
 //! | [`Builder::configure_endpoint`] | none | adjust each instance's tonic `Endpoint` (timeouts, windows, user agent) |

@@ -90,7 +90,8 @@ async fn get(uri: &http::Uri) -> Result<(http::StatusCode, Bytes), BoxError> {
     let host = uri.host().ok_or("the URI has no host")?;
     let port = uri.port_u16().unwrap_or(80);
     let stream = TcpStream::connect((host, port)).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let connection = tokio::spawn(connection);
     let authority = uri.authority().map_or(host, http::uri::Authority::as_str);
     let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))

@@ -131,7 +131,8 @@ impl Options {
 }
 
 /// A user's adjustment of each instance's tonic endpoint.
-type Configure = Arc<dyn Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint + Send + Sync>;
+type Configure =
+    Arc<dyn Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint + Send + Sync>;
 
 /// Builds a [`Balancer`]; from [`Balancer::builder`] or [`Balancer::builder_with_source`].
 #[must_use]
@@ -213,7 +214,11 @@ impl Builder {
     /// The Cloud Map service the *callers* are registered in (this client's own fleet). With it,
     /// adaptive mode uses Envoy's zone-aware routing from the callers' zone distribution. Only
     /// for builders from [`Balancer::builder`]; others use [`Builder::caller_source`].
-    pub fn caller_service(mut self, namespace: impl Into<String>, service: impl Into<String>) -> Self {
+    pub fn caller_service(
+        mut self,
+        namespace: impl Into<String>,
+        service: impl Into<String>,
+    ) -> Self {
         self.caller_service = Some((namespace.into(), service.into()));
         self
     }
@@ -300,7 +305,10 @@ impl Builder {
                     });
                 };
                 let source = CloudMapSource::from_client(client, &namespace, &service);
-                Some((Arc::new(source) as Arc<dyn InstanceSource>, Ident { namespace, service }))
+                Some((
+                    Arc::new(source) as Arc<dyn InstanceSource>,
+                    Ident { namespace, service },
+                ))
             }
             (None, None) => None,
         };

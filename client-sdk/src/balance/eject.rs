@@ -130,7 +130,10 @@ mod tests {
         }
         assert_eq!(durations, vec![1, 2, 4, 8, 16, 30, 30, 30]);
         e.on_success(&1);
-        assert_eq!(e.on_failure(&1, now, 10), Outcome::Ejected(Duration::from_secs(1)));
+        assert_eq!(
+            e.on_failure(&1, now, 10),
+            Outcome::Ejected(Duration::from_secs(1))
+        );
     }
 
     #[test]

@@ -113,13 +113,14 @@ impl Balancer {
             .refresh()
             .await
             .map_err(|error| Error::Source(Box::new(error)))?;
-        if let Some(caller) = &self.inner.caller {
-            caller
+        let demand = match &self.inner.caller {
+            Some(caller) => caller
                 .refresh()
                 .await
-                .map_err(|error| Error::Source(Box::new(error)))?;
-        }
-        self.inner.shared.table_at(generation).await;
+                .map_err(|error| Error::Source(Box::new(error)))?,
+            None => 0,
+        };
+        self.inner.shared.table_at(generation, demand).await;
         Ok(())
     }
 

@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     table: ArcSwapOption<Table>,
     /// The generation of the snapshot the table was built from (0: no table yet).
     table_generation: watch::Sender<u64>,
+    /// The generation of the caller-fleet snapshot the table was built from.
+    demand_generation: watch::Sender<u64>,
     spill: AtomicU32,
     state: Mutex<BuildState>,
     ejections_changed: Notify,
@@ -110,6 +112,7 @@ impl Shared {
             settings,
             table: ArcSwapOption::empty(),
             table_generation: watch::channel(0).0,
+            demand_generation: watch::channel(0).0,
             spill: AtomicU32::new(0),
             state: Mutex::new(BuildState {
                 snapshot: None,
@@ -238,7 +241,9 @@ impl Shared {
                 .filter(|i| i.state != Some(LbState::Stopped))
                 .count()
         });
-        let outcome = state.ejections.on_failure(&endpoint.key, Instant::now(), live);
+        let outcome = state
+            .ejections
+            .on_failure(&endpoint.key, Instant::now(), live);
         match outcome {
             Outcome::Ejected(duration) => {
                 self.counters.ejections.fetch_add(1, Ordering::Relaxed);
@@ -290,10 +295,12 @@ impl Shared {
         self.rebuild(&mut state);
     }
 
-    fn set_demand(&self, demand: Option<ZoneDemand>) {
+    fn set_demand(&self, demand: Option<ZoneDemand>, generation: u64) {
         let mut state = self.state();
         state.demand = demand;
         self.rebuild(&mut state);
+        drop(state);
+        self.demand_generation.send_replace(generation);
     }
 
     fn set_zone(&self, zone: Option<String>) {
@@ -351,12 +358,7 @@ impl Shared {
             .map(|(instance, key)| match existing.get(&key) {
                 Some(endpoint) => Arc::clone(endpoint),
                 None => {
-                    let zone = Arc::clone(
-                        state
-                            .zones
-                            .entry(instance.zone.clone())
-                            .or_default(),
-                    );
+                    let zone = Arc::clone(state.zones.entry(instance.zone.clone()).or_default());
                     let template = (self.settings.endpoint)(key.1);
                     Arc::new(Endpoint::new(
                         key,
@@ -405,10 +407,13 @@ impl Shared {
         }
     }
 
-    /// Waits until the table is built from snapshot `generation` or a later one.
-    pub(crate) async fn table_at(&self, generation: u64) {
+    /// Waits until the table is built from snapshot `generation` (and caller-fleet snapshot
+    /// `demand`) or later ones.
+    pub(crate) async fn table_at(&self, generation: u64, demand: u64) {
         let mut generations = self.table_generation.subscribe();
         let _ = generations.wait_for(|&g| g >= generation).await;
+        let mut demands = self.demand_generation.subscribe();
+        let _ = demands.wait_for(|&g| g >= demand).await;
     }
 
     /// One tick of the adaptive controller.
@@ -561,7 +566,9 @@ pub(crate) async fn run(
                 let snapshot = snapshots.borrow_and_update().clone();
                 shared.set_snapshot(snapshot);
             }
-            Some(demand) = caller_change(&mut callers) => shared.set_demand(demand),
+            Some((demand, generation)) = caller_change(&mut callers) => {
+                shared.set_demand(demand, generation);
+            }
             () = sleep_until(expiry) => shared.rebuild_now(),
             () = shared.ejections_changed.notified() => {}
             _ = ticks.tick() => shared.tick(&mut controller, started.elapsed()),
@@ -569,10 +576,11 @@ pub(crate) async fn run(
     }
 }
 
-/// The next caller-fleet snapshot as zone demand; pending forever without a caller fleet.
+/// The next caller-fleet snapshot as zone demand, with its generation; pending forever without
+/// a caller fleet.
 async fn caller_change(
     callers: &mut Option<watch::Receiver<Option<Arc<Snapshot>>>>,
-) -> Option<Option<ZoneDemand>> {
+) -> Option<(Option<ZoneDemand>, u64)> {
     let Some(receiver) = callers else {
         return std::future::pending().await;
     };
@@ -580,11 +588,10 @@ async fn caller_change(
         *callers = None;
         return None;
     }
-    let demand = receiver
-        .borrow_and_update()
-        .as_ref()
-        .map(|s| ZoneDemand::from_instances(s.instances()));
-    Some(demand)
+    let snapshot = receiver.borrow_and_update().clone();
+    let generation = snapshot.as_ref().map_or(0, |s| s.generation());
+    let demand = snapshot.map(|s| ZoneDemand::from_instances(s.instances()));
+    Some((demand, generation))
 }
 
 async fn sleep_until(at: Option<Instant>) {

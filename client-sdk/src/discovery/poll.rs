@@ -124,19 +124,21 @@ impl Poller {
             }
         }
         let generation = current.as_ref().map_or(1, |s| s.generation + 1);
-        let (added, removed) = current.as_ref().map_or((listing.instances.len(), 0), |old| {
-            let added = listing
-                .instances
-                .iter()
-                .filter(|i| !old.instances.iter().any(|o| o.id == i.id))
-                .count();
-            let removed = old
-                .instances
-                .iter()
-                .filter(|o| !listing.instances.iter().any(|i| i.id == o.id))
-                .count();
-            (added, removed)
-        });
+        let (added, removed) = current
+            .as_ref()
+            .map_or((listing.instances.len(), 0), |old| {
+                let added = listing
+                    .instances
+                    .iter()
+                    .filter(|i| !old.instances.iter().any(|o| o.id == i.id))
+                    .count();
+                let removed = old
+                    .instances
+                    .iter()
+                    .filter(|o| !listing.instances.iter().any(|i| i.id == o.id))
+                    .count();
+                (added, removed)
+            });
         tracing::info!(
             namespace = %self.ident.namespace,
             service = %self.ident.service,

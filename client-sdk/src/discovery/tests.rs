@@ -28,7 +28,12 @@ impl Scripted {
     fn set(&self, n: usize, new_revision: bool) {
         let mut listing = self.listing.lock().unwrap();
         listing.instances = (0..n)
-            .map(|i| Instance::new(format!("i-{i}"), format!("10.0.0.{}:1", i + 1).parse().unwrap()))
+            .map(|i| {
+                Instance::new(
+                    format!("i-{i}"),
+                    format!("10.0.0.{}:1", i + 1).parse().unwrap(),
+                )
+            })
             .collect();
         if new_revision {
             listing.revision = Some(listing.revision.unwrap_or(0) + 1);
@@ -120,7 +125,11 @@ async fn a_revision_change_is_listed_within_one_poll() {
     let snapshot = discovery.snapshot().unwrap();
     assert_eq!(snapshot.instances().len(), 3);
     assert_eq!(snapshot.generation(), 2);
-    assert_eq!(source.calls().0 - before, 1, "picked up by the first poll after the change");
+    assert_eq!(
+        source.calls().0 - before,
+        1,
+        "picked up by the first poll after the change"
+    );
 }
 
 #[tokio::test(start_paused = true)]

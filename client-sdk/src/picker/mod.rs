@@ -73,7 +73,8 @@
 //! - below `recover_ratio` × reference and within `cpu_recover_gap`: **recovered**, it falls by
 //!   the smaller `step_down`;
 //! - in between: it **holds**. The gap between the two thresholds is the hysteresis that keeps
-//!   it from flapping; the steps make it gradual.
+//!   it from flapping; a signal must also hold for `confirm_ticks` consecutive ticks before
+//!   anything moves, and the steps make it gradual.
 //!
 //! In-flight counts are not compared across zones: with a known call rate they carry the same
 //! information as latency (Little's law) but scale with each zone's share of the calls, which is

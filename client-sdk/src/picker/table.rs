@@ -180,12 +180,8 @@ impl Picker {
                 if !candidate(i) || instance.zone.as_deref() != *zone {
                     continue;
                 }
-                let factor = load_factor_milli(
-                    instance.load,
-                    instance.updated_at,
-                    now,
-                    config.load_max_age,
-                );
+                let factor =
+                    load_factor_milli(instance.load, instance.updated_at, now, config.load_max_age);
                 let w = u64::from(base[i]) * factor;
                 effective[i] = w;
                 running += w;

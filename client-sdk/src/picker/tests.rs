@@ -107,7 +107,10 @@ fn envoy_documentation_example() {
         Some(&demand),
         now(),
     );
-    assert!(!picker.is_adaptive(), "the caller fleet decides, not the controller");
+    assert!(
+        !picker.is_adaptive(),
+        "the caller fleet decides, not the controller"
+    );
     assert!((picker.local_fraction(SpillLevel::FULL) - 0.625).abs() < 1e-9);
     let zones = zone_shares(&picker, &instances, SpillLevel::NONE);
     assert_close(zones[0].1, 0.625);
@@ -270,17 +273,26 @@ fn ejected_instances_are_excluded() {
 fn nothing_to_pick_is_none() {
     let picker = build(&[], &config(Some("a"), ZoneMode::Adaptive));
     assert!(picker.is_empty());
-    assert_eq!(picker.pick(&mut Rng::with_seed(1), SpillLevel::NONE, |_| 0), None);
+    assert_eq!(
+        picker.pick(&mut Rng::with_seed(1), SpillLevel::NONE, |_| 0),
+        None
+    );
     let stopped = vec![instance(0, "a", 100).with_state(LbState::Stopped)];
     let picker = build(&stopped, &config(Some("a"), ZoneMode::Adaptive));
-    assert_eq!(picker.pick(&mut Rng::with_seed(1), SpillLevel::FULL, |_| 0), None);
+    assert_eq!(
+        picker.pick(&mut Rng::with_seed(1), SpillLevel::FULL, |_| 0),
+        None
+    );
 }
 
 /// A ratio of two shares that are each within 1 % is within 2 %.
 #[track_caller]
 fn assert_ratio(actual: f64, expected: f64) {
     let relative = (actual - expected).abs() / expected;
-    assert!(relative <= 0.02, "ratio {actual:.4}, expected {expected:.4}");
+    assert!(
+        relative <= 0.02,
+        "ratio {actual:.4}, expected {expected:.4}"
+    );
 }
 
 fn three_zones() -> Vec<Instance> {
@@ -343,8 +355,10 @@ fn reported_load_shifts_weight_within_bounds() {
         instance(0, "a", 100).with_load(Load::new(0).unwrap(), Some(now())),
         instance(1, "a", 100).with_load(Load::new(100).unwrap(), Some(now())),
         // Stale: ignored.
-        instance(2, "a", 100)
-            .with_load(Load::new(100).unwrap(), Some(now() - Duration::from_secs(3600))),
+        instance(2, "a", 100).with_load(
+            Load::new(100).unwrap(),
+            Some(now() - Duration::from_secs(3600)),
+        ),
     ];
     let picker = build(&instances, &config(None, ZoneMode::Adaptive));
     let s = shares(&picker, instances.len(), SpillLevel::NONE);

@@ -1,0 +1,241 @@
+//! Real tonic servers on 127.0.0.1:0 for the balancer's component tests and benchmarks.
+//!
+//! Each server runs the standard gRPC health service behind a layer that counts the calls it
+//! served and can delay them (an overloaded server), on a Tokio runtime of its own, so that
+//! [`TestServer::kill`] drops every socket at once, as a killed process would.
+
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use cloudmap_balancer::Instance;
+use cloudmap_balancer::contract::Weight;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::body::Body;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tower_service::Service;
+
+/// What every server of a test shares with the test.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Calls served.
+    pub served: AtomicU64,
+    /// Delay added to each call, in milliseconds.
+    pub delay_ms: AtomicU64,
+    /// Open connections.
+    pub open: AtomicUsize,
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub zone: String,
+    pub counters: Arc<Counters>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    /// Starts a server tagged with `zone`.
+    pub fn start(zone: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let counters = Arc::new(Counters::default());
+        // Bound here, so the address is known (and connectable) before this returns; served on
+        // the server's own runtime. (No block_on: tests call this from inside a runtime.)
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The overall service ("") starts SERVING.
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let service = Counted {
+            inner: health,
+            counters: Arc::clone(&counters),
+        };
+        let server_counters = Arc::clone(&counters);
+        runtime.spawn(async move {
+            // Keep the reporter alive for as long as the server runs.
+            let _reporter = reporter;
+            let incoming = Incoming {
+                listener: TcpListener::from_std(listener).unwrap(),
+                counters: server_counters,
+            };
+            let _ = tonic::transport::Server::builder()
+                .serve_with_incoming(service, incoming)
+                .await;
+        });
+        Self {
+            addr,
+            zone: zone.to_owned(),
+            counters,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// An instance record for this server.
+    pub fn instance(&self, id: &str) -> Instance {
+        Instance::new(id, self.addr)
+            .with_zone(self.zone.clone())
+            .with_weight(Weight::saturating(100))
+    }
+
+    pub fn served(&self) -> u64 {
+        self.counters.served.load(Ordering::SeqCst)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.counters.open.load(Ordering::SeqCst)
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.counters.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Kills the server: its runtime, listener and every connection go away at once.
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Makes one health-check call.
+pub async fn call<T>(client: &mut HealthClient<T>) -> Result<(), tonic::Status>
+where
+    T: tonic::client::GrpcService<Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Counts and optionally delays the calls a server serves.
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    counters: Arc<Counters>,
+}
+
+impl<S> Service<http::Request<Body>> for Counted<S>
+where
+    S: Service<http::Request<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let counters = Arc::clone(&self.counters);
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let delay = counters.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let response = future.await;
+            counters.served.fetch_add(1, Ordering::SeqCst);
+            response
+        })
+    }
+}
+
+/// Accepted connections, counted while open.
+struct Incoming {
+    listener: TcpListener,
+    counters: Arc<Counters>,
+}
+
+impl futures_util::Stream for Incoming {
+    type Item = io::Result<CountedStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.listener.poll_accept(cx) {
+            Poll::Ready(Ok((stream, _))) => {
+                stream.set_nodelay(true)?;
+                self.counters.open.fetch_add(1, Ordering::SeqCst);
+                Poll::Ready(Some(Ok(CountedStream {
+                    stream,
+                    counters: Arc::clone(&self.counters),
+                })))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+struct CountedStream {
+    stream: TcpStream,
+    counters: Arc<Counters>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.counters.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Connected for CountedStream {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
