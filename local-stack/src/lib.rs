@@ -29,6 +29,7 @@
 pub mod cloudmap;
 mod ec2;
 mod error;
+pub mod fault;
 mod http;
 mod server;
 
