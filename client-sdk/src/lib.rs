@@ -10,6 +10,7 @@
 //! # Getting started
 //!
 //! ```no_run
+//! # #[cfg(feature = "tonic")] mod example {
 //! use cloudmap_balancer::Balancer;
 //! use tonic_health::pb::HealthCheckRequest;
 //! use tonic_health::pb::health_client::HealthClient;
@@ -27,13 +28,15 @@
 //! // What the balancer sees.
 //! let stats = balancer.stats();
 //! println!("zone {:?}, {} instances, {:.0} % local", stats.local_zone, stats.instances.len(), stats.local_share * 100.0);
-//! # Ok(()) }
+//! # Ok(()) } }
+//! # fn main() {}
 //! ```
 //!
 //! On ECS the balancer reads its own zone from the task metadata endpoint; elsewhere, set it with
 //! [`Builder::local_zone`]. Options go through [`Builder::options`]:
 //!
 //! ```no_run
+//! # #[cfg(feature = "tonic")] mod example {
 //! # use std::time::Duration;
 //! use cloudmap_balancer::{Balancer, Options, ZoneMode};
 //! # fn run(aws: &aws_types::SdkConfig) -> Result<(), cloudmap_balancer::Error> {
@@ -45,7 +48,8 @@
 //!     .caller_service("prod.internal", "frontend") // Envoy-style zone routing from the callers' spread
 //!     .options(options)
 //!     .build()?;
-//! # Ok(()) }
+//! # Ok(()) } }
+//! # fn main() {}
 //! ```
 //!
 //! # Configuration
@@ -94,7 +98,7 @@
 //! `cloudmap_balancer_panic_picks_total`, `cloudmap_balancer_connect_failures_total`,
 //! `cloudmap_balancer_ejections_total`, `cloudmap_balancer_repicks_total`,
 //! `cloudmap_balancer_discovery_polls_total{kind}`, `cloudmap_balancer_discovery_errors_total`
-//! and the gauges `cloudmap_balancer_instances`, `cloudmap_balancer_eligible_instances`,
+//! and the gauges `cloudmap_balancer_discovery_instances`, `cloudmap_balancer_instances`, `cloudmap_balancer_eligible_instances`,
 //! `cloudmap_balancer_local_share`, all labelled with `namespace` and `service`.
 //! [`Balancer::stats`] reads the same counters plus per-instance and per-zone pick counts.
 //!

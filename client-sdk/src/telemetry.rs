@@ -12,7 +12,8 @@
 //! | `cloudmap_balancer_repicks_total` | counter | | calls re-picked transparently after a connection failure |
 //! | `cloudmap_balancer_discovery_polls_total` | counter | `kind` = `revision`, `list` | Cloud Map calls made |
 //! | `cloudmap_balancer_discovery_errors_total` | counter | | Cloud Map calls that failed (the last snapshot stays in service) |
-//! | `cloudmap_balancer_instances` | gauge | | instances in the current snapshot |
+//! | `cloudmap_balancer_discovery_instances` | gauge | | instances in the latest listing that could be called |
+//! | `cloudmap_balancer_instances` | gauge | | instances in the picker's current snapshot |
 //! | `cloudmap_balancer_eligible_instances` | gauge | | instances the picker can pick |
 //! | `cloudmap_balancer_local_share` | gauge | | share of calls the zone plan keeps local |
 //!
@@ -54,6 +55,7 @@ pub(crate) struct DiscoveryMetrics {
     pub(crate) revision_polls: Counter,
     pub(crate) lists: Counter,
     pub(crate) errors: Counter,
+    pub(crate) instances: Gauge,
 }
 
 impl DiscoveryMetrics {
@@ -63,6 +65,7 @@ impl DiscoveryMetrics {
             revision_polls: ident.counter(polls, Some(("kind", "revision"))),
             lists: ident.counter(polls, Some(("kind", "list"))),
             errors: ident.counter("cloudmap_balancer_discovery_errors_total", None),
+            instances: ident.gauge("cloudmap_balancer_discovery_instances"),
         }
     }
 }

@@ -199,6 +199,9 @@ async fn without_any_snapshot_calls_fail_unavailable_naming_the_service() {
         .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
             aws_credential_types::Credentials::for_tests(),
         ))
+        // Without the SDK's own retries (seconds of backoff), the first failure is on record
+        // before the call gives up.
+        .retry_config(aws_config::retry::RetryConfig::disabled())
         .build();
     let mut options = Options::default();
     options.first_snapshot_timeout = Duration::from_millis(1500);

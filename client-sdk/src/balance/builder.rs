@@ -88,10 +88,10 @@ impl Options {
         if !(0.0..=1.0).contains(&self.panic_threshold) {
             return invalid("panic_threshold", "must be between 0 and 1");
         }
-        if let ZoneMode::Fixed { local_percent } = self.zone_mode {
-            if local_percent > 100 {
-                return invalid("zone_mode", "local_percent must be at most 100");
-            }
+        if let ZoneMode::Fixed { local_percent } = self.zone_mode
+            && local_percent > 100
+        {
+            return invalid("zone_mode", "local_percent must be at most 100");
         }
         for (name, value) in [
             ("first_snapshot_timeout", self.first_snapshot_timeout),

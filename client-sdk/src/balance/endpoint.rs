@@ -124,10 +124,10 @@ impl Endpoint {
     /// A channel on a live connection, connecting first when there is none; `true` with it when
     /// this call made the connection. An error means nothing was sent.
     pub(crate) async fn channel(&self) -> Result<(Channel, bool), ConnectFailure> {
-        if let Some(conn) = self.conn.load().as_ref() {
-            if conn.alive.load(Ordering::Acquire) {
-                return Ok((conn.channel.clone(), false));
-            }
+        if let Some(conn) = self.conn.load().as_ref()
+            && conn.alive.load(Ordering::Acquire)
+        {
+            return Ok((conn.channel.clone(), false));
         }
         self.connect().await
     }
@@ -142,10 +142,10 @@ impl Endpoint {
     async fn connect(&self) -> Result<(Channel, bool), ConnectFailure> {
         let seen = self.attempts.load(Ordering::Acquire);
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(conn) = self.conn.load().as_ref() {
-            if conn.alive.load(Ordering::Acquire) {
-                return Ok((conn.channel.clone(), false));
-            }
+        if let Some(conn) = self.conn.load().as_ref()
+            && conn.alive.load(Ordering::Acquire)
+        {
+            return Ok((conn.channel.clone(), false));
         }
         if self.attempts.load(Ordering::Acquire) != seen {
             // An attempt failed while this call waited: share its outcome rather than try again

@@ -145,9 +145,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A running discovery poller. Dropping it stops the poller.
+/// A running discovery poller: the current [`Snapshot`] of one service, kept up to date in the
+/// background. Dropping it stops the poller. The [`Balancer`](crate::Balancer) runs one; use
+/// one directly to watch a service without balancing calls to it.
 #[derive(Debug)]
-pub(crate) struct Discovery {
+pub struct Discovery {
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     requests: mpsc::Sender<poll::Reply>,
     status: Arc<Mutex<DiscoveryStatus>>,
@@ -155,6 +157,29 @@ pub(crate) struct Discovery {
 }
 
 impl Discovery {
+    /// Starts polling `source` on the current Tokio runtime. `namespace` and `service` name it
+    /// in logs, errors and metrics. Fails on invalid options or outside a Tokio runtime.
+    pub fn start(
+        source: impl InstanceSource,
+        namespace: impl Into<String>,
+        service: impl Into<String>,
+        options: DiscoveryOptions,
+    ) -> Result<Self, Error> {
+        options.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let ident = Ident {
+            namespace: namespace.into(),
+            service: service.into(),
+        };
+        Ok(Self::spawn(
+            Arc::new(source),
+            options,
+            ident,
+            fastrand::u64(..),
+            &runtime,
+        ))
+    }
+
     /// Starts polling `source` on `runtime`.
     pub(crate) fn spawn(
         source: Arc<dyn InstanceSource>,
@@ -186,17 +211,18 @@ impl Discovery {
     }
 
     /// The snapshot in service, if any arrived yet.
-    pub(crate) fn snapshot(&self) -> Option<Arc<Snapshot>> {
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.snapshots.borrow().clone()
     }
 
     /// A receiver that sees every published snapshot.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
         self.snapshots.clone()
     }
 
-    /// Lists now, and returns the generation in service afterwards.
-    pub(crate) async fn refresh(&self) -> Result<u64, Arc<Error>> {
+    /// Lists now (instead of at the next poll), and returns the generation of the snapshot in
+    /// service afterwards.
+    pub async fn refresh(&self) -> Result<u64, Arc<Error>> {
         let (reply, outcome) = oneshot::channel();
         let closed = || {
             Arc::new(Error::Source(
@@ -208,7 +234,7 @@ impl Discovery {
     }
 
     /// What discovery has been doing.
-    pub(crate) fn status(&self) -> DiscoveryStatus {
+    pub fn status(&self) -> DiscoveryStatus {
         self.status
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -112,16 +112,18 @@ impl Poller {
     }
 
     fn publish(&self, mut listing: Listing) {
+        #[allow(clippy::cast_precision_loss)] // a gauge value
+        self.metrics.instances.set(listing.instances.len() as f64);
         // Cloud Map lists in random order; a stable order makes "unchanged" cheap to see and
         // snapshots easy to read.
         listing
             .instances
             .sort_by(|a, b| a.id.cmp(&b.id).then(a.addr.cmp(&b.addr)));
         let current = self.snapshots.borrow().clone();
-        if let Some(current) = &current {
-            if current.instances == listing.instances {
-                return;
-            }
+        if let Some(current) = &current
+            && current.instances == listing.instances
+        {
+            return;
         }
         let generation = current.as_ref().map_or(1, |s| s.generation + 1);
         let (added, removed) = current

@@ -209,12 +209,32 @@ async fn refresh_lists_now() {
     assert!(matches!(*error, Error::Source(_)));
 }
 
+#[tokio::test]
+async fn start_validates_and_runs_on_the_current_runtime() {
+    let discovery = Discovery::start(
+        StaticSource::new(vec![Instance::new("a", "10.0.0.1:1".parse().unwrap())]),
+        "ns",
+        "svc",
+        DiscoveryOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(discovery.refresh().await.unwrap(), 1);
+    assert_eq!(discovery.snapshot().unwrap().instances().len(), 1);
+    let fast = DiscoveryOptions {
+        full_refresh_interval: Duration::from_millis(10),
+        ..DiscoveryOptions::default()
+    };
+    assert!(Discovery::start(StaticSource::default(), "ns", "svc", fast).is_err());
+}
+
 #[test]
 fn options_are_validated() {
     assert!(DiscoveryOptions::default().validate().is_ok());
-    let mut fast = DiscoveryOptions::default();
-    fast.poll_interval = Duration::from_secs(1);
-    fast.full_refresh_interval = Duration::from_secs(1);
+    let mut fast = DiscoveryOptions {
+        poll_interval: Duration::from_secs(1),
+        full_refresh_interval: Duration::from_secs(1),
+        ..DiscoveryOptions::default()
+    };
     assert!(fast.validate().is_ok());
     fast.poll_interval = Duration::from_millis(999);
     assert!(matches!(
@@ -224,7 +244,9 @@ fn options_are_validated() {
             ..
         })
     ));
-    let mut backoff = DiscoveryOptions::default();
-    backoff.backoff_max = Duration::from_millis(10);
+    let backoff = DiscoveryOptions {
+        backoff_max: Duration::from_millis(10),
+        ..DiscoveryOptions::default()
+    };
     assert!(backoff.validate().is_err());
 }

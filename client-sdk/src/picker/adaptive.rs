@@ -218,10 +218,10 @@ impl ZoneController {
         let o = &self.options;
         if let Some(mean) = obs.local.mean_seconds() {
             self.local.update(obs.now, mean, o.latency_window);
-            if self.spill == 0.0 {
-                if let Some(value) = self.local.value {
-                    self.baseline.update(obs.now, value, o.baseline_window);
-                }
+            if self.spill == 0.0
+                && let Some(value) = self.local.value
+            {
+                self.baseline.update(obs.now, value, o.baseline_window);
             }
         }
         if let Some(mean) = obs.remote.mean_seconds() {
@@ -379,16 +379,17 @@ mod tests {
     #[test]
     fn inside_the_band_it_holds_without_flapping() {
         // Averages that follow within a tick or two, so the test controls the levels.
-        let mut options = AdaptiveOptions::default();
-        options.latency_window = Duration::from_millis(250);
-        let mut c = ZoneController::new(options);
+        let mut c = ZoneController::new(AdaptiveOptions {
+            latency_window: Duration::from_millis(250),
+            ..AdaptiveOptions::default()
+        });
         let mut clock = Duration::ZERO;
         run(&mut c, &mut clock, 40, 10, 11);
         // Overloaded long enough to spill a little...
         run(&mut c, &mut clock, 4, 40, 10);
         // ...then local sits at 1.3x the remote zones: once the averages have settled there,
         // inside the band, nothing moves, whatever the noise between 1.3x and 1.4x.
-        let noisy = |n: usize| if n % 2 == 0 { 13 } else { 14 };
+        let noisy = |n: usize| if n.is_multiple_of(2) { 13 } else { 14 };
         for n in 0..20 {
             run(&mut c, &mut clock, 1, noisy(n), 10);
         }
@@ -427,9 +428,10 @@ mod tests {
 
     #[test]
     fn reported_cpu_gap_spills_and_recovers_with_hysteresis() {
-        let mut options = AdaptiveOptions::default();
-        options.confirm_ticks = 1;
-        let mut c = ZoneController::new(options);
+        let mut c = ZoneController::new(AdaptiveOptions {
+            confirm_ticks: 1,
+            ..AdaptiveOptions::default()
+        });
         let mut clock = Duration::ZERO;
         let mut tick = |c: &mut ZoneController, local: f64, remote: f64| {
             clock += TICK;
