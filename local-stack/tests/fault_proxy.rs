@@ -84,4 +84,8 @@ async fn ecs_and_cloudwatch_errors_carry_their_codes() {
     let error = cloudwatch.list_metrics().send().await.unwrap_err();
     assert_eq!(error.code(), Some("ThrottlingException"));
     assert_eq!(proxy.count("ListMetrics"), 1);
+    // Forwarded, CBOR passes through to moto (the launcher translates it) and back.
+    proxy.clear();
+    cloudwatch.list_metrics().send().await.expect("forwarded");
+    assert_eq!(proxy.count("ListMetrics"), 2);
 }

@@ -35,9 +35,11 @@
 //! this over random event sequences, permutations and duplications, against in-order delivery
 //! where each event was handled as it happened.
 //!
-//! Static facts (CPU, memory, zone, capacity, address) do not change during a task's life; they
-//! are layered `DescribeTasks` first, then the event (moto's `DescribeTasks` lacks most of them),
-//! then what was written before.
+//! Static facts (CPU, memory, zone, capacity, address) do not change during a task's life. An
+//! event's own values come first (moto's `DescribeTasks` lacks the task-level ones), then
+//! `DescribeTasks`', then what was written before; reconciliation keeps what is written and fills
+//! gaps from `DescribeTasks`. On AWS all sources agree; the order only keeps an event and a
+//! reconciliation from flipping a value back and forth where they do not.
 //!
 //! # Modes
 //!

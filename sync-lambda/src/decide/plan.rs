@@ -216,10 +216,10 @@ pub fn on_event(
     ]) else {
         return Ok(skip(SkipReason::UnknownLifecycle, None));
     };
-    let facts = found
-        .map(|d| d.facts.clone())
-        .unwrap_or_default()
-        .or(change.facts.clone())
+    let facts = change
+        .facts
+        .clone()
+        .or(found.map(|d| d.facts.clone()).unwrap_or_default())
         .or(written_facts(ours));
     let target = Target {
         task: &change.task,
@@ -288,10 +288,9 @@ pub fn on_reconcile(
             version: None,
         });
     };
-    let facts = found
-        .map(|d| d.facts.clone())
-        .unwrap_or_default()
-        .or(written_facts(ours));
+    // Static facts: what is written stays (it came from an event or an earlier description),
+    // so an event and a reconciliation never undo each other's values.
+    let facts = written_facts(ours).or(found.map(|d| d.facts.clone()).unwrap_or_default());
     let written_load = ours.and_then(|w| w.load);
     let measured = match load {
         Measured::Load(measured) if state != LbState::Stopped => Some(measured),

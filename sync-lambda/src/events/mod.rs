@@ -184,6 +184,11 @@ fn parse_action(action: &Value, object: &serde_json::Map<String, Value>) -> Invo
 }
 
 fn parse_task_change(mut payload: Value) -> Invocation {
+    if !payload["detail"].is_object() {
+        return Invocation::Rejected(Rejection::MalformedDetail(
+            "`detail` is not an object".into(),
+        ));
+    }
     let event = match serde_json::from_value::<EventBridgeEvent<TaskStateDetail>>(payload.clone()) {
         Ok(event) => event,
         Err(_) => {

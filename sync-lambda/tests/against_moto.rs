@@ -1,0 +1,480 @@
+//! The handler over the real AWS SDK against moto: fixture events, ordering, enrich and owner
+//! modes, reconciliation, load, bad input and failing AWS calls.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns may unwrap too
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+use cloudmap_balancer::contract::{self, LbAttributes, LbHealth, LbState, Weight, keys};
+use cloudmap_sync::observe::InvocationKind;
+use cloudmap_sync::{ErrorKind, SystemClock};
+use common::{Fixed, Stack, fixture_json, handler, handler_on, sdk_via, without_time};
+use local_stack::MotoServer;
+use local_stack::fault::{Fault, FaultProxy};
+use serde_json::json;
+
+fn get<'a>(attrs: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    attrs.get(key).map(String::as_str)
+}
+
+#[tokio::test]
+async fn fixture_events_produce_the_expected_attributes() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(5, &[]).await;
+    let handler = handler(stack.config(&[]));
+    // (fixture, stop the task in ECS first, expected LB_* values)
+    let cases: [(&str, bool, &[(&str, &str)]); 5] = [
+        (
+            "fargate_running.json",
+            false,
+            &[
+                (keys::LB_STATE, "RUNNING"),
+                (keys::LB_HEALTH, "UNKNOWN"),
+                (keys::LB_WEIGHT, "200"),
+                (keys::LB_CPU_UNITS, "512"),
+                (keys::LB_MEMORY_MIB, "1024"),
+                (keys::LB_CAPACITY, "FARGATE"),
+                (keys::LB_TASK_VERSION, "4"),
+                (keys::LB_SCHEMA, "1"),
+            ],
+        ),
+        (
+            "fargate_stopped_by_scheduler.json",
+            true,
+            &[
+                (keys::LB_STATE, "STOPPED"),
+                (keys::LB_TASK_VERSION, "8"),
+                (keys::LB_CAPACITY, "FARGATE"),
+            ],
+        ),
+        (
+            // Old-format task ARN, no attachments, a container cpu of "null", no task cpu.
+            "ec2_bridge_running.json",
+            false,
+            &[
+                (keys::LB_STATE, "RUNNING"),
+                (keys::LB_CAPACITY, "EC2"),
+                (keys::LB_CPU_UNITS, "128"),
+                (keys::LB_WEIGHT, "50"),
+                (keys::LB_MEMORY_MIB, "512"),
+                (keys::LB_TASK_VERSION, "2"),
+            ],
+        ),
+        (
+            "spot_interruption_warning.json",
+            false,
+            &[
+                (keys::LB_STATE, "DRAINING"),
+                (keys::LB_CAPACITY, "FARGATE_SPOT"),
+                (keys::LB_WEIGHT, "400"),
+                (keys::LB_TASK_VERSION, "5"),
+            ],
+        ),
+        (
+            "deprovisioning.json",
+            true,
+            &[(keys::LB_STATE, "STOPPED"), (keys::LB_TASK_VERSION, "7")],
+        ),
+    ];
+    for ((fixture, stopped, expected), task) in cases.iter().zip(&tasks) {
+        let before = stack.register_like_ecs(task).await;
+        if *stopped {
+            stack.stop_task(task).await;
+        }
+        let version = fixture_json(fixture)["detail"]["version"].as_u64().unwrap();
+        let report = handler
+            .handle(stack.event(fixture, task, version))
+            .await
+            .unwrap();
+        assert_eq!(report.writes(), 1, "{fixture}: {report:#?}");
+
+        let after = stack.attributes(&task.id).await.unwrap();
+        for (key, value) in &before {
+            assert_eq!(get(&after, key), Some(value.as_str()), "{fixture}: {key} kept");
+        }
+        for (key, value) in *expected {
+            assert_eq!(get(&after, key), Some(*value), "{fixture}: {key}");
+        }
+        let arn = get(&after, keys::LB_TASK_ARN).unwrap();
+        assert!(arn.ends_with(&task.id), "{fixture}: {arn}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_never_recreates_a_deregistered_instance() {
+    let stack = Stack::new().await;
+    let task = stack.run_tasks(1, &[]).await.remove(0);
+    let handler = handler(stack.config(&[]));
+    stack.register_like_ecs(&task).await;
+    handler
+        .handle(stack.event("fargate_running.json", &task, 4))
+        .await
+        .unwrap();
+    // ECS stops the task and deregisters its instance; the events come after.
+    stack.stop_task(&task).await;
+    stack.deregister(&task.id).await;
+    for (last, version) in [("DEACTIVATING", 6), ("STOPPED", 8), ("RUNNING", 5)] {
+        let report = handler
+            .handle(stack.status_event(&task, version, last, "STOPPED"))
+            .await
+            .unwrap();
+        assert_eq!(report.decisions.len(), 1);
+        assert_eq!(report.decisions[0].action, "instance_not_found");
+        assert!(!report.decisions[0].wrote);
+    }
+    assert_eq!(stack.attributes(&task.id).await, None, "never re-created");
+}
+
+#[tokio::test]
+async fn any_delivery_order_with_duplicates_ends_like_in_order_delivery() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(2, &[]).await;
+    let (in_order, shuffled) = (&tasks[0], &tasks[1]);
+    let handler = handler(stack.config(&[]));
+    let sequence = [
+        (2, "PENDING", "RUNNING"),
+        (4, "RUNNING", "RUNNING"),
+        (5, "RUNNING", "STOPPED"),
+        (7, "DEPROVISIONING", "STOPPED"),
+        (8, "STOPPED", "STOPPED"),
+    ];
+
+    // In order, each event handled as it happened.
+    stack.register_like_ecs(in_order).await;
+    for (version, last, desired) in sequence {
+        if last == "DEPROVISIONING" {
+            stack.stop_task(in_order).await;
+        }
+        handler
+            .handle(stack.status_event(in_order, version, last, desired))
+            .await
+            .unwrap();
+    }
+
+    // Shuffled with duplicates, all after the task stopped.
+    stack.register_like_ecs(shuffled).await;
+    stack.stop_task(shuffled).await;
+    let mut writes = 0;
+    for i in [4, 1, 0, 4, 2, 3, 1, 1, 0] {
+        let (version, last, desired) = sequence[i];
+        let report = handler
+            .handle(stack.status_event(shuffled, version, last, desired))
+            .await
+            .unwrap();
+        writes += report.writes();
+    }
+    assert_eq!(writes, 1, "only the first delivery of the newest event writes");
+
+    let normalise = |task: &common::TaskInfo, attrs: HashMap<String, String>| {
+        let mut attrs = without_time(attrs);
+        for key in [keys::LB_TASK_ARN, keys::AWS_INSTANCE_IPV4] {
+            let value = attrs.remove(key).unwrap();
+            assert!(value.ends_with(&task.id) || value == task.ip, "{key}={value}");
+        }
+        attrs
+    };
+    let a = normalise(in_order, stack.attributes(&in_order.id).await.unwrap());
+    let b = normalise(shuffled, stack.attributes(&shuffled.id).await.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(get(&a, keys::LB_STATE), Some("STOPPED"));
+    assert_eq!(get(&a, keys::LB_TASK_VERSION), Some("8"));
+}
+
+#[tokio::test]
+async fn reconciliation_repairs_missed_events_and_leaves_other_instances_alone() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(3, &[("lb:weight", "750")]).await;
+    let handler = handler(stack.config(&[("SYNC_LOAD_ENABLED", "false")]));
+    for task in &tasks {
+        stack.register_like_ecs(task).await;
+    }
+    // t0 was written STARTING while it was pending (its RUNNING event is lost), t1 RUNNING (its
+    // STOPPED event is lost), t2 never had an event.
+    let starting = LbAttributes {
+        state: LbState::Starting,
+        health: LbHealth::Unknown,
+        weight: Weight::saturating(750),
+        cpu_units: Some(512),
+        memory_mib: Some(1024),
+        capacity: Some("FARGATE".into()),
+        load: None,
+        task_arn: tasks[0].arn.clone(),
+        task_version: 2,
+        updated_at: SystemTime::now(),
+        lambda_owned: false,
+    };
+    let written = contract::merge(&stack.ecs_attributes(&tasks[0]), &starting, &[]).unwrap();
+    stack
+        .register(&tasks[0].id, written.into_map().into_iter().collect())
+        .await;
+    handler
+        .handle(stack.status_event(&tasks[1], 4, "RUNNING", "RUNNING"))
+        .await
+        .unwrap();
+    stack.stop_task(&tasks[1]).await;
+    // Another ECS service's instance and a hand-registered one share the Cloud Map service.
+    let foreign = HashMap::from([
+        (keys::ECS_SERVICE_NAME.to_owned(), "someone-else".to_owned()),
+        (keys::ECS_CLUSTER_NAME.to_owned(), stack.cluster.clone()),
+        (keys::AWS_INSTANCE_IPV4.to_owned(), "10.9.9.9".to_owned()),
+    ]);
+    stack.register("foreign-task", foreign.clone()).await;
+    let manual = HashMap::from([(keys::AWS_INSTANCE_IPV4.to_owned(), "10.8.8.8".to_owned())]);
+    stack.register("by-hand", manual.clone()).await;
+
+    let report = handler.handle(json!({"action": "reconcile"})).await.unwrap();
+    assert_eq!(report.kind, InvocationKind::Reconcile);
+    assert_eq!(report.writes(), 3, "{report:#?}");
+
+    let t0 = stack.attributes(&tasks[0].id).await.unwrap();
+    assert_eq!(get(&t0, keys::LB_STATE), Some("RUNNING"));
+    assert_eq!(get(&t0, keys::LB_TASK_VERSION), Some("2"), "moto reports no version");
+    assert_eq!(get(&t0, keys::LB_WEIGHT), Some("750"), "the task tag");
+    let t1 = stack.attributes(&tasks[1].id).await.unwrap();
+    assert_eq!(get(&t1, keys::LB_STATE), Some("STOPPED"));
+    let t2 = stack.attributes(&tasks[2].id).await.unwrap();
+    assert_eq!(get(&t2, keys::LB_STATE), Some("RUNNING"));
+    assert_eq!(get(&t2, keys::LB_CPU_UNITS), Some("512"), "from DescribeTasks");
+    assert_eq!(get(&t2, "team"), Some("payments"));
+    assert_eq!(stack.attributes("foreign-task").await, Some(foreign));
+    assert_eq!(stack.attributes("by-hand").await, Some(manual));
+
+    // Nothing drifted since: nothing is written.
+    let again = handler.handle(json!({"action": "reconcile"})).await.unwrap();
+    assert_eq!(again.writes(), 0, "{again:#?}");
+    assert_eq!(again.skips().get("unchanged"), Some(&3));
+
+    // On demand, one service.
+    let one = handler
+        .handle(json!({"action": "reconcile", "cluster": stack.cluster_arn, "service": stack.service}))
+        .await
+        .unwrap();
+    assert_eq!(one.decisions.len(), 3);
+}
+
+#[tokio::test]
+async fn owner_mode_registers_and_deregisters_its_own_instances() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(2, &[]).await;
+    let mapping = format!("{}/{}={}:8080", stack.cluster, stack.service, stack.cloudmap_service_id);
+    let handler = handler(stack.config(&[
+        ("SYNC_OWNER_MAPPINGS", &mapping),
+        ("SYNC_LOAD_ENABLED", "false"),
+    ]));
+    let manual = HashMap::from([(keys::AWS_INSTANCE_IPV4.to_owned(), "10.8.8.8".to_owned())]);
+    stack.register("by-hand", manual.clone()).await;
+
+    // A RUNNING event registers t0.
+    let report = handler
+        .handle(stack.event("fargate_running.json", &tasks[0], 4))
+        .await
+        .unwrap();
+    assert_eq!(report.creates(), 1);
+    let t0 = stack.attributes(&tasks[0].id).await.unwrap();
+    assert_eq!(get(&t0, keys::AWS_INSTANCE_IPV4), Some(tasks[0].ip.as_str()));
+    assert_eq!(get(&t0, keys::AWS_INSTANCE_PORT), Some("8080"));
+    assert_eq!(get(&t0, keys::LB_OWNER), Some("LAMBDA"));
+    assert_eq!(get(&t0, keys::LB_STATE), Some("RUNNING"));
+    assert_eq!(get(&t0, keys::AVAILABILITY_ZONE), Some("eu-central-1a"));
+
+    // t1's RUNNING event was lost, t0 stopped without its event: reconciliation repairs both.
+    stack.stop_task(&tasks[0]).await;
+    let report = handler.handle(json!({"action": "reconcile"})).await.unwrap();
+    assert_eq!((report.creates(), report.deregistrations()), (1, 1), "{report:#?}");
+    assert_eq!(stack.attributes(&tasks[0].id).await, None);
+    let t1 = stack.attributes(&tasks[1].id).await.unwrap();
+    assert_eq!(get(&t1, keys::LB_OWNER), Some("LAMBDA"));
+    assert_eq!(get(&t1, keys::AWS_INSTANCE_IPV4), Some(tasks[1].ip.as_str()));
+    assert_eq!(stack.attributes("by-hand").await, Some(manual));
+
+    // t1 stops; its STOPPED event deregisters it, and a late RUNNING event does not bring it back.
+    stack.stop_task(&tasks[1]).await;
+    let report = handler
+        .handle(stack.event("fargate_stopped_by_scheduler.json", &tasks[1], 8))
+        .await
+        .unwrap();
+    assert_eq!(report.deregistrations(), 1);
+    handler
+        .handle(stack.event("fargate_running.json", &tasks[1], 4))
+        .await
+        .unwrap();
+    assert_eq!(stack.attributes(&tasks[1].id).await, None);
+}
+
+async fn put_cpu(stack: &Stack, task: &common::TaskInfo, used: f64, reserved: f64, at: SystemTime) {
+    let dimensions = [
+        ("ClusterName", stack.cluster.as_str()),
+        ("ServiceName", stack.service.as_str()),
+        ("TaskId", task.id.as_str()),
+    ]
+    .map(|(name, value)| Dimension::builder().name(name).value(value).build());
+    let datum = |name: &str, value: f64| {
+        MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(dimensions.to_vec()))
+            .timestamp(DateTime::from(at))
+            .value(value)
+            .build()
+    };
+    MotoServer::shared()
+        .cloudwatch()
+        .put_metric_data()
+        .namespace("ECS/ContainerInsights")
+        .metric_data(datum("CpuUtilized", used))
+        .metric_data(datum("CpuReserved", reserved))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reconciliation_writes_load_only_when_it_moved_by_the_step() {
+    let stack = Stack::new().await;
+    let task = stack.run_tasks(1, &[]).await.remove(0);
+    stack.register_like_ecs(&task).await;
+    // Whole seconds: moto keeps second precision.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let t0 = UNIX_EPOCH + Duration::from_secs(now);
+    let minute = Duration::from_secs(60);
+    let sdk = MotoServer::shared().sdk_config();
+
+    let mut at = t0;
+    let mut load_after = |used: f64| {
+        let stack = stack.clone();
+        let task = task.clone();
+        let sdk = sdk.clone();
+        at += minute;
+        let clock = Fixed(at);
+        async move {
+            put_cpu(&stack, &task, used, 256.0, clock.0 - Duration::from_secs(30)).await;
+            let handler = handler_on(&sdk, stack.config(&[]), clock);
+            let report = handler.handle(json!({"action": "reconcile"})).await.unwrap();
+            let attrs = stack.attributes(&task.id).await.unwrap();
+            (report.writes(), attrs.get(keys::LB_LOAD).cloned())
+        }
+    };
+    assert_eq!(load_after(128.0).await, (1, Some("50".into())));
+    assert_eq!(load_after(140.0).await, (0, Some("50".into())), "55%: below the step");
+    assert_eq!(load_after(110.0).await, (0, Some("50".into())), "43%: below the step");
+    assert_eq!(load_after(179.2).await, (1, Some("70".into())));
+}
+
+#[tokio::test]
+async fn a_throttled_or_failing_cloud_map_fails_the_invocation_without_writing() {
+    let stack = Stack::new().await;
+    let task = stack.run_tasks(1, &[]).await.remove(0);
+    let before = stack.register_like_ecs(&task).await;
+    let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
+    let handler = handler_on(&sdk_via(&proxy.endpoint()), stack.config(&[]), SystemClock);
+    let event = stack.event("fargate_running.json", &task, 4);
+
+    proxy.fail("RegisterInstance", Fault::Throttle);
+    let error = handler.handle(event.clone()).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Retryable, "{error}");
+    assert_eq!(stack.attributes(&task.id).await, Some(before.clone()));
+
+    proxy.clear();
+    proxy.fail("GetInstance", Fault::ServerError);
+    proxy.reset_counts();
+    let error = handler.handle(event.clone()).await.unwrap_err();
+    assert!(error.is_retryable());
+    assert_eq!(proxy.count("RegisterInstance"), 0, "no write after a failed read");
+    assert_eq!(stack.attributes(&task.id).await, Some(before.clone()));
+
+    // At the edge: the invocation fails (Lambda retries), the metrics say why.
+    let mut metrics = Vec::new();
+    let error = handler.invoke(event.clone(), &mut metrics).await.unwrap_err();
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "CloudMapSync.aws_retryable");
+    assert!(diagnostic.error_message.contains("GetInstance"), "{}", diagnostic.error_message);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains(r#""ErrorClass":"aws_retryable""#), "{metrics}");
+
+    // Once Cloud Map answers again, the retried event goes through.
+    proxy.clear();
+    let report = handler.handle(event).await.unwrap();
+    assert_eq!(report.writes(), 1);
+    let after = stack.attributes(&task.id).await.unwrap();
+    assert_eq!(get(&after, keys::LB_STATE), Some("RUNNING"));
+
+    // A reconciliation whose listing is throttled writes nothing either.
+    stack.stop_task(&task).await;
+    proxy.fail("ListInstances", Fault::Throttle);
+    proxy.reset_counts();
+    let error = handler.handle(json!({"action": "reconcile"})).await.unwrap_err();
+    assert!(error.is_retryable());
+    assert_eq!(proxy.count("RegisterInstance"), 0);
+    assert_eq!(get(&stack.attributes(&task.id).await.unwrap(), keys::LB_STATE), Some("RUNNING"));
+}
+
+#[tokio::test]
+async fn a_permanent_error_is_logged_and_acknowledged() {
+    let stack = Stack::new().await;
+    let task = stack.run_tasks(1, &[]).await.remove(0);
+    let handler = handler(stack.config(&[]));
+    // The cluster was deleted: ECS answers ClusterNotFoundException, which no retry fixes.
+    let mut event = stack.event("fargate_running.json", &task, 4);
+    event["detail"]["clusterArn"] = json!("arn:aws:ecs:eu-central-1:123456789012:cluster/deleted-long-ago");
+    let report = handler.handle(event).await.unwrap();
+    assert_eq!(report.handled_errors.get("aws_permanent"), Some(&1), "{report:#?}");
+    assert!(report.decisions.is_empty());
+}
+
+#[tokio::test]
+async fn bad_and_foreign_payloads_are_acknowledged_without_aws_calls() {
+    let stack = Stack::new().await;
+    let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
+    let handler = handler_on(&sdk_via(&proxy.endpoint()), stack.config(&[]), SystemClock);
+    let cases = [
+        (fixture_json("missing_task_arn.json"), InvocationKind::Rejected, Some("missing_task_arn")),
+        (fixture_json("standalone_task.json"), InvocationKind::TaskChange, Some("standalone_task")),
+        (fixture_json("service_action.json"), InvocationKind::Ignored, None),
+        (json!("hello"), InvocationKind::Rejected, Some("not_an_object")),
+        (json!({"action": "explode"}), InvocationKind::Rejected, Some("unknown_action")),
+        (
+            json!({"source": "aws.ecs", "detail-type": "ECS Task State Change", "detail": [1]}),
+            InvocationKind::Rejected,
+            Some("malformed_detail"),
+        ),
+    ];
+    for (payload, kind, note) in cases {
+        let mut metrics = Vec::new();
+        let response = handler.invoke(payload.clone(), &mut metrics).await.unwrap();
+        assert_eq!(response["kind"], json!(kind), "{payload}");
+        assert_eq!(response["note"].as_str(), note, "{payload}");
+        let first: serde_json::Value =
+            serde_json::from_str(String::from_utf8(metrics).unwrap().lines().next().unwrap()).unwrap();
+        assert_eq!(first["Rejected"], u32::from(kind == InvocationKind::Rejected));
+    }
+    assert!(proxy.counts().is_empty(), "{:?}", proxy.counts());
+}
+
+#[tokio::test]
+async fn moto_lists_only_the_services_tasks() {
+    // The local stack's ListTasks(serviceName) fix that reconciliation relies on.
+    let stack = Stack::new().await;
+    let ours = stack.run_tasks(2, &[]).await;
+    let other = Stack {
+        service: "other".into(),
+        ..stack.clone()
+    };
+    other.run_tasks(1, &[]).await;
+    let listed = MotoServer::shared()
+        .ecs()
+        .list_tasks()
+        .cluster(&stack.cluster)
+        .service_name(&stack.service)
+        .send()
+        .await
+        .unwrap();
+    let mut listed: Vec<&str> = listed.task_arns().iter().map(String::as_str).collect();
+    listed.sort_unstable();
+    let mut expected: Vec<&str> = ours.iter().map(|t| t.arn.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+}

@@ -1,0 +1,328 @@
+//! Test support against the local stack: an ECS cluster and service with a Cloud Map registry in
+//! moto, tasks started with RunTask, instances registered the way ECS registers them, fixture
+//! events pointed at those tasks, and handlers built on the real AWS clients.
+
+#![allow(dead_code, clippy::unwrap_used, unreachable_pub)] // shared by several test binaries
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::SystemTime;
+
+use aws_config::SdkConfig;
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType,
+    NetworkConfiguration, NetworkMode, ServiceRegistry, Tag,
+};
+use cloudmap_balancer::contract::keys;
+use cloudmap_sync::aws::{CloudMap, CloudWatch, Ecs};
+use cloudmap_sync::{Clock, Config, Handler, SystemClock};
+use local_stack::{MotoServer, cloudmap, unique_name};
+use serde_json::Value;
+
+/// The handler as tests build it: the real AWS implementations.
+pub type AwsHandler<C = SystemClock> = Handler<CloudMap, Ecs, CloudWatch, C>;
+
+/// A clock the test sets.
+#[derive(Debug, Clone, Copy)]
+pub struct Fixed(pub SystemTime);
+
+impl Clock for Fixed {
+    fn now(&self) -> SystemTime {
+        self.0
+    }
+}
+
+/// A task started in moto.
+#[derive(Debug, Clone)]
+pub struct TaskInfo {
+    pub arn: String,
+    pub id: String,
+    pub ip: String,
+}
+
+/// One ECS service with a Cloud Map registry, in a cluster of its own.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub cluster: String,
+    pub cluster_arn: String,
+    pub service: String,
+    pub family: String,
+    pub cloudmap_service_id: String,
+    pub cloudmap_service_arn: String,
+}
+
+impl Stack {
+    /// Creates the cluster, a Fargate task definition, a Cloud Map namespace and service, and an
+    /// ECS service whose registry is that Cloud Map service.
+    pub async fn new() -> Self {
+        let moto = MotoServer::shared();
+        let ecs = moto.ecs();
+        let cluster = unique_name("cluster");
+        let cluster_arn = ecs
+            .create_cluster()
+            .cluster_name(&cluster)
+            .send()
+            .await
+            .unwrap()
+            .cluster
+            .unwrap()
+            .cluster_arn
+            .unwrap();
+        let family = unique_name("echo");
+        ecs.register_task_definition()
+            .family(&family)
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .cpu("512")
+            .memory("1024")
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("echo")
+                    .image("echo")
+                    .cpu(512)
+                    .memory(1024)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let sd = moto.servicediscovery();
+        let namespace = cloudmap::create_http_namespace(&sd, &unique_name("ns"))
+            .await
+            .unwrap();
+        let service = unique_name("echo-svc");
+        let registry = cloudmap::create_service(&sd, &namespace, &service, false)
+            .await
+            .unwrap();
+        ecs.create_service()
+            .cluster(&cluster)
+            .service_name(&service)
+            .task_definition(&family)
+            .desired_count(0)
+            .service_registries(ServiceRegistry::builder().registry_arn(&registry.arn).build())
+            .send()
+            .await
+            .unwrap();
+        Self {
+            cluster,
+            cluster_arn,
+            service,
+            family,
+            cloudmap_service_id: registry.id,
+            cloudmap_service_arn: registry.arn,
+        }
+    }
+
+    /// Starts `count` tasks of the service (group `service:NAME`, as the scheduler does), with
+    /// optional task tags.
+    pub async fn run_tasks(&self, count: i32, tags: &[(&str, &str)]) -> Vec<TaskInfo> {
+        let moto = MotoServer::shared();
+        let subnet = moto.default_subnets().unwrap().remove(0);
+        let network = NetworkConfiguration::builder()
+            .awsvpc_configuration(
+                AwsVpcConfiguration::builder()
+                    .subnets(subnet.id)
+                    .security_groups(moto.default_security_group().unwrap())
+                    .assign_public_ip(AssignPublicIp::Disabled)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        let mut request = moto
+            .ecs()
+            .run_task()
+            .cluster(&self.cluster)
+            .task_definition(&self.family)
+            .launch_type(LaunchType::Fargate)
+            .group(format!("service:{}", self.service))
+            .count(count)
+            .network_configuration(network);
+        for (key, value) in tags {
+            request = request.tags(Tag::builder().key(*key).value(*value).build());
+        }
+        let run = request.send().await.unwrap();
+        run.tasks()
+            .iter()
+            .map(|task| {
+                let arn = task.task_arn().unwrap().to_owned();
+                let ip = task
+                    .attachments()
+                    .iter()
+                    .flat_map(|a| a.details())
+                    .find(|d| d.name() == Some("privateIPv4Address"))
+                    .and_then(|d| d.value())
+                    .unwrap()
+                    .to_owned();
+                TaskInfo {
+                    id: arn.rsplit('/').next().unwrap().to_owned(),
+                    arn,
+                    ip,
+                }
+            })
+            .collect()
+    }
+
+    pub async fn stop_task(&self, task: &TaskInfo) {
+        MotoServer::shared()
+            .ecs()
+            .stop_task()
+            .cluster(&self.cluster)
+            .task(&task.arn)
+            .reason("test")
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// What ECS registers for a task, plus a user's own attribute.
+    pub fn ecs_attributes(&self, task: &TaskInfo) -> HashMap<String, String> {
+        [
+            (keys::AWS_INSTANCE_IPV4, task.ip.as_str()),
+            (keys::AWS_INSTANCE_PORT, "50051"),
+            (keys::AVAILABILITY_ZONE, "eu-central-1a"),
+            (keys::REGION, "eu-central-1"),
+            (keys::ECS_CLUSTER_NAME, self.cluster.as_str()),
+            (keys::ECS_SERVICE_NAME, self.service.as_str()),
+            (keys::ECS_TASK_DEFINITION_FAMILY, self.family.as_str()),
+            ("team", "payments"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// Registers the task's instance the way ECS does.
+    pub async fn register_like_ecs(&self, task: &TaskInfo) -> HashMap<String, String> {
+        let attributes = self.ecs_attributes(task);
+        self.register(&task.id, attributes.clone()).await;
+        attributes
+    }
+
+    pub async fn register(&self, instance_id: &str, attributes: HashMap<String, String>) {
+        MotoServer::shared()
+            .servicediscovery()
+            .register_instance()
+            .service_id(&self.cloudmap_service_id)
+            .instance_id(instance_id)
+            .set_attributes(Some(attributes))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn deregister(&self, instance_id: &str) {
+        MotoServer::shared()
+            .servicediscovery()
+            .deregister_instance()
+            .service_id(&self.cloudmap_service_id)
+            .instance_id(instance_id)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The instance's attributes read straight from moto; `None` when it does not exist.
+    pub async fn attributes(&self, instance_id: &str) -> Option<HashMap<String, String>> {
+        let listed = MotoServer::shared()
+            .servicediscovery()
+            .list_instances()
+            .service_id(&self.cloudmap_service_id)
+            .send()
+            .await
+            .unwrap();
+        listed
+            .instances()
+            .iter()
+            .find(|i| i.id() == Some(instance_id))
+            .map(|i| i.attributes().cloned().unwrap_or_default())
+    }
+
+    /// A fixture event rewritten to name `task` of this stack, with the given version.
+    pub fn event(&self, fixture: &str, task: &TaskInfo, version: u64) -> Value {
+        let mut event = fixture_json(fixture);
+        let old_format = event["detail"]["taskArn"]
+            .as_str()
+            .is_some_and(|arn| arn.matches('/').count() == 1);
+        let arn = if old_format {
+            format!("arn:aws:ecs:eu-central-1:123456789012:task/{}", task.id)
+        } else {
+            task.arn.clone()
+        };
+        event["resources"] = serde_json::json!([arn]);
+        let detail = &mut event["detail"];
+        detail["taskArn"] = Value::String(arn);
+        detail["clusterArn"] = Value::String(self.cluster_arn.clone());
+        detail["group"] = Value::String(format!("service:{}", self.service));
+        detail["version"] = Value::from(version);
+        // The task's own address wherever the event carries one.
+        for attachment in detail["attachments"].as_array_mut().into_iter().flatten() {
+            for pair in attachment["details"].as_array_mut().into_iter().flatten() {
+                if pair["name"] == "privateIPv4Address" {
+                    pair["value"] = Value::String(task.ip.clone());
+                }
+            }
+        }
+        for container in detail["containers"].as_array_mut().into_iter().flatten() {
+            for interface in container["networkInterfaces"].as_array_mut().into_iter().flatten() {
+                interface["privateIpv4Address"] = Value::String(task.ip.clone());
+            }
+        }
+        event
+    }
+
+    /// A task state change event with the given statuses (built on the Fargate RUNNING fixture).
+    pub fn status_event(&self, task: &TaskInfo, version: u64, last: &str, desired: &str) -> Value {
+        let mut event = self.event("fargate_running.json", task, version);
+        event["detail"]["lastStatus"] = Value::String(last.into());
+        event["detail"]["desiredStatus"] = Value::String(desired.into());
+        event
+    }
+
+    /// A configuration that reconciles this stack's cluster.
+    pub fn config(&self, extra: &[(&str, &str)]) -> Config {
+        let mut vars = vec![("SYNC_CLUSTERS".to_owned(), self.cluster.clone())];
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Config::from_vars(vars).unwrap()
+    }
+}
+
+/// A fixture's JSON.
+pub fn fixture_json(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A handler on clients built from `sdk`.
+pub fn handler_on<C: Clock>(sdk: &SdkConfig, config: Config, clock: C) -> AwsHandler<C> {
+    let load = config.load.clone();
+    let weight_tag = config.weight_tag.clone();
+    Handler::new(
+        config,
+        CloudMap::new(aws_sdk_servicediscovery::Client::new(sdk)),
+        Ecs::new(aws_sdk_ecs::Client::new(sdk), weight_tag),
+        CloudWatch::new(aws_sdk_cloudwatch::Client::new(sdk), load),
+        clock,
+    )
+}
+
+/// A handler on moto.
+pub fn handler(config: Config) -> AwsHandler {
+    handler_on(&MotoServer::shared().sdk_config(), config, SystemClock)
+}
+
+/// An SDK configuration pointed at `endpoint` (a fault proxy), otherwise moto's.
+pub fn sdk_via(endpoint: &str) -> SdkConfig {
+    MotoServer::shared()
+        .sdk_config()
+        .into_builder()
+        .endpoint_url(endpoint)
+        .build()
+}
+
+/// The attributes without `LB_UPDATED_AT` (which changes on every write).
+pub fn without_time(mut attributes: HashMap<String, String>) -> HashMap<String, String> {
+    attributes.remove(keys::LB_UPDATED_AT);
+    attributes
+}
