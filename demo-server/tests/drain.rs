@@ -118,7 +118,7 @@ async fn after_goaway_calls_in_flight_finish_and_new_ones_are_refused() {
     let addr = server.local_addr();
 
     // A slow call in flight, and a health watcher (which must not hold the drain open).
-    server.set_load(Load::new(Duration::from_secs(3), Duration::ZERO).unwrap());
+    server.set_load(Load::new(Duration::from_secs(5), Duration::ZERO).unwrap());
     let mut client = demo(addr).await;
     let mut same_connection = client.clone();
     let slow = tokio::spawn(async move { client.describe(pb::DescribeRequest {}).await });

@@ -19,7 +19,7 @@ async fn sigterm_finishes_the_call_in_flight_refuses_new_ones_and_exits_0() {
         ("DEMO_TASK_ARN", TASK_ARN),
         ("DEMO_DRAIN_DELAY_MS", "300"),
         ("DEMO_SHUTDOWN_GRACE_MS", "60000"),
-        ("DEMO_LATENCY_MS", "3000"),
+        ("DEMO_LATENCY_MS", "5000"),
     ])
     .await;
     let addr = process.addr;
