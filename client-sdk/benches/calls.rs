@@ -90,6 +90,40 @@ fn unary(c: &mut Criterion) {
         (plain, listed, ours, one)
     });
 
+    // The machine is shared and its load drifts over minutes, which criterion's one-after-
+    // another groups turn into differences between variants. Interleaved rounds give every
+    // variant the same conditions; the medians and their ratios are the comparison.
+    let rounds = 15;
+    let calls = 20_000;
+    let mut rates: [Vec<f64>; 4] = Default::default();
+    for _ in 0..rounds {
+        let elapsed = runtime.block_on(async {
+            [
+                run(plain.clone(), calls).await,
+                run(listed.clone(), calls).await,
+                run(ours.channel(), calls).await,
+                run(ours_one.channel(), calls).await,
+            ]
+        });
+        for (rate, elapsed) in rates.iter_mut().zip(elapsed) {
+            rate.push(calls as f64 / elapsed.as_secs_f64());
+        }
+    }
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let [plain_rate, listed_rate, ours_rate, one_rate] = rates.each_mut().map(median);
+    eprintln!(
+        "interleaved medians over {rounds} rounds of {calls} calls ({CONCURRENCY} in flight): \
+         plain {plain_rate:.0}/s, balance_list {listed_rate:.0}/s, balancer {ours_rate:.0}/s, \
+         balancer on one server {one_rate:.0}/s; balancer/plain {:.3}, balancer/balance_list \
+         {:.3}, one-server balancer/plain {:.3}",
+        ours_rate / plain_rate,
+        ours_rate / listed_rate,
+        one_rate / plain_rate,
+    );
+
     let mut group = c.benchmark_group("unary");
     group.throughput(Throughput::Elements(1));
     group.sample_size(30);

@@ -121,13 +121,21 @@ impl Endpoint {
             .is_some_and(|c| c.alive.load(Ordering::Acquire))
     }
 
+    /// A channel on the live connection, if there is one.
+    #[inline]
+    pub(crate) fn live_channel(&self) -> Option<Channel> {
+        self.conn
+            .load()
+            .as_ref()
+            .filter(|conn| conn.alive.load(Ordering::Acquire))
+            .map(|conn| conn.channel.clone())
+    }
+
     /// A channel on a live connection, connecting first when there is none; `true` with it when
     /// this call made the connection. An error means nothing was sent.
     pub(crate) async fn channel(&self) -> Result<(Channel, bool), ConnectFailure> {
-        if let Some(conn) = self.conn.load().as_ref()
-            && conn.alive.load(Ordering::Acquire)
-        {
-            return Ok((conn.channel.clone(), false));
+        if let Some(channel) = self.live_channel() {
+            return Ok((channel, false));
         }
         self.connect().await
     }

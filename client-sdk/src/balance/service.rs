@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use fastrand::Rng;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Bytes;
-use tokio::time::Instant;
+use std::time::Instant;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -68,34 +68,41 @@ impl Service<http::Request<Body>> for BalancedChannel {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let inner = Arc::clone(&self.inner);
         let seed = self.rng.u64(..);
-        // The common case picks here, synchronously, with this handle's generator.
-        let picked = inner
-            .shared
-            .table()
-            .map(|table| inner.shared.pick(&table, &mut self.rng));
-        ResponseFuture(Box::pin(async move {
-            let endpoint = match picked {
-                Some(Some((endpoint, _))) => endpoint,
-                Some(None) => return Err(no_instances(&inner.shared).into()),
-                None => {
-                    let table = match inner.shared.first_table().await {
-                        Ok(table) => table,
-                        Err(why) => {
-                            let last = inner.discovery.status().last_error;
-                            return Err(no_table(&inner.shared, why, last).into());
-                        }
-                    };
-                    let mut rng = Rng::with_seed(seed);
-                    match inner.shared.pick(&table, &mut rng) {
-                        Some((endpoint, _)) => endpoint,
-                        None => return Err(no_instances(&inner.shared).into()),
-                    }
-                }
-            };
-            send(&inner.shared, endpoint, request, seed).await
-        }))
+        // The common case picks here, synchronously, with this handle's generator. A guard
+        // rather than a clone of the table's Arc: no shared reference count to bounce between
+        // cores on every call.
+        let shared = &self.inner.shared;
+        let picked = shared.with_table(|table| shared.pick(table, &mut self.rng));
+        let inner = Arc::clone(&self.inner);
+        ResponseFuture(match picked {
+            Some(Some((endpoint, _))) => Box::pin(send(inner, endpoint, request, seed)),
+            Some(None) => {
+                let error = no_instances(&inner.shared);
+                Box::pin(std::future::ready(Err(error.into())))
+            }
+            None => Box::pin(first_call(inner, request, seed)),
+        })
+    }
+}
+
+/// A call made before the first table: waits for it, then picks and sends.
+async fn first_call(
+    inner: Arc<Inner>,
+    request: http::Request<Body>,
+    seed: u64,
+) -> Result<http::Response<Body>, Status> {
+    let table = match inner.shared.first_table().await {
+        Ok(table) => table,
+        Err(why) => {
+            let last = inner.discovery.status().last_error;
+            return Err(no_table(&inner.shared, why, last).into());
+        }
+    };
+    let mut rng = Rng::with_seed(seed);
+    match inner.shared.pick(&table, &mut rng) {
+        Some((endpoint, _)) => send(inner, endpoint, request, seed.rotate_left(17)).await,
+        None => Err(no_instances(&inner.shared).into()),
     }
 }
 
@@ -156,29 +163,41 @@ async fn connect(
     }
 }
 
-async fn send(
+/// The slow path of [`send`]: no live connection, so connect, and when that fails (nothing was
+/// sent) pick another instance once, transparently.
+async fn connect_or_repick(
     shared: &Shared,
     endpoint: Arc<Endpoint>,
-    request: http::Request<Body>,
     seed: u64,
-) -> Result<http::Response<Body>, Status> {
-    let (guard, mut channel) = match connect(shared, endpoint).await {
-        Ok(connected) => connected,
+) -> Result<(InFlight, Channel), Status> {
+    match connect(shared, endpoint).await {
+        Ok(connected) => Ok(connected),
         Err((failed, failure)) => {
-            // Nothing was sent: pick another instance once, transparently.
             let mut rng = Rng::with_seed(seed);
             let Some((next, _)) = shared.repick(&failed, &mut rng) else {
                 shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
                 return Err(connect_error(shared, &failed, failure).into());
             };
-            match connect(shared, next).await {
-                Ok(connected) => connected,
-                Err((failed, failure)) => {
-                    shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
-                    return Err(connect_error(shared, &failed, failure).into());
-                }
-            }
+            connect(shared, next).await.map_err(|(failed, failure)| {
+                shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+                connect_error(shared, &failed, failure).into()
+            })
         }
+    }
+}
+
+async fn send(
+    inner: Arc<Inner>,
+    endpoint: Arc<Endpoint>,
+    request: http::Request<Body>,
+    seed: u64,
+) -> Result<http::Response<Body>, Status> {
+    let shared = &inner.shared;
+    // The fast path is synchronous; the connect path is boxed so that its (large) state does
+    // not make every call's future large.
+    let (guard, mut channel) = match endpoint.live_channel() {
+        Some(channel) => (InFlight::new(endpoint), channel),
+        None => Box::pin(connect_or_repick(shared, endpoint, seed)).await?,
     };
 
     let ready = std::future::poll_fn(|cx| Service::poll_ready(&mut channel, cx)).await;

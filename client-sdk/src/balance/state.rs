@@ -156,6 +156,12 @@ impl Shared {
         self.table.load_full()
     }
 
+    /// Runs `f` on the current table without taking a reference count on it.
+    #[inline]
+    pub(crate) fn with_table<T>(&self, f: impl FnOnce(&Table) -> T) -> Option<T> {
+        self.table.load().as_deref().map(f)
+    }
+
     pub(crate) fn local_zone(&self) -> Option<String> {
         self.state().local_zone.clone()
     }
