@@ -22,13 +22,16 @@ fn get<'a>(attrs: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     attrs.get(key).map(String::as_str)
 }
 
+/// A fixture, whether its task is stopped in ECS first, and the `LB_*` values expected.
+type Case = (&'static str, bool, &'static [(&'static str, &'static str)]);
+
 #[tokio::test]
 async fn fixture_events_produce_the_expected_attributes() {
     let stack = Stack::new().await;
     let tasks = stack.run_tasks(5, &[]).await;
     let handler = handler(stack.config(&[]));
     // (fixture, stop the task in ECS first, expected LB_* values)
-    let cases: [(&str, bool, &[(&str, &str)]); 5] = [
+    let cases: [Case; 5] = [
         (
             "fargate_running.json",
             false,
@@ -95,7 +98,11 @@ async fn fixture_events_produce_the_expected_attributes() {
 
         let after = stack.attributes(&task.id).await.unwrap();
         for (key, value) in &before {
-            assert_eq!(get(&after, key), Some(value.as_str()), "{fixture}: {key} kept");
+            assert_eq!(
+                get(&after, key),
+                Some(value.as_str()),
+                "{fixture}: {key} kept"
+            );
         }
         for (key, value) in *expected {
             assert_eq!(get(&after, key), Some(*value), "{fixture}: {key}");
@@ -168,13 +175,19 @@ async fn any_delivery_order_with_duplicates_ends_like_in_order_delivery() {
             .unwrap();
         writes += report.writes();
     }
-    assert_eq!(writes, 1, "only the first delivery of the newest event writes");
+    assert_eq!(
+        writes, 1,
+        "only the first delivery of the newest event writes"
+    );
 
     let normalise = |task: &common::TaskInfo, attrs: HashMap<String, String>| {
         let mut attrs = without_time(attrs);
         for key in [keys::LB_TASK_ARN, keys::AWS_INSTANCE_IPV4] {
             let value = attrs.remove(key).unwrap();
-            assert!(value.ends_with(&task.id) || value == task.ip, "{key}={value}");
+            assert!(
+                value.ends_with(&task.id) || value == task.ip,
+                "{key}={value}"
+            );
         }
         attrs
     };
@@ -227,31 +240,47 @@ async fn reconciliation_repairs_missed_events_and_leaves_other_instances_alone()
     let manual = HashMap::from([(keys::AWS_INSTANCE_IPV4.to_owned(), "10.8.8.8".to_owned())]);
     stack.register("by-hand", manual.clone()).await;
 
-    let report = handler.handle(json!({"action": "reconcile"})).await.unwrap();
+    let report = handler
+        .handle(json!({"action": "reconcile"}))
+        .await
+        .unwrap();
     assert_eq!(report.kind, InvocationKind::Reconcile);
     assert_eq!(report.writes(), 3, "{report:#?}");
 
     let t0 = stack.attributes(&tasks[0].id).await.unwrap();
     assert_eq!(get(&t0, keys::LB_STATE), Some("RUNNING"));
-    assert_eq!(get(&t0, keys::LB_TASK_VERSION), Some("2"), "moto reports no version");
+    assert_eq!(
+        get(&t0, keys::LB_TASK_VERSION),
+        Some("2"),
+        "moto reports no version"
+    );
     assert_eq!(get(&t0, keys::LB_WEIGHT), Some("750"), "the task tag");
     let t1 = stack.attributes(&tasks[1].id).await.unwrap();
     assert_eq!(get(&t1, keys::LB_STATE), Some("STOPPED"));
     let t2 = stack.attributes(&tasks[2].id).await.unwrap();
     assert_eq!(get(&t2, keys::LB_STATE), Some("RUNNING"));
-    assert_eq!(get(&t2, keys::LB_CPU_UNITS), Some("512"), "from DescribeTasks");
+    assert_eq!(
+        get(&t2, keys::LB_CPU_UNITS),
+        Some("512"),
+        "from DescribeTasks"
+    );
     assert_eq!(get(&t2, "team"), Some("payments"));
     assert_eq!(stack.attributes("foreign-task").await, Some(foreign));
     assert_eq!(stack.attributes("by-hand").await, Some(manual));
 
     // Nothing drifted since: nothing is written.
-    let again = handler.handle(json!({"action": "reconcile"})).await.unwrap();
+    let again = handler
+        .handle(json!({"action": "reconcile"}))
+        .await
+        .unwrap();
     assert_eq!(again.writes(), 0, "{again:#?}");
     assert_eq!(again.skips().get("unchanged"), Some(&3));
 
     // On demand, one service.
     let one = handler
-        .handle(json!({"action": "reconcile", "cluster": stack.cluster_arn, "service": stack.service}))
+        .handle(
+            json!({"action": "reconcile", "cluster": stack.cluster_arn, "service": stack.service}),
+        )
         .await
         .unwrap();
     assert_eq!(one.decisions.len(), 3);
@@ -261,7 +290,10 @@ async fn reconciliation_repairs_missed_events_and_leaves_other_instances_alone()
 async fn owner_mode_registers_and_deregisters_its_own_instances() {
     let stack = Stack::new().await;
     let tasks = stack.run_tasks(2, &[]).await;
-    let mapping = format!("{}/{}={}:8080", stack.cluster, stack.service, stack.cloudmap_service_id);
+    let mapping = format!(
+        "{}/{}={}:8080",
+        stack.cluster, stack.service, stack.cloudmap_service_id
+    );
     let handler = handler(stack.config(&[
         ("SYNC_OWNER_MAPPINGS", &mapping),
         ("SYNC_LOAD_ENABLED", "false"),
@@ -276,7 +308,10 @@ async fn owner_mode_registers_and_deregisters_its_own_instances() {
         .unwrap();
     assert_eq!(report.creates(), 1);
     let t0 = stack.attributes(&tasks[0].id).await.unwrap();
-    assert_eq!(get(&t0, keys::AWS_INSTANCE_IPV4), Some(tasks[0].ip.as_str()));
+    assert_eq!(
+        get(&t0, keys::AWS_INSTANCE_IPV4),
+        Some(tasks[0].ip.as_str())
+    );
     assert_eq!(get(&t0, keys::AWS_INSTANCE_PORT), Some("8080"));
     assert_eq!(get(&t0, keys::LB_OWNER), Some("LAMBDA"));
     assert_eq!(get(&t0, keys::LB_STATE), Some("RUNNING"));
@@ -284,12 +319,22 @@ async fn owner_mode_registers_and_deregisters_its_own_instances() {
 
     // t1's RUNNING event was lost, t0 stopped without its event: reconciliation repairs both.
     stack.stop_task(&tasks[0]).await;
-    let report = handler.handle(json!({"action": "reconcile"})).await.unwrap();
-    assert_eq!((report.creates(), report.deregistrations()), (1, 1), "{report:#?}");
+    let report = handler
+        .handle(json!({"action": "reconcile"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.creates(), report.deregistrations()),
+        (1, 1),
+        "{report:#?}"
+    );
     assert_eq!(stack.attributes(&tasks[0].id).await, None);
     let t1 = stack.attributes(&tasks[1].id).await.unwrap();
     assert_eq!(get(&t1, keys::LB_OWNER), Some("LAMBDA"));
-    assert_eq!(get(&t1, keys::AWS_INSTANCE_IPV4), Some(tasks[1].ip.as_str()));
+    assert_eq!(
+        get(&t1, keys::AWS_INSTANCE_IPV4),
+        Some(tasks[1].ip.as_str())
+    );
     assert_eq!(stack.attributes("by-hand").await, Some(manual));
 
     // t1 stops; its STOPPED event deregisters it, and a late RUNNING event does not bring it back.
@@ -338,7 +383,10 @@ async fn reconciliation_writes_load_only_when_it_moved_by_the_step() {
     let task = stack.run_tasks(1, &[]).await.remove(0);
     stack.register_like_ecs(&task).await;
     // Whole seconds: moto keeps second precision.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let t0 = UNIX_EPOCH + Duration::from_secs(now);
     let minute = Duration::from_secs(60);
     let sdk = MotoServer::shared().sdk_config();
@@ -351,16 +399,34 @@ async fn reconciliation_writes_load_only_when_it_moved_by_the_step() {
         at += minute;
         let clock = Fixed(at);
         async move {
-            put_cpu(&stack, &task, used, 256.0, clock.0 - Duration::from_secs(30)).await;
+            put_cpu(
+                &stack,
+                &task,
+                used,
+                256.0,
+                clock.0 - Duration::from_secs(30),
+            )
+            .await;
             let handler = handler_on(&sdk, stack.config(&[]), clock);
-            let report = handler.handle(json!({"action": "reconcile"})).await.unwrap();
+            let report = handler
+                .handle(json!({"action": "reconcile"}))
+                .await
+                .unwrap();
             let attrs = stack.attributes(&task.id).await.unwrap();
             (report.writes(), attrs.get(keys::LB_LOAD).cloned())
         }
     };
     assert_eq!(load_after(128.0).await, (1, Some("50".into())));
-    assert_eq!(load_after(140.0).await, (0, Some("50".into())), "55%: below the step");
-    assert_eq!(load_after(110.0).await, (0, Some("50".into())), "43%: below the step");
+    assert_eq!(
+        load_after(140.0).await,
+        (0, Some("50".into())),
+        "55%: below the step"
+    );
+    assert_eq!(
+        load_after(110.0).await,
+        (0, Some("50".into())),
+        "43%: below the step"
+    );
     assert_eq!(load_after(179.2).await, (1, Some("70".into())));
 }
 
@@ -383,17 +449,31 @@ async fn a_throttled_or_failing_cloud_map_fails_the_invocation_without_writing()
     proxy.reset_counts();
     let error = handler.handle(event.clone()).await.unwrap_err();
     assert!(error.is_retryable());
-    assert_eq!(proxy.count("RegisterInstance"), 0, "no write after a failed read");
+    assert_eq!(
+        proxy.count("RegisterInstance"),
+        0,
+        "no write after a failed read"
+    );
     assert_eq!(stack.attributes(&task.id).await, Some(before.clone()));
 
     // At the edge: the invocation fails (Lambda retries), the metrics say why.
     let mut metrics = Vec::new();
-    let error = handler.invoke(event.clone(), &mut metrics).await.unwrap_err();
+    let error = handler
+        .invoke(event.clone(), &mut metrics)
+        .await
+        .unwrap_err();
     let diagnostic = lambda_runtime::Diagnostic::from(error);
     assert_eq!(diagnostic.error_type, "CloudMapSync.aws_retryable");
-    assert!(diagnostic.error_message.contains("GetInstance"), "{}", diagnostic.error_message);
+    assert!(
+        diagnostic.error_message.contains("GetInstance"),
+        "{}",
+        diagnostic.error_message
+    );
     let metrics = String::from_utf8(metrics).unwrap();
-    assert!(metrics.contains(r#""ErrorClass":"aws_retryable""#), "{metrics}");
+    assert!(
+        metrics.contains(r#""ErrorClass":"aws_retryable""#),
+        "{metrics}"
+    );
 
     // Once Cloud Map answers again, the retried event goes through.
     proxy.clear();
@@ -406,10 +486,16 @@ async fn a_throttled_or_failing_cloud_map_fails_the_invocation_without_writing()
     stack.stop_task(&task).await;
     proxy.fail("ListInstances", Fault::Throttle);
     proxy.reset_counts();
-    let error = handler.handle(json!({"action": "reconcile"})).await.unwrap_err();
+    let error = handler
+        .handle(json!({"action": "reconcile"}))
+        .await
+        .unwrap_err();
     assert!(error.is_retryable());
     assert_eq!(proxy.count("RegisterInstance"), 0);
-    assert_eq!(get(&stack.attributes(&task.id).await.unwrap(), keys::LB_STATE), Some("RUNNING"));
+    assert_eq!(
+        get(&stack.attributes(&task.id).await.unwrap(), keys::LB_STATE),
+        Some("RUNNING")
+    );
 }
 
 #[tokio::test]
@@ -419,9 +505,14 @@ async fn a_permanent_error_is_logged_and_acknowledged() {
     let handler = handler(stack.config(&[]));
     // The cluster was deleted: ECS answers ClusterNotFoundException, which no retry fixes.
     let mut event = stack.event("fargate_running.json", &task, 4);
-    event["detail"]["clusterArn"] = json!("arn:aws:ecs:eu-central-1:123456789012:cluster/deleted-long-ago");
+    event["detail"]["clusterArn"] =
+        json!("arn:aws:ecs:eu-central-1:123456789012:cluster/deleted-long-ago");
     let report = handler.handle(event).await.unwrap();
-    assert_eq!(report.handled_errors.get("aws_permanent"), Some(&1), "{report:#?}");
+    assert_eq!(
+        report.handled_errors.get("aws_permanent"),
+        Some(&1),
+        "{report:#?}"
+    );
     assert!(report.decisions.is_empty());
 }
 
@@ -431,11 +522,31 @@ async fn bad_and_foreign_payloads_are_acknowledged_without_aws_calls() {
     let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
     let handler = handler_on(&sdk_via(&proxy.endpoint()), stack.config(&[]), SystemClock);
     let cases = [
-        (fixture_json("missing_task_arn.json"), InvocationKind::Rejected, Some("missing_task_arn")),
-        (fixture_json("standalone_task.json"), InvocationKind::TaskChange, Some("standalone_task")),
-        (fixture_json("service_action.json"), InvocationKind::Ignored, None),
-        (json!("hello"), InvocationKind::Rejected, Some("not_an_object")),
-        (json!({"action": "explode"}), InvocationKind::Rejected, Some("unknown_action")),
+        (
+            fixture_json("missing_task_arn.json"),
+            InvocationKind::Rejected,
+            Some("missing_task_arn"),
+        ),
+        (
+            fixture_json("standalone_task.json"),
+            InvocationKind::TaskChange,
+            Some("standalone_task"),
+        ),
+        (
+            fixture_json("service_action.json"),
+            InvocationKind::Ignored,
+            None,
+        ),
+        (
+            json!("hello"),
+            InvocationKind::Rejected,
+            Some("not_an_object"),
+        ),
+        (
+            json!({"action": "explode"}),
+            InvocationKind::Rejected,
+            Some("unknown_action"),
+        ),
         (
             json!({"source": "aws.ecs", "detail-type": "ECS Task State Change", "detail": [1]}),
             InvocationKind::Rejected,
@@ -448,8 +559,12 @@ async fn bad_and_foreign_payloads_are_acknowledged_without_aws_calls() {
         assert_eq!(response["kind"], json!(kind), "{payload}");
         assert_eq!(response["note"].as_str(), note, "{payload}");
         let first: serde_json::Value =
-            serde_json::from_str(String::from_utf8(metrics).unwrap().lines().next().unwrap()).unwrap();
-        assert_eq!(first["Rejected"], u32::from(kind == InvocationKind::Rejected));
+            serde_json::from_str(String::from_utf8(metrics).unwrap().lines().next().unwrap())
+                .unwrap();
+        assert_eq!(
+            first["Rejected"],
+            u32::from(kind == InvocationKind::Rejected)
+        );
     }
     assert!(proxy.counts().is_empty(), "{:?}", proxy.counts());
 }

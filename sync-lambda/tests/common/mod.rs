@@ -99,7 +99,11 @@ impl Stack {
             .service_name(&service)
             .task_definition(&family)
             .desired_count(0)
-            .service_registries(ServiceRegistry::builder().registry_arn(&registry.arn).build())
+            .service_registries(
+                ServiceRegistry::builder()
+                    .registry_arn(&registry.arn)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -263,7 +267,11 @@ impl Stack {
             }
         }
         for container in detail["containers"].as_array_mut().into_iter().flatten() {
-            for interface in container["networkInterfaces"].as_array_mut().into_iter().flatten() {
+            for interface in container["networkInterfaces"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
                 interface["privateIpv4Address"] = Value::String(task.ip.clone());
             }
         }
@@ -281,7 +289,11 @@ impl Stack {
     /// A configuration that reconciles this stack's cluster.
     pub fn config(&self, extra: &[(&str, &str)]) -> Config {
         let mut vars = vec![("SYNC_CLUSTERS".to_owned(), self.cluster.clone())];
-        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         Config::from_vars(vars).unwrap()
     }
 }
