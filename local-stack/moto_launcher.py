@@ -28,6 +28,7 @@ These adjustments make moto behave like AWS where the project depends on it:
 
 import argparse
 import base64
+import gzip
 import io
 import json
 import logging
@@ -234,12 +235,16 @@ def cloudwatch_speaks_cbor() -> None:
             target, operation = match.groups()
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length) if length else b""
+            if "gzip" in environ.get("HTTP_CONTENT_ENCODING", ""):
+                # SDKs compress large PutMetricData bodies.
+                body = gzip.decompress(body)
             params = cbor_decode(body)
             payload = json.dumps(
                 params,
                 default=lambda b: base64.b64encode(b).decode() if isinstance(b, bytes) else str(b),
             ).encode()
             environ = dict(environ)
+            environ.pop("HTTP_CONTENT_ENCODING", None)
             environ.update({
                 "PATH_INFO": "/",
                 "CONTENT_TYPE": "application/x-amz-json-1.0",
