@@ -122,11 +122,7 @@ impl Config {
                 dimensions: vars
                     .dimensions("SYNC_LOAD_DIMENSIONS", "ClusterName,ServiceName,TaskId")?,
                 statistic: vars.text("SYNC_LOAD_STATISTIC", "Average"),
-                period: Duration::from_secs(vars.number(
-                    "SYNC_LOAD_PERIOD_SECS",
-                    60,
-                    1..=86_400,
-                )?),
+                period: Duration::from_secs(vars.period("SYNC_LOAD_PERIOD_SECS", 60)?),
                 window: Duration::from_secs(vars.number(
                     "SYNC_LOAD_WINDOW_SECS",
                     300,
@@ -229,6 +225,21 @@ impl Vars<'_> {
                 value,
                 format!("expected an integer in {}..={}", range.start(), range.end()),
             )),
+        }
+    }
+
+    /// A CloudWatch period: 1, 5, 10, 30 (high resolution) or a multiple of 60 seconds.
+    fn period(&self, name: &'static str, default: u64) -> Result<u64, SyncError> {
+        let period = self.number(name, default, 1..=86_400)?;
+        if [1, 5, 10, 30].contains(&period) || period % 60 == 0 {
+            Ok(period)
+        } else {
+            let value = period.to_string();
+            Err(Self::invalid(
+                name,
+                &value,
+                "CloudWatch takes 1, 5, 10, 30 or a multiple of 60",
+            ))
         }
     }
 
@@ -390,6 +401,7 @@ mod tests {
             ("SYNC_DEFAULT_WEIGHT", "10001"),
             ("SYNC_REGISTRY_CACHE_TTL_SECS", "soon"),
             ("SYNC_LOAD_ENABLED", "maybe"),
+            ("SYNC_LOAD_PERIOD_SECS", "90"),
         ] {
             match config(&[(name, value)]) {
                 Err(SyncError::Config { name: n, .. }) => assert_eq!(n, name),

@@ -474,6 +474,7 @@ async fn a_throttled_or_failing_cloud_map_fails_the_invocation_without_writing()
         metrics.contains(r#""ErrorClass":"aws_retryable""#),
         "{metrics}"
     );
+    assert!(metrics.contains(r#""Kind":"task_change""#), "{metrics}");
 
     // Once Cloud Map answers again, the retried event goes through.
     proxy.clear();

@@ -61,29 +61,36 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
     /// are logged and counted in the report). `Err`: a retryable failure; nothing was written
     /// for the instance whose step failed.
     pub async fn handle(&self, payload: Value) -> Result<Report, SyncError> {
+        let mut report = Report::default();
+        self.run(payload, &mut report).await?;
+        Ok(report)
+    }
+
+    /// [`Handler::handle`] into `report`, which keeps what was done (and the kind of
+    /// invocation) when a retryable error ends it early.
+    async fn run(&self, payload: Value, report: &mut Report) -> Result<(), SyncError> {
         match events::parse(payload) {
             Invocation::TaskChange(change) => {
-                let mut report = Report::new(InvocationKind::TaskChange);
-                self.on_task_change(&change, &mut report).await?;
-                Ok(report)
+                report.kind = InvocationKind::TaskChange;
+                self.on_task_change(&change, report).await
             }
             Invocation::Reconcile(scope) => {
-                let mut report = Report::new(InvocationKind::Reconcile);
-                self.reconcile(&scope, &mut report).await?;
-                Ok(report)
+                report.kind = InvocationKind::Reconcile;
+                self.reconcile(&scope, report).await
             }
             Invocation::Ignored {
                 source,
                 detail_type,
             } => {
                 debug!(source, detail_type, "event ignored");
-                Ok(Report::new(InvocationKind::Ignored))
+                report.kind = InvocationKind::Ignored;
+                Ok(())
             }
             Invocation::Rejected(rejection) => {
                 warn!(reason = rejection.as_str(), detail = %rejection, "payload rejected");
-                let mut report = Report::new(InvocationKind::Rejected);
+                report.kind = InvocationKind::Rejected;
                 report.note = Some(rejection.as_str());
-                Ok(report)
+                Ok(())
             }
         }
     }
@@ -95,15 +102,12 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
         payload: Value,
         mut metrics_out: W,
     ) -> Result<Value, SyncError> {
-        let outcome = self.handle(payload).await;
-        let (report, failure) = match &outcome {
-            Ok(report) => (report.clone(), None),
-            Err(error) => (Report::default(), Some(error)),
-        };
+        let mut report = Report::default();
+        let outcome = self.run(payload, &mut report).await;
         let lines = emf::render(
             &self.config.metrics_namespace,
             &report,
-            failure,
+            outcome.as_ref().err(),
             self.clock.now(),
         );
         for line in lines {
@@ -111,7 +115,7 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
             let _ = writeln!(metrics_out, "{line}");
         }
         match outcome {
-            Ok(report) => {
+            Ok(()) => {
                 info!(
                     kind = report.kind.as_str(),
                     writes = report.writes(),
@@ -122,7 +126,13 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
                 Ok(serde_json::to_value(&report).unwrap_or(Value::Null))
             }
             Err(failure) => {
-                error!(error = %failure, class = failure.class(), "invocation failed; Lambda retries it");
+                error!(
+                    kind = report.kind.as_str(),
+                    writes = report.writes(),
+                    error = %failure,
+                    class = failure.class(),
+                    "invocation failed; Lambda retries it"
+                );
                 Err(failure)
             }
         }
