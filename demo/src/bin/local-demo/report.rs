@@ -1,0 +1,304 @@
+//! The run's results: what a person reads, and the same as JSON for machines (`--json`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+/// Everything the run found out.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    /// Whether every check passed.
+    pub(crate) ok: bool,
+    pub(crate) client_zone: String,
+    /// The Cloud Map instances before the calls, as the console shows them.
+    pub(crate) instances: Vec<InstanceReport>,
+    /// The events sent to the Lambda and what it did with each.
+    pub(crate) events: Vec<EventReport>,
+    pub(crate) in_zone: Phase,
+    pub(crate) spill: SpillReport,
+    pub(crate) drain: DrainReport,
+    pub(crate) checks: Vec<Check>,
+    pub(crate) elapsed_seconds: f64,
+    /// Where the processes' logs are.
+    pub(crate) logs: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct InstanceReport {
+    pub(crate) id: String,
+    pub(crate) zone: String,
+    pub(crate) state: Option<String>,
+    pub(crate) weight: u32,
+    pub(crate) cpu: u32,
+    pub(crate) attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EventReport {
+    pub(crate) task_id: String,
+    pub(crate) event: String,
+    pub(crate) outcome: String,
+}
+
+/// A fixed number of calls and where they went.
+#[derive(Debug, Serialize)]
+pub(crate) struct Phase {
+    pub(crate) calls: u64,
+    pub(crate) failed: u64,
+    pub(crate) local_share: f64,
+    pub(crate) expected_local_share: f64,
+    pub(crate) zones: Vec<ZoneRow>,
+    pub(crate) tasks: Vec<TaskRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ZoneRow {
+    pub(crate) zone: String,
+    pub(crate) calls: u64,
+    pub(crate) share: f64,
+    pub(crate) expected_share: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct TaskRow {
+    pub(crate) task_id: String,
+    pub(crate) zone: String,
+    pub(crate) cpu: u32,
+    pub(crate) weight: u32,
+    pub(crate) calls: u64,
+    pub(crate) share: f64,
+    pub(crate) expected_share: f64,
+}
+
+/// The slow-zone phase.
+#[derive(Debug, Serialize)]
+pub(crate) struct SpillReport {
+    pub(crate) added_latency_ms: u64,
+    pub(crate) calls: u64,
+    pub(crate) failed: u64,
+    /// Seconds from slowing the zone to the first half-second window with under 90 % local.
+    pub(crate) spilled_after_seconds: Option<f64>,
+    /// Local share over the windows where the spill had settled near its floor.
+    pub(crate) settled_local_share: f64,
+    /// The local zone's capacity share: the floor the adaptive mode spills down to.
+    pub(crate) expected_settled_local_share: f64,
+    pub(crate) settled_calls: u64,
+    /// How the settled windows' spilled calls split over the other zones, vs their capacity.
+    pub(crate) spill_split: Vec<ZoneRow>,
+    /// Seconds from making the zone fast again to ≥ 95 % local (held for three windows).
+    pub(crate) recovered_after_seconds: Option<f64>,
+    /// `[seconds since slowed, local share]` per half-second window.
+    pub(crate) timeline: Vec<[f64; 2]>,
+}
+
+/// The stop-a-task phase.
+#[derive(Debug, Serialize)]
+pub(crate) struct DrainReport {
+    pub(crate) task_id: String,
+    pub(crate) calls: u64,
+    pub(crate) failed: u64,
+    pub(crate) first_failure: Option<String>,
+    pub(crate) state_after_draining_event: Option<String>,
+    /// Milliseconds from the DRAINING event to the stopped task's last answered call.
+    pub(crate) last_call_after_draining_ms: Option<u64>,
+    pub(crate) server_exit_code: Option<i32>,
+    /// The zone's remaining tasks after the stop, vs their weight share.
+    pub(crate) after: Vec<TaskRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Check {
+    pub(crate) name: String,
+    pub(crate) ok: bool,
+    pub(crate) detail: String,
+}
+
+impl Check {
+    pub(crate) fn new(name: &str, ok: bool, detail: String) -> Self {
+        Self {
+            name: name.to_owned(),
+            ok,
+            detail,
+        }
+    }
+}
+
+fn percent(share: f64) -> String {
+    format!("{:5.1} %", share * 100.0)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl Report {
+    /// The report for a person.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.render_into(&mut out);
+        out
+    }
+
+    fn render_into(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(
+            out,
+            "\nCloud Map instances of {}/{} (as the console shows them)",
+            crate::stack::NAMESPACE,
+            crate::stack::SERVICE
+        )?;
+        for instance in &self.instances {
+            writeln!(
+                out,
+                "  {} ({}, {} CPU units)",
+                instance.id, instance.zone, instance.cpu
+            )?;
+            for (key, value) in &instance.attributes {
+                writeln!(out, "      {key:<28} {value}")?;
+            }
+        }
+
+        writeln!(out, "\nEvents sent to the sync Lambda")?;
+        for event in &self.events {
+            writeln!(
+                out,
+                "  {} {:<30} {}",
+                short(&event.task_id),
+                event.event,
+                event.outcome
+            )?;
+        }
+
+        let phase = &self.in_zone;
+        writeln!(
+            out,
+            "\nPhase 1: {} calls from {}, {} failed",
+            phase.calls, self.client_zone, phase.failed
+        )?;
+        writeln!(
+            out,
+            "  {:<16} {:>7} {:>8} {:>9}",
+            "zone", "calls", "share", "expected"
+        )?;
+        for zone in &phase.zones {
+            writeln!(
+                out,
+                "  {:<16} {:>7} {:>8} {:>9}",
+                zone.zone,
+                zone.calls,
+                percent(zone.share),
+                percent(zone.expected_share)
+            )?;
+        }
+        writeln!(
+            out,
+            "  {:<12} {:<16} {:>5} {:>6} {:>7} {:>8} {:>9}",
+            "task", "zone", "cpu", "weight", "calls", "share", "expected"
+        )?;
+        for task in &phase.tasks {
+            writeln!(
+                out,
+                "  {:<12} {:<16} {:>5} {:>6} {:>7} {:>8} {:>9}",
+                short(&task.task_id),
+                task.zone,
+                task.cpu,
+                task.weight,
+                task.calls,
+                percent(task.share),
+                percent(task.expected_share)
+            )?;
+        }
+        writeln!(out, "  kept in zone: {}", percent(phase.local_share))?;
+
+        let spill = &self.spill;
+        writeln!(
+            out,
+            "\nPhase 2: {} slowed by {} ms ({} calls, {} failed)",
+            self.client_zone, spill.added_latency_ms, spill.calls, spill.failed
+        )?;
+        writeln!(
+            out,
+            "  spilled after {}; settled at {} local (the zone's capacity share: {})",
+            spill
+                .spilled_after_seconds
+                .map_or("never".into(), |s| format!("{s:.1} s")),
+            percent(spill.settled_local_share).trim(),
+            percent(spill.expected_settled_local_share).trim()
+        )?;
+        for zone in &spill.spill_split {
+            writeln!(
+                out,
+                "  spilled to {:<16} {:>7} calls {:>8} (by capacity: {})",
+                zone.zone,
+                zone.calls,
+                percent(zone.share),
+                percent(zone.expected_share).trim()
+            )?;
+        }
+        writeln!(
+            out,
+            "  back in zone {} after the zone was fast again",
+            spill
+                .recovered_after_seconds
+                .map_or("never".into(), |s| format!("{s:.1} s"))
+        )?;
+
+        let drain = &self.drain;
+        writeln!(
+            out,
+            "\nPhase 3: task {} stopped the way ECS stops it ({} calls, {} failed)",
+            short(&drain.task_id),
+            drain.calls,
+            drain.failed
+        )?;
+        writeln!(
+            out,
+            "  LB_STATE after the DRAINING event: {}",
+            drain.state_after_draining_event.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            out,
+            "  its last call was answered {} after DRAINING; demo-server exited with {}",
+            drain
+                .last_call_after_draining_ms
+                .map_or("before DRAINING".into(), |ms| format!("{ms} ms")),
+            drain
+                .server_exit_code
+                .map_or("a signal".into(), |c| c.to_string())
+        )?;
+        for task in &drain.after {
+            writeln!(
+                out,
+                "  then {:<12} weight {:>4}: {:>6} calls {:>8} (expected {})",
+                short(&task.task_id),
+                task.weight,
+                task.calls,
+                percent(task.share),
+                percent(task.expected_share).trim()
+            )?;
+        }
+
+        writeln!(out, "\nChecks")?;
+        for check in &self.checks {
+            writeln!(
+                out,
+                "  [{}] {} ({})",
+                if check.ok { " ok " } else { "FAIL" },
+                check.name,
+                check.detail
+            )?;
+        }
+        writeln!(
+            out,
+            "\n{} in {:.0} s. Logs: {}",
+            if self.ok {
+                "All checks passed"
+            } else {
+                "SOME CHECKS FAILED"
+            },
+            self.elapsed_seconds,
+            self.logs
+        )
+    }
+}

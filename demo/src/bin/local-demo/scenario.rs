@@ -1,0 +1,705 @@
+//! The run: set up, start the tasks and the Lambda, then three phases of calls.
+//!
+//! 1. **In zone.** The client, in eu-central-1c, makes N calls. Its zone has capacity, so every
+//!    call should stay there, spread over the zone's three tasks by weight (CPU 256/512/1024 →
+//!    LB_WEIGHT 100/200/400).
+//! 2. **Local zone slow, then recovered.** The zone's tasks answer 40 ms slower: the client
+//!    should spill to the other zones, down to the local zone's capacity share and in proportion
+//!    to the other zones' capacity, then come back once the tasks are fast again.
+//! 3. **A task stops the way ECS stops it.** While calls continue: the DRAINING event (desired
+//!    STOPPED, still running), SIGTERM, the process drains and exits, STOPPED event, the instance
+//!    is deregistered. No call may fail, and the task must stop getting calls soon after DRAINING.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use cloudmap_balancer::contract::{InstanceAttributes, LbState};
+use cloudmap_balancer::{Balancer, Options as BalancerOptions};
+use demo::traffic::{self, Client, Tally, Traffic};
+use demo_server::pb::SetLoadRequest;
+use demo_server::pb::control_client::ControlClient;
+use demo_server::pb::demo_client::DemoClient;
+
+use crate::error::DemoError;
+use crate::events::{Change, task_state_change};
+use crate::lambda::Emulator;
+use crate::progress::Progress;
+use crate::report::{
+    Check, DrainReport, EventReport, InstanceReport, Phase, Report, SpillReport, TaskRow, ZoneRow,
+};
+use crate::stack::{CLUSTER, NAMESPACE, SERVICE, Stack};
+use crate::tasks::{self, DRAIN_DELAY, DemoTask, SHUTDOWN_GRACE};
+
+/// Zone and CPU units of each task: uneven capacity over three zones.
+const LAYOUT: [(&str, u32); 6] = [
+    ("eu-central-1a", 1024),
+    ("eu-central-1b", 512),
+    ("eu-central-1b", 512),
+    ("eu-central-1c", 256),
+    ("eu-central-1c", 512),
+    ("eu-central-1c", 1024),
+];
+/// The client's zone.
+const CLIENT_ZONE: &str = "eu-central-1c";
+/// Latency added to the client's zone in phase 2.
+const SLOW: Duration = Duration::from_millis(40);
+/// How often the spill is sampled in phase 2.
+const WINDOW: Duration = Duration::from_millis(500);
+
+/// What the run is asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Calls in the in-zone phase.
+    pub(crate) calls: u64,
+    /// Callers at a time.
+    pub(crate) concurrency: u64,
+    /// Run the Lambda's release build under the emulator.
+    pub(crate) release_lambda: bool,
+    /// Where logs and event files go.
+    pub(crate) work_dir: PathBuf,
+    /// The demo-server binary.
+    pub(crate) demo_server: PathBuf,
+}
+
+/// Runs the whole scenario. Everything started is stopped when the returned future completes or
+/// is dropped (processes are killed on drop).
+pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report, DemoError> {
+    let started = Instant::now();
+    progress.step("starting the local AWS stack (moto) and creating the Cloud Map service and the ECS cluster and service");
+    let sizes: Vec<u32> = LAYOUT.iter().map(|(_, cpu)| *cpu).collect();
+    let stack = Stack::create(&sizes).await?;
+
+    progress.step(format!(
+        "starting {} demo-server tasks in 3 zones",
+        LAYOUT.len()
+    ));
+    let mut running = Vec::new();
+    for (zone, cpu) in LAYOUT {
+        let spec = tasks::run_task(&stack, zone, cpu).await?;
+        let task = DemoTask::start(&options.demo_server, spec, &options.work_dir).await?;
+        tasks::register_as_ecs(&stack, &task).await?;
+        progress.step(format!(
+            "  task {} in {zone}, {cpu} CPU units, listening on {}, registered in Cloud Map",
+            short(&task.spec.task_id),
+            task.addr
+        ));
+        running.push(task);
+    }
+
+    progress.step(format!(
+        "starting the sync Lambda under cargo lambda watch ({} build; the first start compiles it)",
+        if options.release_lambda {
+            "release"
+        } else {
+            "debug"
+        }
+    ));
+    let env = [
+        ("AWS_ENDPOINT_URL", stack.moto.endpoint().to_owned()),
+        ("AWS_REGION", crate::stack::REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "local-demo".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "local-demo".to_owned()),
+        ("SYNC_CLUSTERS", CLUSTER.to_owned()),
+        ("SYNC_LOAD_ENABLED", "false".to_owned()),
+        ("SYNC_LOG_LEVEL", "info".to_owned()),
+    ];
+    let mut lambda = Emulator::start(&env, options.release_lambda, &options.work_dir).await?;
+
+    progress
+        .step("sending each task's ECS Task State Change events (PENDING, RUNNING) to the Lambda");
+    let mut events = Vec::new();
+    for (i, task) in running.iter().enumerate() {
+        // The first task's events arrive out of order and twice, as EventBridge may deliver them.
+        let sequence: &[Change] = if i == 0 {
+            &[Change::RUNNING, Change::PENDING, Change::RUNNING]
+        } else {
+            &[Change::PENDING, Change::RUNNING]
+        };
+        for &change in sequence {
+            events.push(send(&mut lambda, task, change, progress).await?);
+        }
+    }
+
+    let instances = read_instances(&stack).await?;
+    for instance in &instances {
+        progress.step(format!(
+            "  Cloud Map {}: {}",
+            short(&instance.id),
+            instance
+                .attributes
+                .iter()
+                .filter(|(k, _)| k.starts_with("LB_") || k.as_str() == "AVAILABILITY_ZONE")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    let mut checks = vec![Check::new(
+        "every task RUNNING in Cloud Map after out-of-order and duplicate events",
+        instances
+            .iter()
+            .all(|i| i.state.as_deref() == Some("RUNNING")),
+        format!("{} instances", instances.len()),
+    )];
+
+    progress.step(format!(
+        "building the balancer in {CLIENT_ZONE} (Cloud Map polled every second)"
+    ));
+    let mut balancer_options = BalancerOptions::default();
+    balancer_options.discovery.poll_interval = Duration::from_secs(1);
+    balancer_options.discovery.full_refresh_interval = Duration::from_secs(5);
+    let balancer = Balancer::builder(&stack.moto.sdk_config(), NAMESPACE, SERVICE)
+        .local_zone(CLIENT_ZONE)
+        .options(balancer_options)
+        .build()?;
+    balancer.ready().await?;
+    let client: Client = DemoClient::new(balancer.channel());
+
+    // Phase 1.
+    progress.step(format!(
+        "phase 1: {} calls, {} at a time",
+        options.calls, options.concurrency
+    ));
+    let tally = traffic::run_calls(&client, options.calls, options.concurrency).await;
+    let in_zone = in_zone_phase(&tally, &instances);
+    progress.step(format!(
+        "  {} calls, {} failed, {:.1} % stayed in {CLIENT_ZONE}",
+        tally.succeeded() + tally.failed_calls(),
+        tally.failed_calls(),
+        in_zone.local_share * 100.0
+    ));
+    checks.extend(in_zone_checks(&in_zone));
+
+    // Phase 2.
+    let spill = slow_zone_phase(&client, &running, &instances, options, progress).await?;
+    checks.extend(spill_checks(&spill));
+
+    // Phase 3.
+    let drain = drain_phase(
+        &stack,
+        &client,
+        &mut lambda,
+        &mut running,
+        &instances,
+        options,
+        progress,
+        &mut events,
+    )
+    .await?;
+    checks.extend(drain_checks(&drain));
+
+    lambda.stop().await;
+    let ok = checks.iter().all(|c| c.ok);
+    Ok(Report {
+        ok,
+        client_zone: CLIENT_ZONE.to_owned(),
+        instances,
+        events,
+        in_zone,
+        spill,
+        drain,
+        checks,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        logs: options.work_dir.display().to_string(),
+    })
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+async fn send(
+    lambda: &mut Emulator,
+    task: &DemoTask,
+    change: Change,
+    progress: &Progress,
+) -> Result<EventReport, DemoError> {
+    let label = format!("{} {}", short(&task.spec.task_id), change.label());
+    let event = task_state_change(&task.spec, change, SystemTime::now());
+    let answer = lambda.invoke(&label, &event).await?;
+    let decisions: Vec<String> = answer["decisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let state = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
+            format!(
+                "{} ({} → {}){}",
+                d["action"].as_str().unwrap_or("?"),
+                state("old_state"),
+                state("new_state"),
+                if d["wrote"].as_bool() == Some(true) {
+                    ", written"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let outcome = if decisions.is_empty() {
+        answer["note"].as_str().unwrap_or("no decision").to_owned()
+    } else {
+        decisions.join("; ")
+    };
+    progress.step(format!("  {label}: {outcome}"));
+    Ok(EventReport {
+        task_id: task.spec.task_id.clone(),
+        event: change.label(),
+        outcome,
+    })
+}
+
+/// The service's instances as the Cloud Map console shows them: ID and every attribute.
+async fn read_instances(stack: &Stack) -> Result<Vec<InstanceReport>, DemoError> {
+    let listed = stack
+        .moto
+        .servicediscovery()
+        .list_instances()
+        .service_id(&stack.cloud_map.id)
+        .send()
+        .await
+        .map_err(DemoError::aws("servicediscovery:ListInstances"))?;
+    let mut instances: Vec<InstanceReport> = listed
+        .instances()
+        .iter()
+        .map(|summary| {
+            let attributes: BTreeMap<String, String> = summary
+                .attributes()
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            let decoded = InstanceAttributes::decode(&attributes);
+            InstanceReport {
+                id: summary.id().unwrap_or_default().to_owned(),
+                zone: decoded.zone.clone().unwrap_or_default(),
+                state: decoded.state.map(|s| s.as_str().to_owned()),
+                weight: decoded.weight.map_or(0, |w| w.get()),
+                cpu: decoded.cpu_units.unwrap_or(0),
+                attributes,
+            }
+        })
+        .collect();
+    instances.sort_by(|a, b| (&a.zone, a.cpu, &a.id).cmp(&(&b.zone, b.cpu, &b.id)));
+    Ok(instances)
+}
+
+/// Weight per zone over the instances that are RUNNING.
+fn zone_capacity(instances: &[InstanceReport]) -> BTreeMap<String, u64> {
+    let mut zones = BTreeMap::new();
+    for instance in instances
+        .iter()
+        .filter(|i| i.state.as_deref() == Some(LbState::Running.as_str()))
+    {
+        *zones.entry(instance.zone.clone()).or_default() += u64::from(instance.weight);
+    }
+    zones
+}
+
+fn in_zone_phase(tally: &Tally, instances: &[InstanceReport]) -> Phase {
+    let local_weight: u64 = instances
+        .iter()
+        .filter(|i| i.zone == CLIENT_ZONE)
+        .map(|i| u64::from(i.weight))
+        .sum();
+    let calls = tally.succeeded();
+    let tasks = instances
+        .iter()
+        .map(|i| TaskRow {
+            task_id: i.id.clone(),
+            zone: i.zone.clone(),
+            cpu: i.cpu,
+            weight: i.weight,
+            calls: tally.tasks.get(&i.id).map_or(0, |t| t.calls),
+            share: traffic::share(tally.tasks.get(&i.id).map_or(0, |t| t.calls), calls),
+            expected_share: if i.zone == CLIENT_ZONE {
+                traffic::share(u64::from(i.weight), local_weight)
+            } else {
+                0.0
+            },
+        })
+        .collect();
+    Phase {
+        calls: calls + tally.failed_calls(),
+        failed: tally.failed_calls(),
+        local_share: tally.zone_share(CLIENT_ZONE),
+        expected_local_share: 1.0,
+        zones: zone_rows(
+            tally,
+            |zone| if zone == CLIENT_ZONE { 1.0 } else { 0.0 },
+            instances,
+        ),
+        tasks,
+    }
+}
+
+fn zone_rows(
+    tally: &Tally,
+    expected: impl Fn(&str) -> f64,
+    instances: &[InstanceReport],
+) -> Vec<ZoneRow> {
+    let per_zone = tally.per_zone();
+    zone_capacity(instances)
+        .keys()
+        .map(|zone| ZoneRow {
+            zone: zone.clone(),
+            calls: per_zone.get(zone).copied().unwrap_or(0),
+            share: tally.zone_share(zone),
+            expected_share: expected(zone),
+        })
+        .collect()
+}
+
+fn in_zone_checks(phase: &Phase) -> Vec<Check> {
+    let worst = phase
+        .tasks
+        .iter()
+        .map(|t| (t.share - t.expected_share).abs())
+        .fold(0.0, f64::max);
+    vec![
+        Check::new(
+            "phase 1: no failed calls",
+            phase.failed == 0,
+            format!("{} failed", phase.failed),
+        ),
+        Check::new(
+            "phase 1: calls stay in the client's zone while it has capacity (≥ 95 %)",
+            phase.local_share >= 0.95,
+            format!("{:.1} % local", phase.local_share * 100.0),
+        ),
+        Check::new(
+            "phase 1: each task's share within 5 points of its weight share",
+            worst <= 0.05,
+            format!("largest deviation {:.1} points", worst * 100.0),
+        ),
+    ]
+}
+
+async fn set_latency(tasks: &[&DemoTask], latency: Duration) -> Result<(), DemoError> {
+    for task in tasks {
+        let mut control = ControlClient::connect(format!("http://{}", task.addr))
+            .await
+            .map_err(|e| DemoError::Process {
+                what: "Control.SetLoad".into(),
+                detail: e.to_string(),
+            })?;
+        control
+            .set_load(SetLoadRequest {
+                latency_ms: u32::try_from(latency.as_millis()).unwrap_or(u32::MAX),
+                cpu_work_ms: 0,
+            })
+            .await
+            .map_err(|e| DemoError::Process {
+                what: "Control.SetLoad".into(),
+                detail: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+async fn slow_zone_phase(
+    client: &Client,
+    running: &[DemoTask],
+    instances: &[InstanceReport],
+    options: &Options,
+    progress: &Progress,
+) -> Result<SpillReport, DemoError> {
+    let capacity = zone_capacity(instances);
+    let total: u64 = capacity.values().sum();
+    let local_capacity = traffic::share(capacity.get(CLIENT_ZONE).copied().unwrap_or(0), total);
+    let remote_total = total - capacity.get(CLIENT_ZONE).copied().unwrap_or(0);
+    let local_tasks: Vec<&DemoTask> = running
+        .iter()
+        .filter(|t| t.spec.zone == CLIENT_ZONE)
+        .collect();
+
+    progress.step(format!(
+        "phase 2: the {} tasks in {CLIENT_ZONE} get {} ms slower; the client should spill, down to the zone's capacity share ({:.1} %)",
+        local_tasks.len(),
+        SLOW.as_millis(),
+        local_capacity * 100.0
+    ));
+    let traffic = Traffic::start(client, options.concurrency, Duration::ZERO);
+    // A short baseline with the zone fast.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut whole = traffic.take();
+    set_latency(&local_tasks, SLOW).await?;
+    let slowed = Instant::now();
+
+    // Spill: sample windows until the local share has settled near its floor (or time is up).
+    let mut timeline = Vec::new();
+    let mut settled = Tally::default();
+    let mut spilled_after = None;
+    let mut settled_windows = 0;
+    while slowed.elapsed() < Duration::from_secs(40) && settled_windows < 6 {
+        tokio::time::sleep(WINDOW).await;
+        let window = traffic.take();
+        let local = window.zone_share(CLIENT_ZONE);
+        timeline.push((slowed.elapsed().as_secs_f64(), local));
+        if local < 0.9 && spilled_after.is_none() {
+            spilled_after = Some(slowed.elapsed());
+        }
+        if local <= local_capacity + 0.1 {
+            settled_windows += 1;
+            settled.absorb(window.clone());
+        }
+        whole.absorb(window);
+    }
+    let settled_local = settled.zone_share(CLIENT_ZONE);
+    progress.step(format!(
+        "  spilled after {}, settled at {:.1} % local",
+        spilled_after.map_or("never".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+        settled_local * 100.0
+    ));
+
+    // Recovery.
+    progress.step(format!(
+        "  the tasks in {CLIENT_ZONE} are fast again; the calls should come back"
+    ));
+    set_latency(&local_tasks, Duration::ZERO).await?;
+    let recovered_at = Instant::now();
+    let mut recovered_after = None;
+    let mut recovered_windows = 0;
+    while recovered_at.elapsed() < Duration::from_secs(60) && recovered_windows < 3 {
+        tokio::time::sleep(WINDOW).await;
+        let window = traffic.take();
+        let local = window.zone_share(CLIENT_ZONE);
+        timeline.push((slowed.elapsed().as_secs_f64(), local));
+        if local >= 0.95 {
+            recovered_windows += 1;
+            recovered_after.get_or_insert(recovered_at.elapsed());
+        } else {
+            recovered_windows = 0;
+            recovered_after = None;
+        }
+        whole.absorb(window);
+    }
+    whole.absorb(traffic.stop().await);
+    progress.step(format!(
+        "  back in zone after {}; {} calls in this phase, {} failed",
+        recovered_after.map_or("never".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+        whole.succeeded() + whole.failed_calls(),
+        whole.failed_calls()
+    ));
+
+    let spilled_calls =
+        settled.succeeded() - settled.per_zone().get(CLIENT_ZONE).copied().unwrap_or(0);
+    let spill_split = capacity
+        .iter()
+        .filter(|(zone, _)| zone.as_str() != CLIENT_ZONE)
+        .map(|(zone, weight)| ZoneRow {
+            zone: zone.clone(),
+            calls: settled.per_zone().get(zone).copied().unwrap_or(0),
+            share: traffic::share(
+                settled.per_zone().get(zone).copied().unwrap_or(0),
+                spilled_calls,
+            ),
+            expected_share: traffic::share(*weight, remote_total),
+        })
+        .collect();
+    Ok(SpillReport {
+        added_latency_ms: u64::try_from(SLOW.as_millis()).unwrap_or(u64::MAX),
+        calls: whole.succeeded() + whole.failed_calls(),
+        failed: whole.failed_calls(),
+        spilled_after_seconds: spilled_after.map(|d| d.as_secs_f64()),
+        settled_local_share: settled_local,
+        expected_settled_local_share: local_capacity,
+        settled_calls: settled.succeeded(),
+        spill_split,
+        recovered_after_seconds: recovered_after.map(|d| d.as_secs_f64()),
+        timeline: timeline
+            .into_iter()
+            .map(|(t, s)| [round(t, 1), round(s, 3)])
+            .collect(),
+    })
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+fn spill_checks(spill: &SpillReport) -> Vec<Check> {
+    let worst_split = spill
+        .spill_split
+        .iter()
+        .map(|z| (z.share - z.expected_share).abs())
+        .fold(0.0, f64::max);
+    vec![
+        Check::new(
+            "phase 2: no failed calls",
+            spill.failed == 0,
+            format!("{} failed", spill.failed),
+        ),
+        Check::new(
+            "phase 2: a slow local zone makes the client spill",
+            spill.spilled_after_seconds.is_some(),
+            format!("{:?} s", spill.spilled_after_seconds),
+        ),
+        Check::new(
+            "phase 2: spill settles within 10 points of the local zone's capacity share",
+            spill.settled_calls > 0
+                && (spill.settled_local_share - spill.expected_settled_local_share).abs() <= 0.1,
+            format!(
+                "{:.1} % local, capacity share {:.1} %",
+                spill.settled_local_share * 100.0,
+                spill.expected_settled_local_share * 100.0
+            ),
+        ),
+        Check::new(
+            "phase 2: spilled calls split by the other zones' capacity (within 10 points)",
+            spill.settled_calls > 0 && worst_split <= 0.1,
+            format!("largest deviation {:.1} points", worst_split * 100.0),
+        ),
+        Check::new(
+            "phase 2: calls come back once the zone is fast again",
+            spill.recovered_after_seconds.is_some(),
+            format!("{:?} s", spill.recovered_after_seconds),
+        ),
+    ]
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drain_phase(
+    stack: &Stack,
+    client: &Client,
+    lambda: &mut Emulator,
+    running: &mut [DemoTask],
+    instances: &[InstanceReport],
+    options: &Options,
+    progress: &Progress,
+    events: &mut Vec<EventReport>,
+) -> Result<DrainReport, DemoError> {
+    // The largest task in the client's zone: the one that carries most of its calls.
+    let index = running
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.spec.zone == CLIENT_ZONE)
+        .max_by_key(|(_, t)| t.spec.cpu)
+        .map(|(i, _)| i)
+        .ok_or_else(|| DemoError::Process {
+            what: "phase 3".into(),
+            detail: "no task in the client's zone".into(),
+        })?;
+    let task_id = running[index].spec.task_id.clone();
+    progress.step(format!(
+        "phase 3: stopping task {} ({} CPU units, {CLIENT_ZONE}) the way ECS does, while calls continue",
+        short(&task_id),
+        running[index].spec.cpu
+    ));
+    let traffic = Traffic::start(client, options.concurrency, Duration::ZERO);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut whole = traffic.take();
+
+    // ECS: desired STOPPED (the event reaches the Lambda), then SIGTERM to the container.
+    let draining_at = Instant::now();
+    events.push(send(lambda, &running[index], Change::DRAINING, progress).await?);
+    let state_after_draining = read_instances(stack)
+        .await?
+        .into_iter()
+        .find(|i| i.id == task_id)
+        .and_then(|i| i.state);
+    running[index].sigterm()?;
+    progress.step(format!(
+        "  SIGTERM sent; the task keeps serving {} ms (health NOT_SERVING), then refuses new calls and finishes the ones in flight",
+        DRAIN_DELAY.as_millis()
+    ));
+    let exit_code = running[index]
+        .wait(DRAIN_DELAY + SHUTDOWN_GRACE + Duration::from_secs(10))
+        .await?;
+    progress.step(format!(
+        "  demo-server exited with {exit_code:?} (log: {})",
+        running[index].log.display()
+    ));
+
+    // ECS: the task is STOPPED (event), and ECS deregisters the instance.
+    tasks::stop_in_ecs(stack, &running[index].spec).await?;
+    events.push(send(lambda, &running[index], Change::STOPPED, progress).await?);
+    tasks::deregister_as_ecs(stack, &task_id).await?;
+    progress.step("  instance deregistered, as ECS does");
+
+    // Calls so far belong to the stop; the next two seconds show the zone without the task.
+    whole.absorb(traffic.take());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = traffic.stop().await;
+    let mut total = whole.clone();
+    total.absorb(after.clone());
+
+    let last_call = total.tasks.get(&task_id).and_then(|t| t.last_served);
+    let last_call_after_draining_ms = last_call.map(|at| {
+        u64::try_from(at.saturating_duration_since(draining_at).as_millis()).unwrap_or(u64::MAX)
+    });
+    // Remaining tasks of the zone share by weight.
+    let remaining: Vec<&InstanceReport> = instances
+        .iter()
+        .filter(|i| i.zone == CLIENT_ZONE && i.id != task_id)
+        .collect();
+    let remaining_weight: u64 = remaining.iter().map(|i| u64::from(i.weight)).sum();
+    let after_rows = remaining
+        .iter()
+        .map(|i| TaskRow {
+            task_id: i.id.clone(),
+            zone: i.zone.clone(),
+            cpu: i.cpu,
+            weight: i.weight,
+            calls: after.tasks.get(&i.id).map_or(0, |t| t.calls),
+            share: traffic::share(
+                after.tasks.get(&i.id).map_or(0, |t| t.calls),
+                after.succeeded(),
+            ),
+            expected_share: traffic::share(u64::from(i.weight), remaining_weight),
+        })
+        .collect();
+    progress.step(format!(
+        "  {} calls in this phase, {} failed; the stopped task's last call came {} after DRAINING",
+        total.succeeded() + total.failed_calls(),
+        total.failed_calls(),
+        last_call_after_draining_ms.map_or("before it".into(), |ms| format!("{ms} ms"))
+    ));
+    Ok(DrainReport {
+        task_id,
+        calls: total.succeeded() + total.failed_calls(),
+        failed: total.failed_calls(),
+        first_failure: total.first_failure.clone(),
+        state_after_draining_event: state_after_draining,
+        last_call_after_draining_ms,
+        server_exit_code: exit_code,
+        after: after_rows,
+    })
+}
+
+fn drain_checks(drain: &DrainReport) -> Vec<Check> {
+    // DRAINING must reach the client within a poll (1 s) plus the Lambda's and the client's
+    // own work; 5 s is generous on a loaded machine.
+    let stopped_quickly = drain
+        .last_call_after_draining_ms
+        .is_none_or(|ms| ms <= 5_000);
+    vec![
+        Check::new(
+            "phase 3: no failed calls while a task drains and stops",
+            drain.failed == 0,
+            format!(
+                "{} failed{}",
+                drain.failed,
+                drain
+                    .first_failure
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" (first: {f})"))
+            ),
+        ),
+        Check::new(
+            "phase 3: the Lambda marks the task DRAINING",
+            drain.state_after_draining_event.as_deref() == Some("DRAINING"),
+            format!("{:?}", drain.state_after_draining_event),
+        ),
+        Check::new(
+            "phase 3: the draining task gets no calls within 5 s of DRAINING",
+            stopped_quickly,
+            format!("{:?} ms", drain.last_call_after_draining_ms),
+        ),
+        Check::new(
+            "phase 3: demo-server drains and exits 0 on SIGTERM",
+            drain.server_exit_code == Some(0),
+            format!("{:?}", drain.server_exit_code),
+        ),
+    ]
+}

@@ -1,0 +1,13 @@
+//! The demo of cloudmap-balancer: traffic through the balancer and a tally of which task and zone
+//! served it.
+//!
+//! Two programs use it:
+//!
+//! - `local-demo` runs the whole system on one machine with no AWS account: moto for Cloud Map and
+//!   ECS, real `demo-server` processes in three zones, the real sync Lambda under cargo-lambda's
+//!   emulator, and a client built on this crate's [`traffic`]. It is the README's first command
+//!   (`scripts/demo`) and the project's end-to-end test.
+//! - `demo-client` is the client task of the SAM template's demo stack: it calls the demo service
+//!   through the balancer forever and logs, every interval, how its calls were spread.
+
+pub mod traffic;

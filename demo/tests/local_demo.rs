@@ -1,0 +1,97 @@
+//! The project's end-to-end test: the local run, as a user runs it, with its JSON read the way a
+//! machine reads it. Real binaries throughout: moto, six demo-server processes, the sync Lambda
+//! under cargo-lambda's emulator, the balancer in a client.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn share(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn the_local_run_balances_spills_and_drains_as_documented() {
+    // The Lambda's debug build: the workspace's test build already compiled most of it.
+    let output = Command::new(env!("CARGO_BIN_EXE_local-demo"))
+        .args(["--json", "--debug-lambda", "--calls", "2000"])
+        .output()
+        .expect("local-demo runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("local-demo printed no JSON ({e}); its progress:\n{stderr}"));
+    let failed: Vec<&Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] != Value::Bool(true))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed checks: {failed:#?}\nprogress:\n{stderr}"
+    );
+    assert_eq!(report["ok"], Value::Bool(true));
+    assert!(
+        output.status.success(),
+        "exit {:?}\n{stderr}",
+        output.status
+    );
+
+    // The Cloud Map view: six tasks in three zones, each enriched by the Lambda.
+    let instances = report["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 6);
+    for instance in instances {
+        let attributes = &instance["attributes"];
+        for key in [
+            "AWS_INSTANCE_IPV4",
+            "AVAILABILITY_ZONE",
+            "ECS_SERVICE_NAME",
+            "LB_STATE",
+            "LB_WEIGHT",
+            "LB_TASK_VERSION",
+            "LB_SCHEMA",
+        ] {
+            assert!(attributes[key].is_string(), "{key} missing on {instance}");
+        }
+        assert_eq!(attributes["LB_STATE"], "RUNNING");
+        assert_eq!(
+            attributes["LB_TASK_VERSION"], "3",
+            "the stale and duplicate events were dropped"
+        );
+    }
+
+    // Phase 1: everything local, spread by weight.
+    let in_zone = &report["in_zone"];
+    assert_eq!(in_zone["failed"], 0);
+    assert!(share(&in_zone["local_share"]) >= 0.95);
+    for task in in_zone["tasks"].as_array().unwrap() {
+        assert!(
+            (share(&task["share"]) - share(&task["expected_share"])).abs() <= 0.05,
+            "{task}"
+        );
+    }
+
+    // Phase 2: spill to about the zone's capacity share, split by capacity, and back.
+    let spill = &report["spill"];
+    assert_eq!(spill["failed"], 0);
+    assert!(spill["spilled_after_seconds"].is_number());
+    assert!(
+        (share(&spill["settled_local_share"]) - share(&spill["expected_settled_local_share"]))
+            .abs()
+            <= 0.1
+    );
+    assert!(spill["recovered_after_seconds"].is_number());
+
+    // Phase 3: a drained and stopped task costs no call.
+    let drain = &report["drain"];
+    assert_eq!(drain["failed"], 0);
+    assert_eq!(drain["server_exit_code"], 0);
+    assert_eq!(drain["state_after_draining_event"], "DRAINING");
+    assert!(
+        drain["last_call_after_draining_ms"]
+            .as_u64()
+            .is_none_or(|ms| ms <= 5000)
+    );
+}
