@@ -14,9 +14,12 @@ fn share(value: &Value) -> f64 {
 
 #[test]
 fn the_local_run_balances_spills_and_drains_as_documented() {
-    // The Lambda's debug build: the workspace's test build already compiled most of it.
+    // The Lambda's debug build by default (the test build already compiled most of it);
+    // LOCAL_DEMO_LAMBDA=release (scripts/test, after building it) runs the release binary.
+    let release = std::env::var("LOCAL_DEMO_LAMBDA").is_ok_and(|v| v == "release");
     let output = Command::new(env!("CARGO_BIN_EXE_local-demo"))
-        .args(["--json", "--debug-lambda", "--calls", "2000"])
+        .args(["--json", "--calls", "2000"])
+        .args((!release).then_some("--debug-lambda"))
         .output()
         .expect("local-demo runs");
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -28,6 +28,7 @@
 
 pub mod cloudmap;
 mod ec2;
+pub mod ecs;
 mod error;
 pub mod fault;
 mod http;

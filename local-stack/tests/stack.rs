@@ -2,10 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns may unwrap too
 
-use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType,
-    NetworkConfiguration, NetworkMode,
-};
+use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, LaunchType, NetworkMode};
 use local_stack::{MotoServer, unique_name};
 
 #[test]
@@ -56,17 +53,7 @@ async fn run_task(moto: &MotoServer, cluster: &str, family: &str) -> String {
         .send()
         .await
         .unwrap();
-    let subnet = moto.default_subnets().unwrap().remove(0);
-    let network = NetworkConfiguration::builder()
-        .awsvpc_configuration(
-            AwsVpcConfiguration::builder()
-                .subnets(subnet.id)
-                .security_groups(moto.default_security_group().unwrap())
-                .assign_public_ip(AssignPublicIp::Disabled)
-                .build()
-                .unwrap(),
-        )
-        .build();
+    let network = local_stack::ecs::awsvpc(moto, None).unwrap();
     let run = ecs
         .run_task()
         .cluster(cluster)

@@ -3,10 +3,10 @@
 //! moto behind the fault proxy (which also counts the calls).
 //!
 //! The emulator runs with `--only-lambda-apis` and the test starts the function binary itself,
-//! the one Cargo built for this test (`CARGO_BIN_EXE_cloudmap-sync`), so no second build runs
-//! inside `cargo test` (a nested cargo would wait on this run's target-directory lock, and a
-//! release build costs 9–15 minutes on two cores). `SYNC_E2E_BINARY` points it at another build,
-//! e.g. the release binary for the measurements in BENCHMARKS.md.
+//! so the test builds nothing: `SYNC_E2E_BINARY` names the binary, and `scripts/test` (CI) points
+//! it at the release build, what `sam build` ships. Without it, the test runs the debug binary
+//! Cargo built for this test (`CARGO_BIN_EXE_cloudmap-sync`); a release build inside the test
+//! would add minutes to every `cargo test`.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns may unwrap too
 

@@ -10,8 +10,7 @@ use std::time::SystemTime;
 
 use aws_config::SdkConfig;
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType,
-    NetworkConfiguration, NetworkMode, ServiceRegistry, Tag,
+    Compatibility, ContainerDefinition, LaunchType, NetworkMode, ServiceRegistry, Tag,
 };
 use cloudmap_balancer::contract::keys;
 use cloudmap_sync::aws::{CloudMap, CloudWatch, Ecs};
@@ -121,17 +120,7 @@ impl Stack {
     /// optional task tags.
     pub async fn run_tasks(&self, count: i32, tags: &[(&str, &str)]) -> Vec<TaskInfo> {
         let moto = MotoServer::shared();
-        let subnet = moto.default_subnets().unwrap().remove(0);
-        let network = NetworkConfiguration::builder()
-            .awsvpc_configuration(
-                AwsVpcConfiguration::builder()
-                    .subnets(subnet.id)
-                    .security_groups(moto.default_security_group().unwrap())
-                    .assign_public_ip(AssignPublicIp::Disabled)
-                    .build()
-                    .unwrap(),
-            )
-            .build();
+        let network = local_stack::ecs::awsvpc(moto, None).unwrap();
         let mut request = moto
             .ecs()
             .run_task()
@@ -149,14 +138,7 @@ impl Stack {
             .iter()
             .map(|task| {
                 let arn = task.task_arn().unwrap().to_owned();
-                let ip = task
-                    .attachments()
-                    .iter()
-                    .flat_map(|a| a.details())
-                    .find(|d| d.name() == Some("privateIPv4Address"))
-                    .and_then(|d| d.value())
-                    .unwrap()
-                    .to_owned();
+                let ip = local_stack::ecs::private_ipv4(task).unwrap().to_owned();
                 TaskInfo {
                     id: arn.rsplit('/').next().unwrap().to_owned(),
                     arn,

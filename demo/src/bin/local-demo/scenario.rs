@@ -295,29 +295,43 @@ fn zone_capacity(instances: &[InstanceReport]) -> BTreeMap<String, u64> {
     zones
 }
 
-fn in_zone_phase(tally: &Tally, instances: &[InstanceReport]) -> Phase {
-    let local_weight: u64 = instances
+/// One row per instance: the calls it served, and its expected share (its weight over the total
+/// weight of the instances for which `takes_calls` holds; 0 for the others).
+fn task_rows(
+    tally: &Tally,
+    instances: &[&InstanceReport],
+    takes_calls: impl Fn(&InstanceReport) -> bool,
+) -> Vec<TaskRow> {
+    let total_weight: u64 = instances
         .iter()
-        .filter(|i| i.zone == CLIENT_ZONE)
+        .filter(|i| takes_calls(i))
         .map(|i| u64::from(i.weight))
         .sum();
-    let calls = tally.succeeded();
-    let tasks = instances
+    instances
         .iter()
-        .map(|i| TaskRow {
-            task_id: i.id.clone(),
-            zone: i.zone.clone(),
-            cpu: i.cpu,
-            weight: i.weight,
-            calls: tally.tasks.get(&i.id).map_or(0, |t| t.calls),
-            share: traffic::share(tally.tasks.get(&i.id).map_or(0, |t| t.calls), calls),
-            expected_share: if i.zone == CLIENT_ZONE {
-                traffic::share(u64::from(i.weight), local_weight)
-            } else {
-                0.0
-            },
+        .map(|i| {
+            let calls = tally.tasks.get(&i.id).map_or(0, |t| t.calls);
+            TaskRow {
+                task_id: i.id.clone(),
+                zone: i.zone.clone(),
+                cpu: i.cpu,
+                weight: i.weight,
+                calls,
+                share: traffic::share(calls, tally.succeeded()),
+                expected_share: if takes_calls(i) {
+                    traffic::share(u64::from(i.weight), total_weight)
+                } else {
+                    0.0
+                },
+            }
         })
-        .collect();
+        .collect()
+}
+
+fn in_zone_phase(tally: &Tally, instances: &[InstanceReport]) -> Phase {
+    let calls = tally.succeeded();
+    let all: Vec<&InstanceReport> = instances.iter().collect();
+    let tasks = task_rows(tally, &all, |i| i.zone == CLIENT_ZONE);
     Phase {
         calls: calls + tally.failed_calls(),
         failed: tally.failed_calls(),
@@ -628,27 +642,12 @@ async fn drain_phase(
     let last_call_after_draining_ms = last_call.map(|at| {
         u64::try_from(at.saturating_duration_since(draining_at).as_millis()).unwrap_or(u64::MAX)
     });
-    // Remaining tasks of the zone share by weight.
+    // The zone's remaining tasks share its calls by weight.
     let remaining: Vec<&InstanceReport> = instances
         .iter()
         .filter(|i| i.zone == CLIENT_ZONE && i.id != task_id)
         .collect();
-    let remaining_weight: u64 = remaining.iter().map(|i| u64::from(i.weight)).sum();
-    let after_rows = remaining
-        .iter()
-        .map(|i| TaskRow {
-            task_id: i.id.clone(),
-            zone: i.zone.clone(),
-            cpu: i.cpu,
-            weight: i.weight,
-            calls: after.tasks.get(&i.id).map_or(0, |t| t.calls),
-            share: traffic::share(
-                after.tasks.get(&i.id).map_or(0, |t| t.calls),
-                after.succeeded(),
-            ),
-            expected_share: traffic::share(u64::from(i.weight), remaining_weight),
-        })
-        .collect();
+    let after_rows = task_rows(&after, &remaining, |_| true);
     progress.step(format!(
         "  {} calls in this phase, {} failed; the stopped task's last call came {} after DRAINING",
         total.succeeded() + total.failed_calls(),

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType,
-    NetworkConfiguration, NetworkMode, ServiceRegistry,
+    Compatibility, ContainerDefinition, LaunchType, NetworkMode, ServiceRegistry,
 };
 use local_stack::cloudmap::{self, Service};
 use local_stack::{MotoServer, Subnet};
@@ -37,8 +36,8 @@ pub(crate) struct Stack {
     pub(crate) moto: MotoServer,
     pub(crate) cloud_map: Service,
     pub(crate) cluster_arn: String,
+    /// The default subnets: events name the task's subnet.
     pub(crate) subnets: Vec<Subnet>,
-    pub(crate) security_group: String,
     /// Per CPU units.
     pub(crate) task_definitions: BTreeMap<u32, TaskDefinition>,
 }
@@ -104,7 +103,6 @@ impl Stack {
         }
 
         let subnets = moto.default_subnets()?;
-        let security_group = moto.default_security_group()?;
         let first = task_definitions
             .values()
             .next()
@@ -121,7 +119,7 @@ impl Stack {
                     .registry_arn(&cloud_map.arn)
                     .build(),
             )
-            .network_configuration(network(&subnets[0].id, &security_group)?)
+            .network_configuration(local_stack::ecs::awsvpc(&moto, None)?)
             .send()
             .await
             .map_err(DemoError::aws("ecs:CreateService"))?;
@@ -131,7 +129,6 @@ impl Stack {
             cloud_map,
             cluster_arn,
             subnets,
-            security_group,
             task_definitions,
         })
     }
@@ -140,20 +137,4 @@ impl Stack {
     pub(crate) fn subnet(&self, zone: &str) -> Option<&Subnet> {
         self.subnets.iter().find(|s| s.zone == zone)
     }
-}
-
-/// An awsvpc network configuration in one subnet.
-pub(crate) fn network(
-    subnet: &str,
-    security_group: &str,
-) -> Result<NetworkConfiguration, DemoError> {
-    let awsvpc = AwsVpcConfiguration::builder()
-        .subnets(subnet)
-        .security_groups(security_group)
-        .assign_public_ip(AssignPublicIp::Disabled)
-        .build()
-        .map_err(DemoError::aws("ecs:AwsVpcConfiguration"))?;
-    Ok(NetworkConfiguration::builder()
-        .awsvpc_configuration(awsvpc)
-        .build())
 }

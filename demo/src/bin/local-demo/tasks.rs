@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use cloudmap_balancer::contract::keys;
 
 use crate::error::DemoError;
-use crate::stack::{self, CLUSTER, FAMILY, REGION, SERVICE, Stack};
+use crate::stack::{CLUSTER, FAMILY, REGION, SERVICE, Stack};
 
 /// How long a demo-server may take to say it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -64,7 +64,7 @@ pub(crate) async fn run_task(stack: &Stack, zone: &str, cpu: u32) -> Result<Task
         .launch_type(LaunchType::Fargate)
         .group(format!("service:{SERVICE}"))
         .started_by("ecs-svc/0123456789012345678")
-        .network_configuration(stack::network(&subnet.id, &stack.security_group)?)
+        .network_configuration(local_stack::ecs::awsvpc(&stack.moto, Some(zone))?)
         .send()
         .await
         .map_err(DemoError::aws("ecs:RunTask"))?;
@@ -73,12 +73,7 @@ pub(crate) async fn run_task(stack: &Stack, zone: &str, cpu: u32) -> Result<Task
         detail: "no task started".into(),
     })?;
     let task_arn = task.task_arn().unwrap_or_default().to_owned();
-    let ecs_ipv4 = task
-        .attachments()
-        .iter()
-        .flat_map(|a| a.details())
-        .find(|d| d.name() == Some("privateIPv4Address"))
-        .and_then(|d| d.value())
+    let ecs_ipv4 = local_stack::ecs::private_ipv4(task)
         .unwrap_or("10.0.0.1")
         .to_owned();
     Ok(TaskSpec {
