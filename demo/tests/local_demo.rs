@@ -53,6 +53,7 @@ fn the_local_run_balances_spills_and_drains_as_documented() {
             "ECS_SERVICE_NAME",
             "LB_STATE",
             "LB_WEIGHT",
+            "LB_LOAD",
             "LB_TASK_VERSION",
             "LB_SCHEMA",
         ] {

@@ -119,3 +119,20 @@ pub(crate) fn task_state_change(task: &TaskSpec, change: Change, now: SystemTime
         "detail": detail
     })
 }
+
+/// The EventBridge schedule's event that starts a reconciliation (`rate(1 minute)` in the SAM
+/// template).
+pub(crate) fn scheduled(now: SystemTime) -> Value {
+    let at = format_rfc3339(now);
+    json!({
+        "version": "0",
+        "id": format!("reconcile-{at}"),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": at,
+        "region": REGION,
+        "resources": [format!("arn:aws:events:{REGION}:123456789012:rule/cloudmap-sync-reconcile")],
+        "detail": {}
+    })
+}

@@ -16,6 +16,7 @@
 mod error;
 mod events;
 mod lambda;
+mod load;
 mod progress;
 mod report;
 mod scenario;

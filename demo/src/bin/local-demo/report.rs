@@ -30,6 +30,9 @@ pub(crate) struct InstanceReport {
     pub(crate) zone: String,
     pub(crate) state: Option<String>,
     pub(crate) weight: u32,
+    pub(crate) load: Option<u32>,
+    /// `LB_WEIGHT × (1 − 0.75 × LB_LOAD / 100)`: the weight the client's picks should follow.
+    pub(crate) effective_weight: f64,
     pub(crate) cpu: u32,
     pub(crate) attributes: BTreeMap<String, String>,
 }
@@ -66,6 +69,7 @@ pub(crate) struct TaskRow {
     pub(crate) zone: String,
     pub(crate) cpu: u32,
     pub(crate) weight: u32,
+    pub(crate) load: Option<u32>,
     pub(crate) calls: u64,
     pub(crate) share: f64,
     pub(crate) expected_share: f64,
@@ -103,7 +107,7 @@ pub(crate) struct DrainReport {
     /// Milliseconds from the DRAINING event to the stopped task's last answered call.
     pub(crate) last_call_after_draining_ms: Option<u64>,
     pub(crate) server_exit_code: Option<i32>,
-    /// The zone's remaining tasks after the stop, vs their weight share.
+    /// The zone's remaining tasks after the stop, vs their effective weight share.
     pub(crate) after: Vec<TaskRow>,
 }
 
@@ -193,17 +197,18 @@ impl Report {
         }
         writeln!(
             out,
-            "  {:<12} {:<16} {:>5} {:>6} {:>7} {:>8} {:>9}",
-            "task", "zone", "cpu", "weight", "calls", "share", "expected"
+            "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>9}",
+            "task", "zone", "cpu", "weight", "load", "calls", "share", "expected"
         )?;
         for task in &phase.tasks {
             writeln!(
                 out,
-                "  {:<12} {:<16} {:>5} {:>6} {:>7} {:>8} {:>9}",
+                "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>9}",
                 short(&task.task_id),
                 task.zone,
                 task.cpu,
                 task.weight,
+                task.load.map_or("-".into(), |l| format!("{l} %")),
                 task.calls,
                 percent(task.share),
                 percent(task.expected_share)

@@ -2,7 +2,8 @@
 //!
 //! 1. **In zone.** The client, in eu-central-1c, makes N calls. Its zone has capacity, so every
 //!    call should stay there, spread over the zone's three tasks by weight (CPU 256/512/1024 →
-//!    LB_WEIGHT 100/200/400).
+//!    LB_WEIGHT 100/200/400) adjusted by load (LB_LOAD 10/10/70 from Container Insights, through
+//!    the Lambda's scheduled reconciliation: factor 1 − 0.75 × load/100).
 //! 2. **Local zone slow, then recovered.** The zone's tasks answer 40 ms slower: the client
 //!    should spill to the other zones, down to the local zone's capacity share and in proportion
 //!    to the other zones' capacity, then come back once the tasks are fast again.
@@ -22,8 +23,9 @@ use demo_server::pb::control_client::ControlClient;
 use demo_server::pb::demo_client::DemoClient;
 
 use crate::error::DemoError;
-use crate::events::{Change, task_state_change};
+use crate::events::{Change, scheduled, task_state_change};
 use crate::lambda::Emulator;
+use crate::load;
 use crate::progress::Progress;
 use crate::report::{
     Check, DrainReport, EventReport, InstanceReport, Phase, Report, SpillReport, TaskRow, ZoneRow,
@@ -31,14 +33,17 @@ use crate::report::{
 use crate::stack::{CLUSTER, NAMESPACE, SERVICE, Stack};
 use crate::tasks::{self, DRAIN_DELAY, DemoTask, SHUTDOWN_GRACE};
 
-/// Zone and CPU units of each task: uneven capacity over three zones.
-const LAYOUT: [(&str, u32); 6] = [
-    ("eu-central-1a", 1024),
-    ("eu-central-1b", 512),
-    ("eu-central-1b", 512),
-    ("eu-central-1c", 256),
-    ("eu-central-1c", 512),
-    ("eu-central-1c", 1024),
+/// Zone, CPU units and CPU utilisation (%, as Container Insights reports it) of each task:
+/// uneven capacity over three zones. The big task in the client's zone is busy; the zones' mean
+/// loads stay close (44 % here, 40 % elsewhere), so load shifts picks within the zone without
+/// making the zone as a whole look overloaded.
+const LAYOUT: [(&str, u32, u32); 6] = [
+    ("eu-central-1a", 1024, 40),
+    ("eu-central-1b", 512, 40),
+    ("eu-central-1b", 512, 40),
+    ("eu-central-1c", 256, 10),
+    ("eu-central-1c", 512, 10),
+    ("eu-central-1c", 1024, 70),
 ];
 /// The client's zone.
 const CLIENT_ZONE: &str = "eu-central-1c";
@@ -67,7 +72,7 @@ pub(crate) struct Options {
 pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report, DemoError> {
     let started = Instant::now();
     progress.step("starting the local AWS stack (moto) and creating the Cloud Map service and the ECS cluster and service");
-    let sizes: Vec<u32> = LAYOUT.iter().map(|(_, cpu)| *cpu).collect();
+    let sizes: Vec<u32> = LAYOUT.iter().map(|(_, cpu, _)| *cpu).collect();
     let stack = Stack::create(&sizes).await?;
 
     progress.step(format!(
@@ -75,7 +80,7 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
         LAYOUT.len()
     ));
     let mut running = Vec::new();
-    for (zone, cpu) in LAYOUT {
+    for (zone, cpu, _) in LAYOUT {
         let spec = tasks::run_task(&stack, zone, cpu).await?;
         let task = DemoTask::start(&options.demo_server, spec, &options.work_dir).await?;
         tasks::register_as_ecs(&stack, &task).await?;
@@ -101,7 +106,7 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
         ("AWS_ACCESS_KEY_ID", "local-demo".to_owned()),
         ("AWS_SECRET_ACCESS_KEY", "local-demo".to_owned()),
         ("SYNC_CLUSTERS", CLUSTER.to_owned()),
-        ("SYNC_LOAD_ENABLED", "false".to_owned()),
+        ("SYNC_LOAD_ENABLED", "true".to_owned()),
         ("SYNC_LOG_LEVEL", "info".to_owned()),
     ];
     let mut lambda = Emulator::start(&env, options.release_lambda, &options.work_dir).await?;
@@ -121,6 +126,23 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
         }
     }
 
+    progress.step(
+        "reporting each task's CPU to CloudWatch (Container Insights) and running the scheduled reconciliation",
+    );
+    for (task, (_, _, percent)) in running.iter().zip(LAYOUT) {
+        load::report_cpu(&stack, &task.spec, percent).await?;
+    }
+    let answer = lambda
+        .invoke("scheduled reconciliation", &scheduled(SystemTime::now()))
+        .await?;
+    let outcome = summarise(&answer);
+    progress.step(format!("  scheduled reconciliation: {outcome}"));
+    events.push(EventReport {
+        task_id: String::new(),
+        event: "Scheduled Event".to_owned(),
+        outcome,
+    });
+
     let instances = read_instances(&stack).await?;
     for instance in &instances {
         progress.step(format!(
@@ -135,13 +157,31 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
                 .join(" ")
         ));
     }
-    let mut checks = vec![Check::new(
-        "every task RUNNING in Cloud Map after out-of-order and duplicate events",
-        instances
-            .iter()
-            .all(|i| i.state.as_deref() == Some("RUNNING")),
-        format!("{} instances", instances.len()),
-    )];
+    let loads_written = instances
+        .iter()
+        .filter(|i| {
+            let reported = running
+                .iter()
+                .zip(LAYOUT)
+                .find(|(t, _)| t.spec.task_id == i.id)
+                .map(|(_, (_, _, percent))| percent);
+            i.load.is_some() && i.load == reported
+        })
+        .count();
+    let mut checks = vec![
+        Check::new(
+            "every task RUNNING in Cloud Map after out-of-order and duplicate events",
+            instances
+                .iter()
+                .all(|i| i.state.as_deref() == Some("RUNNING")),
+            format!("{} instances", instances.len()),
+        ),
+        Check::new(
+            "the scheduled reconciliation writes each task's CPU load (LB_LOAD)",
+            loads_written == LAYOUT.len(),
+            format!("{loads_written} of {} instances", LAYOUT.len()),
+        ),
+    ];
 
     progress.step(format!(
         "building the balancer in {CLIENT_ZONE} (Cloud Map polled every second)"
@@ -218,36 +258,45 @@ async fn send(
     let label = format!("{} {}", short(&task.spec.task_id), change.label());
     let event = task_state_change(&task.spec, change, SystemTime::now());
     let answer = lambda.invoke(&label, &event).await?;
-    let decisions: Vec<String> = answer["decisions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| {
-            let state = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
-            format!(
-                "{} ({} → {}){}",
-                d["action"].as_str().unwrap_or("?"),
-                state("old_state"),
-                state("new_state"),
-                if d["wrote"].as_bool() == Some(true) {
-                    ", written"
-                } else {
-                    ""
-                }
-            )
-        })
-        .collect();
-    let outcome = if decisions.is_empty() {
-        answer["note"].as_str().unwrap_or("no decision").to_owned()
-    } else {
-        decisions.join("; ")
-    };
+    let outcome = summarise(&answer);
     progress.step(format!("  {label}: {outcome}"));
     Ok(EventReport {
         task_id: task.spec.task_id.clone(),
         event: change.label(),
         outcome,
     })
+}
+
+/// One line on what the Lambda did, from the report it answers with.
+fn summarise(answer: &serde_json::Value) -> String {
+    let decisions = answer["decisions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let line = |d: &serde_json::Value| {
+        let state = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
+        format!(
+            "{} ({} → {}){}",
+            d["action"].as_str().unwrap_or("?"),
+            state("old_state"),
+            state("new_state"),
+            if d["wrote"].as_bool() == Some(true) {
+                ", written"
+            } else {
+                ""
+            }
+        )
+    };
+    match decisions {
+        [] => answer["note"].as_str().unwrap_or("no decision").to_owned(),
+        [one] => line(one),
+        many => {
+            let written = many
+                .iter()
+                .filter(|d| d["wrote"].as_bool() == Some(true))
+                .count();
+            format!("{} decisions, {written} written", many.len())
+        }
+    }
 }
 
 /// The service's instances as the Cloud Map console shows them: ID and every attribute.
@@ -269,11 +318,15 @@ async fn read_instances(stack: &Stack) -> Result<Vec<InstanceReport>, DemoError>
                 .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default();
             let decoded = InstanceAttributes::decode(&attributes);
+            let weight = decoded.weight.map_or(0, |w| w.get());
+            let load = decoded.load.map(|l| l.get());
             InstanceReport {
                 id: summary.id().unwrap_or_default().to_owned(),
                 zone: decoded.zone.clone().unwrap_or_default(),
                 state: decoded.state.map(|s| s.as_str().to_owned()),
-                weight: decoded.weight.map_or(0, |w| w.get()),
+                weight,
+                load,
+                effective_weight: effective_weight(weight, load),
                 cpu: decoded.cpu_units.unwrap_or(0),
                 attributes,
             }
@@ -283,29 +336,40 @@ async fn read_instances(stack: &Stack) -> Result<Vec<InstanceReport>, DemoError>
     Ok(instances)
 }
 
-/// Weight per zone over the instances that are RUNNING.
-fn zone_capacity(instances: &[InstanceReport]) -> BTreeMap<String, u64> {
+/// The weight picks should follow, as the client crate documents it: `LB_WEIGHT` scaled by
+/// `1 − 0.75 × LB_LOAD / 100`. Computed here from the attributes, independently of the client.
+fn effective_weight(weight: u32, load: Option<u32>) -> f64 {
+    f64::from(weight) * (1.0 - 0.75 * f64::from(load.unwrap_or(0).min(100)) / 100.0)
+}
+
+/// Effective weight per zone over the instances that are RUNNING.
+fn zone_capacity(instances: &[InstanceReport]) -> BTreeMap<String, f64> {
     let mut zones = BTreeMap::new();
     for instance in instances
         .iter()
         .filter(|i| i.state.as_deref() == Some(LbState::Running.as_str()))
     {
-        *zones.entry(instance.zone.clone()).or_default() += u64::from(instance.weight);
+        *zones.entry(instance.zone.clone()).or_default() += instance.effective_weight;
     }
     zones
 }
 
-/// One row per instance: the calls it served, and its expected share (its weight over the total
-/// weight of the instances for which `takes_calls` holds; 0 for the others).
+/// `part / whole`, 0 when `whole` is 0.
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 { part / whole } else { 0.0 }
+}
+
+/// One row per instance: the calls it served, and its expected share (its effective weight over
+/// the total of the instances for which `takes_calls` holds; 0 for the others).
 fn task_rows(
     tally: &Tally,
     instances: &[&InstanceReport],
     takes_calls: impl Fn(&InstanceReport) -> bool,
 ) -> Vec<TaskRow> {
-    let total_weight: u64 = instances
+    let total_weight: f64 = instances
         .iter()
         .filter(|i| takes_calls(i))
-        .map(|i| u64::from(i.weight))
+        .map(|i| i.effective_weight)
         .sum();
     instances
         .iter()
@@ -316,10 +380,11 @@ fn task_rows(
                 zone: i.zone.clone(),
                 cpu: i.cpu,
                 weight: i.weight,
+                load: i.load,
                 calls,
                 share: traffic::share(calls, tally.succeeded()),
                 expected_share: if takes_calls(i) {
-                    traffic::share(u64::from(i.weight), total_weight)
+                    ratio(i.effective_weight, total_weight)
                 } else {
                     0.0
                 },
@@ -381,7 +446,7 @@ fn in_zone_checks(phase: &Phase) -> Vec<Check> {
             format!("{:.1} % local", phase.local_share * 100.0),
         ),
         Check::new(
-            "phase 1: each task's share within 5 points of its weight share",
+            "phase 1: each task's share within 5 points of its load-adjusted weight share",
             worst <= 0.05,
             format!("largest deviation {:.1} points", worst * 100.0),
         ),
@@ -418,9 +483,9 @@ async fn slow_zone_phase(
     progress: &Progress,
 ) -> Result<SpillReport, DemoError> {
     let capacity = zone_capacity(instances);
-    let total: u64 = capacity.values().sum();
-    let local_capacity = traffic::share(capacity.get(CLIENT_ZONE).copied().unwrap_or(0), total);
-    let remote_total = total - capacity.get(CLIENT_ZONE).copied().unwrap_or(0);
+    let total: f64 = capacity.values().sum();
+    let local_capacity = ratio(capacity.get(CLIENT_ZONE).copied().unwrap_or(0.0), total);
+    let remote_total = total - capacity.get(CLIENT_ZONE).copied().unwrap_or(0.0);
     let local_tasks: Vec<&DemoTask> = running
         .iter()
         .filter(|t| t.spec.zone == CLIENT_ZONE)
@@ -507,7 +572,7 @@ async fn slow_zone_phase(
                 settled.per_zone().get(zone).copied().unwrap_or(0),
                 spilled_calls,
             ),
-            expected_share: traffic::share(*weight, remote_total),
+            expected_share: ratio(*weight, remote_total),
         })
         .collect();
     Ok(SpillReport {
