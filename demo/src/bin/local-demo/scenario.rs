@@ -612,7 +612,7 @@ fn spill_checks(spill: &SpillReport) -> Vec<Check> {
         Check::new(
             "phase 2: a slow local zone makes the client spill",
             spill.spilled_after_seconds.is_some(),
-            format!("{:?} s", spill.spilled_after_seconds),
+            seconds_or_never(spill.spilled_after_seconds),
         ),
         Check::new(
             "phase 2: spill settles within 10 points of the local zone's capacity share",
@@ -632,7 +632,7 @@ fn spill_checks(spill: &SpillReport) -> Vec<Check> {
         Check::new(
             "phase 2: calls come back once the zone is fast again",
             spill.recovered_after_seconds.is_some(),
-            format!("{:?} s", spill.recovered_after_seconds),
+            seconds_or_never(spill.recovered_after_seconds),
         ),
     ]
 }
@@ -753,17 +753,31 @@ fn drain_checks(drain: &DrainReport) -> Vec<Check> {
         Check::new(
             "phase 3: the Lambda marks the task DRAINING",
             drain.state_after_draining_event.as_deref() == Some("DRAINING"),
-            format!("{:?}", drain.state_after_draining_event),
+            drain
+                .state_after_draining_event
+                .clone()
+                .unwrap_or_else(|| "no LB_STATE".into()),
         ),
         Check::new(
             "phase 3: the draining task gets no calls within 5 s of DRAINING",
             stopped_quickly,
-            format!("{:?} ms", drain.last_call_after_draining_ms),
+            drain
+                .last_call_after_draining_ms
+                .map_or("no call after DRAINING".into(), |ms| {
+                    format!("last call {ms} ms after")
+                }),
         ),
         Check::new(
             "phase 3: demo-server drains and exits 0 on SIGTERM",
             drain.server_exit_code == Some(0),
-            format!("{:?}", drain.server_exit_code),
+            drain
+                .server_exit_code
+                .map_or("killed by a signal".into(), |c| format!("exit code {c}")),
         ),
     ]
+}
+
+/// A duration in seconds for a check's detail, or "never" when it did not happen.
+fn seconds_or_never(seconds: Option<f64>) -> String {
+    seconds.map_or("never".into(), |s| format!("after {s:.1} s"))
 }
