@@ -686,7 +686,8 @@ async fn drain_phase(
         .wait(DRAIN_DELAY + SHUTDOWN_GRACE + Duration::from_secs(10))
         .await?;
     progress.step(format!(
-        "  demo-server exited with {exit_code:?} (log: {})",
+        "  demo-server exited with {} (log: {})",
+        exit_code.map_or("a signal".into(), |c| format!("code {c}")),
         running[index].log.display()
     ));
 
