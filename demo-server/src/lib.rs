@@ -15,8 +15,8 @@
 //!   bounded time (see [`DemoServer`]).
 //!
 //! The binary (`demo-server`, and `demo-server healthcheck` for ECS container health checks) is
-//! configured by environment variables, see [`Config`] and the README. Tests and the local run
-//! use the library to start servers in-process:
+//! configured by environment variables, see [`Config`] and the README. The tests start servers
+//! in-process with the library; the local run starts the binary and uses the generated client:
 //!
 //! ```
 //! use demo_server::pb::demo_client::DemoClient;

@@ -69,6 +69,10 @@ async fn health_turns_not_serving_first_and_calls_still_succeed_during_the_drain
         ServingStatus::Serving
     );
 
+    // A connection opened before the drain, used once so it is surely established.
+    let mut old = demo(addr).await;
+    old.describe(pb::DescribeRequest {}).await.unwrap();
+
     server.shutdown();
 
     // Watchers hear it...
@@ -91,13 +95,19 @@ async fn health_turns_not_serving_first_and_calls_still_succeed_during_the_drain
         );
     }
     // ...and calls still succeed, on old and new connections, marked draining.
-    let answer = demo(addr)
+    let on_old = old
+        .describe(pb::DescribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(on_old.load.unwrap().draining);
+    let on_new = demo(addr)
         .await
         .describe(pb::DescribeRequest {})
         .await
         .unwrap()
         .into_inner();
-    assert!(answer.load.unwrap().draining);
+    assert!(on_new.load.unwrap().draining);
     assert!(server.load().draining);
 
     server.abort();

@@ -219,7 +219,7 @@ async fn a_slow_server_reports_its_load_and_recovers() {
 }
 
 #[tokio::test]
-async fn cpu_work_is_done_on_the_server() {
+async fn cpu_work_setting_is_reported_with_each_answer() {
     let server = start(identity("eu-central-1a", "t-cpu"), quick()).await;
     server.set_load(demo_server::Load::new(Duration::ZERO, Duration::from_millis(5)).unwrap());
     let answer = demo(server.local_addr())

@@ -206,6 +206,15 @@ mod tests {
         assert_eq!(state.in_flight(), 0);
     }
 
+    #[tokio::test]
+    async fn cpu_work_is_done_before_the_answer() {
+        // A lower bound only: the work cannot end early, however busy the machine is.
+        let load = Load::new(Duration::ZERO, Duration::from_millis(20)).unwrap();
+        let start = Instant::now();
+        load.apply().await;
+        assert!(start.elapsed() >= Duration::from_millis(20));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn latency_is_a_sleep_of_that_long() {
         let load = Load::new(Duration::from_millis(1_500), Duration::ZERO).unwrap();
