@@ -235,8 +235,6 @@ impl WeightTag {
 pub struct DescribedTask {
     /// Identity.
     pub task: TaskRef,
-    /// `group`.
-    pub group: Group,
     /// `lastStatus`/`desiredStatus`; `None` when unknown.
     pub lifecycle: Option<Lifecycle>,
     /// `version`; `None` when absent (moto does not report it; AWS always does).

@@ -8,12 +8,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_cloudwatch::primitives::DateTime;
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
 use cloudmap_balancer::contract::{self, LbAttributes, LbHealth, LbState, Weight, keys};
 use cloudmap_sync::observe::InvocationKind;
 use cloudmap_sync::{ErrorKind, SystemClock};
-use common::{Fixed, Stack, fixture_json, handler, handler_on, sdk_via, without_time};
+use common::{Fixed, Stack, fixture_json, handler, handler_on, put_cpu, sdk_via, without_time};
 use local_stack::MotoServer;
 use local_stack::fault::{Fault, FaultProxy};
 use serde_json::json;
@@ -84,6 +82,7 @@ async fn fixture_events_produce_the_expected_attributes() {
             &[(keys::LB_STATE, "STOPPED"), (keys::LB_TASK_VERSION, "7")],
         ),
     ];
+    assert_eq!(cases.len(), tasks.len(), "one task per case");
     for ((fixture, stopped, expected), task) in cases.iter().zip(&tasks) {
         let before = stack.register_like_ecs(task).await;
         if *stopped {
@@ -351,32 +350,6 @@ async fn owner_mode_registers_and_deregisters_its_own_instances() {
     assert_eq!(stack.attributes(&tasks[1].id).await, None);
 }
 
-async fn put_cpu(stack: &Stack, task: &common::TaskInfo, used: f64, reserved: f64, at: SystemTime) {
-    let dimensions = [
-        ("ClusterName", stack.cluster.as_str()),
-        ("ServiceName", stack.service.as_str()),
-        ("TaskId", task.id.as_str()),
-    ]
-    .map(|(name, value)| Dimension::builder().name(name).value(value).build());
-    let datum = |name: &str, value: f64| {
-        MetricDatum::builder()
-            .metric_name(name)
-            .set_dimensions(Some(dimensions.to_vec()))
-            .timestamp(DateTime::from(at))
-            .value(value)
-            .build()
-    };
-    MotoServer::shared()
-        .cloudwatch()
-        .put_metric_data()
-        .namespace("ECS/ContainerInsights")
-        .metric_data(datum("CpuUtilized", used))
-        .metric_data(datum("CpuReserved", reserved))
-        .send()
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn reconciliation_writes_load_only_when_it_moved_by_the_step() {
     let stack = Stack::new().await;
@@ -401,9 +374,7 @@ async fn reconciliation_writes_load_only_when_it_moved_by_the_step() {
         async move {
             put_cpu(
                 &stack,
-                &task,
-                used,
-                256.0,
+                &[(&task, used, 256.0)],
                 clock.0 - Duration::from_secs(30),
             )
             .await;
@@ -508,13 +479,21 @@ async fn a_permanent_error_is_logged_and_acknowledged() {
     let mut event = stack.event("fargate_running.json", &task, 4);
     event["detail"]["clusterArn"] =
         json!("arn:aws:ecs:eu-central-1:123456789012:cluster/deleted-long-ago");
-    let report = handler.handle(event).await.unwrap();
+    let mut metrics = Vec::new();
+    let response = handler.invoke(event, &mut metrics).await.unwrap();
     assert_eq!(
-        report.handled_errors.get("aws_permanent"),
-        Some(&1),
-        "{report:#?}"
+        response["handled_errors"],
+        json!({"aws_permanent": 1}),
+        "{response:#}"
     );
-    assert!(report.decisions.is_empty());
+    assert_eq!(response["decisions"], json!([]), "{response:#}");
+    // Acknowledged, but not silently: the metrics count it by class.
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains(r#""ErrorClass":"aws_permanent""#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#""Kind":"task_change""#), "{metrics}");
 }
 
 #[tokio::test]

@@ -208,6 +208,11 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
         (Some("task_change"), 1)
     );
     let cold_calls = proxy.counts();
+    assert_eq!(
+        cold_calls.values().sum::<u64>(),
+        4,
+        "DescribeServices, DescribeTasks, GetInstance, RegisterInstance: {cold_calls:?}"
+    );
     let attrs = stack.attributes(&tasks[0].id).await.unwrap();
     assert_eq!(attrs[keys::LB_STATE], "RUNNING");
     assert_eq!(attrs["team"], "payments");
@@ -267,6 +272,29 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
     assert_eq!(reconciled["kind"], "reconcile");
     assert_eq!(reconciled["decisions"].as_array().unwrap().len(), 2);
     let reconcile_calls = proxy.counts();
+    // The cluster's service listing is not cached yet (events cache the service's registries
+    // only), then the four reads of one service (load is on: both tasks run), then one
+    // RegisterInstance per write.
+    let reconcile_writes = u64::try_from(writes(&reconciled)).unwrap();
+    for operation in [
+        "ListServices",
+        "DescribeServices",
+        "ListTasks",
+        "ListInstances",
+        "DescribeTasks",
+        "GetMetricData",
+    ] {
+        assert_eq!(
+            reconcile_calls.get(operation),
+            Some(&1),
+            "{operation}: {reconcile_calls:?}"
+        );
+    }
+    assert_eq!(
+        reconcile_calls.values().sum::<u64>(),
+        6 + reconcile_writes,
+        "the six reads and one RegisterInstance per write: {reconcile_calls:?}"
+    );
 
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let peak_kb = status
@@ -306,6 +334,13 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
             "decision log without {field}: {decision}"
         );
     }
+    // The Spot warning's decision line says why the task stops.
+    assert!(
+        parsed.iter().any(|l| l["message"] == "decision"
+            && l["new_state"] == "DRAINING"
+            && l["stop_code"] == "SpotInterruption"),
+        "no decision line with the stop code"
+    );
     assert!(
         parsed
             .iter()

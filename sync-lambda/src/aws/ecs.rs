@@ -11,7 +11,7 @@ use super::errors::aws_error;
 use crate::error::SyncError;
 use crate::ports::{ServiceRegistries, Tasks};
 use crate::task::{
-    Described, DescribedTask, Group, Lifecycle, TaskFacts, TaskRef, WeightTag, last_segment,
+    Described, DescribedTask, Lifecycle, TaskFacts, TaskRef, WeightTag, last_segment,
     parse_cpu_units, parse_memory_mib, task_id,
 };
 
@@ -214,7 +214,6 @@ pub(crate) fn described_task(
     });
     Some(DescribedTask {
         task: task_ref,
-        group: Group::parse(task.group()),
         lifecycle: Lifecycle::parse(task.last_status(), task.desired_status()),
         version: u64::try_from(task.version()).ok().filter(|&v| v > 0),
         health: task
@@ -303,7 +302,6 @@ mod tests {
             .build();
         let d = described_task(&task, "prod", "lb:weight").unwrap();
         assert_eq!(d.task.id, "abc");
-        assert_eq!(d.group.service(), Some("echo"));
         assert_eq!(d.version, Some(5));
         assert_eq!(d.health, Some(LbHealth::Unhealthy));
         assert_eq!(d.facts.cpu_units, Some(1024));

@@ -2,16 +2,12 @@
 
 use cloudmap_balancer::contract::LbState;
 
-/// Position of a state in the lifecycle. ECS moves a task only forwards (`lastStatus` never goes
-/// back, `desiredStatus` only goes from RUNNING to STOPPED), and [`crate::task::Lifecycle::phase`]
-/// is monotone, so a later observation never has a lower rank.
-pub(crate) fn rank(state: LbState) -> u8 {
-    match state {
-        LbState::Starting => 0,
-        LbState::Running => 1,
-        LbState::Draining => 2,
-        LbState::Stopped => 3,
-    }
+/// Position of a state in the lifecycle: its index in [`LbState::ALL`], which lists the states
+/// in lifecycle order (always `Some`). ECS moves a task only forwards (`lastStatus` never goes
+/// back, `desiredStatus` only goes from RUNNING to STOPPED), and
+/// [`crate::task::Lifecycle::phase`] is monotone, so a later observation never has a lower rank.
+fn rank(state: LbState) -> Option<usize> {
+    LbState::ALL.iter().position(|&s| s == state)
 }
 
 /// The furthest-along of the observed states, `None` when nothing was observed.
@@ -19,7 +15,7 @@ pub(crate) fn rank(state: LbState) -> u8 {
 /// This is a join (commutative, associative, idempotent): combining observations in any order,
 /// any number of times, gives the same state.
 pub(crate) fn join(states: impl IntoIterator<Item = Option<LbState>>) -> Option<LbState> {
-    states.into_iter().flatten().max_by_key(|s| rank(*s))
+    states.into_iter().flatten().max_by_key(|&s| rank(s))
 }
 
 #[cfg(test)]
@@ -38,6 +34,9 @@ mod tests {
         assert_eq!(join([Some(Draining), None, Some(Running)]), Some(Draining));
         assert_eq!(join([Some(Stopped), Some(Draining)]), Some(Stopped));
         assert_eq!(join([None, None]), None);
+        // The order comes from `LbState::ALL`: pin it.
+        let ranks = [Starting, Running, Draining, Stopped].map(rank);
+        assert_eq!(ranks, [Some(0), Some(1), Some(2), Some(3)]);
     }
 
     proptest! {

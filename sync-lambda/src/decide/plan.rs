@@ -11,7 +11,7 @@ use cloudmap_balancer::contract::{
 
 use super::{lifecycle, load, weight};
 use crate::events::TaskChange;
-use crate::task::{Described, LastStatus, TaskFacts, TaskRef, task_id};
+use crate::task::{Described, DescribedTask, LastStatus, TaskFacts, TaskRef, task_id};
 
 /// The decision knobs that come from configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,9 @@ pub struct Decision {
     pub new_state: Option<LbState>,
     /// The task version the decision is about (the written one after a write).
     pub version: Option<u64>,
+    /// The event's `stopCode` (why ECS stops the task), when the decision is about an event that
+    /// carries one.
+    pub stop_code: Option<String>,
 }
 
 /// The action of a [`Decision`].
@@ -163,7 +166,8 @@ impl SkipReason {
 /// The load measured for a task by reconciliation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measured {
-    /// Not measured (load disabled, or the event path): the written value is kept.
+    /// Not measured (load disabled, CloudWatch unavailable, or the task unknown to ECS): the
+    /// written value is kept.
     NotMeasured,
     /// Measured: a value, or `None` when CloudWatch had no data points.
     Load(Option<Load>),
@@ -184,8 +188,21 @@ struct Target<'a> {
 ///
 /// `described` is what `DescribeTasks` says now; `existing` the instance's current attributes
 /// (`None`: no instance). See the [module docs](super) for why the result does not depend on
-/// delivery order.
+/// delivery order. The decision carries the event's `stopCode` for the log.
 pub fn on_event(
+    ctx: &Context<'_>,
+    change: &TaskChange,
+    described: &Described,
+    existing: Option<&HashMap<String, String>>,
+) -> Result<Decision, LimitError> {
+    let decision = event_decision(ctx, change, described, existing)?;
+    Ok(Decision {
+        stop_code: change.stop_code.clone(),
+        ..decision
+    })
+}
+
+fn event_decision(
     ctx: &Context<'_>,
     change: &TaskChange,
     described: &Described,
@@ -198,6 +215,7 @@ pub fn on_event(
         old_state,
         new_state,
         version: Some(change.version),
+        stop_code: None,
     };
     let ours = match &written {
         Some(w) if !same_task(w, &change.task) => return Ok(skip(SkipReason::OtherTask, None)),
@@ -227,15 +245,8 @@ pub fn on_event(
         version: change
             .version
             .max(found.and_then(|d| d.version).unwrap_or(0)),
-        health: found.map_or_else(
-            || ours.map(|w| w.health).unwrap_or_default(),
-            |d| d.health.unwrap_or_default(),
-        ),
-        weight: weight::weight(
-            found.and_then(|d| d.weight_tag.as_ref()),
-            facts.cpu_units,
-            ctx.policy.default_weight,
-        ),
+        health: health(found, ours),
+        weight: weight_of(ctx, found, ours, facts.cpu_units),
         facts,
         load: ours.and_then(|w| w.load),
     };
@@ -270,6 +281,7 @@ pub fn on_reconcile(
                 old_state,
                 new_state: None,
                 version: None,
+                stop_code: None,
             });
         }
         other => other.as_ref(),
@@ -286,6 +298,7 @@ pub fn on_reconcile(
             old_state,
             new_state: None,
             version: None,
+            stop_code: None,
         });
     };
     // Static facts: what is written stays (it came from an event or an earlier description),
@@ -303,18 +316,8 @@ pub fn on_reconcile(
             .and_then(|w| w.task_version)
             .unwrap_or(0)
             .max(found.and_then(|d| d.version).unwrap_or(0)),
-        health: found.map_or_else(
-            || ours.map(|w| w.health).unwrap_or_default(),
-            |d| d.health.unwrap_or_default(),
-        ),
-        weight: match (found, ours.and_then(|w| w.weight)) {
-            (None, Some(written)) => written,
-            _ => weight::weight(
-                found.and_then(|d| d.weight_tag.as_ref()),
-                facts.cpu_units,
-                ctx.policy.default_weight,
-            ),
-        },
+        health: health(found, ours),
+        weight: weight_of(ctx, found, ours, facts.cpu_units),
         facts,
         // Below the step the written load stays, so load noise alone never writes.
         load: match measured {
@@ -334,6 +337,34 @@ pub fn on_reconcile(
         gone,
         measured,
     )
+}
+
+/// `LB_HEALTH`, for events and reconciliation alike: what `DescribeTasks` says when it knows the
+/// task (level beats edge), else what is written.
+fn health(found: Option<&DescribedTask>, written: Option<&InstanceAttributes>) -> LbHealth {
+    found.map_or_else(
+        || written.map(|w| w.health).unwrap_or_default(),
+        |d| d.health.unwrap_or_default(),
+    )
+}
+
+/// `LB_WEIGHT`, for events and reconciliation alike: when `DescribeTasks` no longer knows the
+/// task, its tags are unknown, so a written weight stays (it may have come from an `lb:weight`
+/// tag that the formula would overwrite); otherwise the tag or the formula (see [`weight`]).
+fn weight_of(
+    ctx: &Context<'_>,
+    found: Option<&DescribedTask>,
+    written: Option<&InstanceAttributes>,
+    cpu_units: Option<u32>,
+) -> Weight {
+    match (found, written.and_then(|w| w.weight)) {
+        (None, Some(written)) => written,
+        _ => weight::weight(
+            found.and_then(|d| d.weight_tag.as_ref()),
+            cpu_units,
+            ctx.policy.default_weight,
+        ),
+    }
 }
 
 /// Whether `DescribeTasks` says the task's containers run now (`lastStatus` RUNNING, whatever
@@ -367,6 +398,7 @@ fn settle(
         old_state,
         new_state: Some(target.state),
         version: Some(target.version),
+        stop_code: None,
     };
     let Some(existing) = existing else {
         let Mode::Owner { port } = ctx.mode else {

@@ -54,7 +54,6 @@ fn change(version: u64, l: Lifecycle) -> TaskChange {
 fn described(l: Lifecycle) -> Described {
     Described::Found(Box::new(DescribedTask {
         task: task(),
-        group: Group::Service("echo".into()),
         lifecycle: Some(l),
         version: None,
         health: None,
@@ -288,6 +287,67 @@ fn a_late_event_cannot_undo_what_describe_tasks_already_knows() {
     .unwrap();
     assert_eq!(written(&d)[keys::LB_STATE], "STOPPED");
     assert_eq!(written(&d)[keys::LB_TASK_VERSION], "4");
+}
+
+#[test]
+fn a_late_event_keeps_a_tag_weight_when_describe_tasks_no_longer_knows_the_task() {
+    let policy = Policy::default();
+    let c = ctx(Mode::Enrich, &policy);
+    let running = lifecycle(Running, DRunning);
+    let tagged = with(described(running), |t| {
+        t.weight_tag = Some(WeightTag::Valid(Weight::saturating(7)));
+    });
+    let current =
+        written(&on_event(&c, &change(3, running), &tagged, Some(&ecs_instance())).unwrap());
+    assert_eq!(current[keys::LB_WEIGHT], "7");
+
+    // The task is gone from ECS, with it its tags; the event still carries its CPU size (512
+    // units, 200 by the formula), which must not replace the tag's weight.
+    let d = on_event(
+        &c,
+        &change(4, lifecycle(Stopped, DStopped)),
+        &Described::Missing,
+        Some(&current),
+    )
+    .unwrap();
+    let stopped = written(&d);
+    assert_eq!(stopped[keys::LB_STATE], "STOPPED");
+    assert_eq!(stopped[keys::LB_WEIGHT], "7");
+
+    // Reconciliation follows the same rule.
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &Described::Missing,
+        Some(&current),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(written(&d)[keys::LB_WEIGHT], "7");
+}
+
+#[test]
+fn an_event_decision_carries_the_stop_code_for_the_log() {
+    let policy = Policy::default();
+    let c = ctx(Mode::Enrich, &policy);
+    let draining = lifecycle(Running, DStopped);
+    let mut spot = change(5, draining);
+    spot.stop_code = Some("SpotInterruption".into());
+    let d = on_event(&c, &spot, &described(draining), Some(&ecs_instance())).unwrap();
+    assert_eq!(d.stop_code.as_deref(), Some("SpotInterruption"));
+    let skipped = on_event(&c, &spot, &described(draining), Some(&written(&d))).unwrap();
+    assert_eq!(skipped.action, Action::Skip(SkipReason::Stale));
+    assert_eq!(skipped.stop_code.as_deref(), Some("SpotInterruption"));
+
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &described(draining),
+        Some(&ecs_instance()),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(d.stop_code, None);
 }
 
 #[test]

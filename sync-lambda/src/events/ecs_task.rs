@@ -120,7 +120,7 @@ pub struct TaskChange {
     pub version: u64,
     /// `lastStatus`/`desiredStatus`; `None` when ECS sent a status this code does not know.
     pub lifecycle: Option<Lifecycle>,
-    /// `stopCode`, for the decision log.
+    /// `stopCode`, for the decision log (see [`crate::decide::Decision::stop_code`]).
     pub stop_code: Option<String>,
     /// Size, zone, capacity, address as the event tells them.
     pub facts: TaskFacts,

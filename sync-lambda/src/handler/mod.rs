@@ -5,7 +5,9 @@
 //! the event flow (this module's `task_change`), a reconciliation to [`crate::reconcile`]; each
 //! decision comes from [`crate::decide`] and is applied here, logged as one line, and recorded in
 //! the [`Report`]. At the edge ([`Handler::invoke`]) a retryable error fails the invocation, and
-//! everything else (including rejected payloads and permanent errors, already logged) succeeds.
+//! everything else succeeds: rejected payloads, permanent errors, and a reconciliation's
+//! unavailable load (CloudWatch failing, even retryably, only keeps the written load), all
+//! already logged.
 
 mod targets;
 mod task_change;
@@ -50,16 +52,12 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// Handles one payload.
     ///
-    /// `Ok`: done (including payloads that were rejected or ignored, and permanent errors, which
-    /// are logged and counted in the report). `Err`: a retryable failure; nothing was written
-    /// for the instance whose step failed.
+    /// `Ok`: done (including payloads that were rejected or ignored, permanent errors, and a
+    /// reconciliation's `load_unavailable`, which are logged and counted in the report's
+    /// `handled_errors`). `Err`: a retryable failure; nothing was written for the instance whose
+    /// step failed.
     pub async fn handle(&self, payload: Value) -> Result<Report, SyncError> {
         let mut report = Report::default();
         self.run(payload, &mut report).await?;
@@ -189,6 +187,7 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
             old_state = record.old_state,
             new_state = record.new_state,
             version = decision.version,
+            stop_code = decision.stop_code.as_deref(),
             action = record.action,
             wrote,
             "decision"
@@ -197,7 +196,9 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
         Ok(())
     }
 
-    /// Logs and counts a permanent error; passes a retryable one on.
+    /// Logs a permanent error and counts it in the report's `handled_errors`; passes a retryable
+    /// one on. (Reconciliation also counts `load_unavailable` there without this: a CloudWatch
+    /// failure, retryable or not, that only keeps the written load.)
     pub(crate) fn absorb(&self, error: SyncError, report: &mut Report) -> Result<(), SyncError> {
         if error.is_retryable() {
             return Err(error);

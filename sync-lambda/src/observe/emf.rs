@@ -150,7 +150,26 @@ mod tests {
         let directive = &main["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "CloudMapSync");
         assert_eq!(directive["Dimensions"], json!([["Kind"]]));
-        // Every metric the directive names is a member of the document.
+        // The directive names exactly the documented metrics, each a member of the document.
+        let names: Vec<&str> = directive["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "Events",
+                "Reconciliations",
+                "Writes",
+                "Creates",
+                "Deregistrations",
+                "Skips",
+                "Errors",
+                "Rejected",
+            ]
+        );
         for metric in directive["Metrics"].as_array().unwrap() {
             let name = metric["Name"].as_str().unwrap();
             assert!(main[name].is_number(), "{name}");

@@ -1,9 +1,9 @@
 //! Observability: the invocation [`Report`], the JSON log set-up, and CloudWatch EMF metrics.
 //!
 //! Logs are JSON lines through `tracing`, one line per decision (`task`, `cluster`, `service`,
-//! `cloudmap_service`, `instance`, `old_state`, `new_state`, `version`, `action`, `wrote`), one
-//! line per rejected payload or handled error, one line per invocation. Metrics are EMF lines on
-//! stdout (see [`emf`]).
+//! `cloudmap_service`, `instance`, `old_state`, `new_state`, `version`, `stop_code` when the
+//! event carries one, `action`, `wrote`), one line per rejected payload or handled error, one
+//! line per invocation. Metrics are EMF lines on stdout (see [`emf`]).
 
 pub mod emf;
 mod report;

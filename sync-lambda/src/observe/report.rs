@@ -61,7 +61,9 @@ pub struct Report {
     pub note: Option<&'static str>,
     /// Every decision, in order.
     pub decisions: Vec<DecisionRecord>,
-    /// Errors that were logged and acknowledged (permanent), by class.
+    /// Errors that were logged and acknowledged without failing the invocation, by class:
+    /// permanent errors, and `load_unavailable` (reconciliation could not read CloudWatch, even
+    /// for a retryable reason, and kept the written load).
     pub handled_errors: BTreeMap<&'static str, u32>,
 }
 
@@ -98,7 +100,7 @@ impl Report {
         skips
     }
 
-    /// Counts one handled (permanent) error.
+    /// Counts one handled error: permanent, or `load_unavailable` (see `handled_errors`).
     pub fn handled_error(&mut self, class: &'static str) {
         *self.handled_errors.entry(class).or_insert(0) += 1;
     }

@@ -128,7 +128,7 @@ pub(crate) fn pairs<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{DescribedTask, Group, TaskFacts};
+    use crate::task::{DescribedTask, TaskFacts};
 
     fn instance(id: &str, attrs: &[(&str, &str)]) -> Instance {
         Instance {
@@ -143,7 +143,6 @@ mod tests {
     fn found(id: &str, ip: [u8; 4]) -> Described {
         Described::Found(Box::new(DescribedTask {
             task: TaskRef::new(&format!("arn:aws:ecs:r:1:task/prod/{id}"), "prod").unwrap(),
-            group: Group::Service("echo".into()),
             lifecycle: None,
             version: None,
             health: None,

@@ -9,11 +9,13 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use aws_config::SdkConfig;
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
 use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, LaunchType, NetworkMode, ServiceRegistry, Tag,
 };
 use cloudmap_balancer::contract::keys;
-use cloudmap_sync::aws::{CloudMap, CloudWatch, Ecs};
+use cloudmap_sync::aws::{AwsClients, CloudMap, CloudWatch, Ecs};
 use cloudmap_sync::{Clock, Config, Handler, SystemClock};
 use local_stack::{MotoServer, cloudmap, unique_name};
 use serde_json::Value;
@@ -288,17 +290,38 @@ pub fn fixture_json(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// A handler on clients built from `sdk`.
+/// A handler on clients built from `sdk`, the way the binary builds them.
 pub fn handler_on<C: Clock>(sdk: &SdkConfig, config: Config, clock: C) -> AwsHandler<C> {
-    let load = config.load.clone();
-    let weight_tag = config.weight_tag.clone();
-    Handler::new(
-        config,
-        CloudMap::new(aws_sdk_servicediscovery::Client::new(sdk)),
-        Ecs::new(aws_sdk_ecs::Client::new(sdk), weight_tag),
-        CloudWatch::new(aws_sdk_cloudwatch::Client::new(sdk), load),
-        clock,
-    )
+    let aws = AwsClients::new(sdk, &config);
+    Handler::new(config, aws.cloudmap, aws.ecs, aws.cloudwatch, clock)
+}
+
+/// Puts Container Insights CPU data (`CpuUtilized`, `CpuReserved`, dimensions `ClusterName`,
+/// `ServiceName`, `TaskId`) at `at` for each `(task, used, reserved)`, in one request.
+pub async fn put_cpu(stack: &Stack, samples: &[(&TaskInfo, f64, f64)], at: SystemTime) {
+    let mut request = MotoServer::shared()
+        .cloudwatch()
+        .put_metric_data()
+        .namespace("ECS/ContainerInsights");
+    for (task, used, reserved) in samples {
+        let dimensions = [
+            ("ClusterName", stack.cluster.as_str()),
+            ("ServiceName", stack.service.as_str()),
+            ("TaskId", task.id.as_str()),
+        ]
+        .map(|(name, value)| Dimension::builder().name(name).value(value).build());
+        for (name, value) in [("CpuUtilized", *used), ("CpuReserved", *reserved)] {
+            request = request.metric_data(
+                MetricDatum::builder()
+                    .metric_name(name)
+                    .set_dimensions(Some(dimensions.to_vec()))
+                    .timestamp(DateTime::from(at))
+                    .value(value)
+                    .build(),
+            );
+        }
+    }
+    request.send().await.unwrap();
 }
 
 /// A handler on moto.
