@@ -86,8 +86,15 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
-    /// The balancer's background tasks are gone (its runtime shut down).
-    #[error("the balancer for service `{service}` in namespace `{namespace}` has shut down")]
+    /// Discovery failed: its error as discovery reported it (discovery shares one error between
+    /// everyone waiting for a refresh). Displays and chains exactly as that error.
+    #[error(transparent)]
+    Discovery(Arc<Error>),
+    /// The background tasks of a balancer or of a `discovery::Discovery` are
+    /// gone (their runtime shut down).
+    #[error(
+        "the background tasks for service `{service}` in namespace `{namespace}` have shut down"
+    )]
     Closed {
         /// The namespace.
         namespace: String,
@@ -108,6 +115,7 @@ impl Error {
             | Self::NoInstances { .. }
             | Self::Connect { .. }
             | Self::Closed { .. } => tonic::Code::Unavailable,
+            Self::Discovery(error) => error.code(),
             Self::InvalidOption { .. } | Self::NoRuntime | Self::ZoneDetection { .. } => {
                 tonic::Code::Internal
             }
@@ -141,5 +149,30 @@ impl std::fmt::Display for Chain<'_> {
             source = cause.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "tonic"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_discovery_error_is_handed_on_as_it_is() {
+        let shared = Arc::new(Error::CloudMap {
+            operation: "DiscoverInstances",
+            namespace: "ns".into(),
+            service: "echo".into(),
+            source: Box::new(Error::Source("throttled".into())),
+        });
+        let owned = Error::Discovery(Arc::clone(&shared));
+        assert_eq!(owned.code(), tonic::Code::Unavailable);
+        assert_eq!(Chain(&owned).to_string(), Chain(&*shared).to_string());
+        assert_eq!(
+            Chain(&owned).to_string(),
+            "Cloud Map DiscoverInstances for service `echo` in namespace `ns` failed: \
+             the instance source failed: throttled"
+        );
+        let internal = Error::Discovery(Arc::new(Error::NoRuntime));
+        assert_eq!(internal.code(), tonic::Code::Internal);
     }
 }

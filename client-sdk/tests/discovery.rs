@@ -184,6 +184,9 @@ async fn an_outage_keeps_the_last_snapshot_and_calls_keep_succeeding() {
         refresh.is_err(),
         "a refresh during the outage reports the error"
     );
+    // As discovery reported it, not wrapped again.
+    let message = refresh.unwrap_err().to_string();
+    assert!(message.starts_with("Cloud Map "), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

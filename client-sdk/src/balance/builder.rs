@@ -240,6 +240,11 @@ impl Builder {
 
     /// Adjusts every instance's tonic [`Endpoint`](tonic::transport::Endpoint) (timeouts,
     /// window sizes, user agent, ...) after the balancer's own settings.
+    ///
+    /// TCP-level options set here (`tcp_nodelay`, `tcp_keepalive`, `local_address`, ...) are
+    /// not applied: the balancer opens the TCP connections itself, with its own connector (it
+    /// always sets `TCP_NODELAY`), and tonic applies those options only to its built-in one.
+    /// HTTP/2, TLS and timeout settings apply.
     pub fn configure_endpoint(
         mut self,
         configure: impl Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint
@@ -391,9 +396,8 @@ fn endpoint_factory(
                 name: "address",
                 reason: e.to_string(),
             })?;
-        let mut endpoint = tonic::transport::Endpoint::from(uri)
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true);
+        // TCP_NODELAY is set by the balancer's own connector (see `endpoint.rs`).
+        let mut endpoint = tonic::transport::Endpoint::from(uri).connect_timeout(connect_timeout);
         if let Some(interval) = keep_alive {
             endpoint = endpoint
                 .http2_keep_alive_interval(interval)

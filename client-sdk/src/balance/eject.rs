@@ -43,8 +43,9 @@ impl<K: Eq + Hash + Clone> Ejections<K> {
         }
     }
 
-    /// Records a connection failure. `live` is the number of instances that are not stopped:
-    /// at most `live / 2` are ejected at any time, so a fleet-wide problem (a bad deployment, a
+    /// Records a connection failure. `live` is the number of live instances (not stopped, weight
+    /// above 0: [`live_count`](crate::picker::live_count)): at most `live / 2` are ejected at any
+    /// time, so a fleet-wide problem (a bad deployment, a
     /// network partition) degrades into slow calls rather than no calls.
     pub(crate) fn on_failure(&mut self, key: &K, now: Instant, live: usize) -> Outcome {
         let ejected = self.ejected_count(now);
@@ -151,6 +152,36 @@ mod tests {
         let mut three = ejections();
         assert!(matches!(three.on_failure(&1, now, 3), Outcome::Ejected(_)));
         assert_eq!(three.on_failure(&2, now, 3), Outcome::AtCapacity);
+    }
+
+    #[test]
+    fn half_is_counted_over_the_instances_the_picker_can_pick() {
+        use crate::contract::{LbState, Weight};
+        use crate::instance::Instance;
+        use crate::picker::live_count;
+
+        let instance = |n: u8, weight: u32| {
+            Instance::new(format!("i-{n}"), ([10, 0, 0, n], 50051).into())
+                .with_weight(Weight::saturating(weight))
+        };
+        // Two pickable instances; three of weight 0 and a stopped one are never picked.
+        let instances = vec![
+            instance(1, 10),
+            instance(2, 10),
+            instance(3, 0),
+            instance(4, 0),
+            instance(5, 0),
+            instance(6, 10).with_state(LbState::Stopped),
+        ];
+        let live = live_count(&instances);
+        assert_eq!(live, 2);
+        let mut e = ejections();
+        let now = Instant::now();
+        assert!(matches!(e.on_failure(&1, now, live), Outcome::Ejected(_)));
+        // Ejecting the second would leave nothing to pick (a count of everything not stopped,
+        // 5, would have allowed it).
+        assert_eq!(e.on_failure(&2, now, live), Outcome::AtCapacity);
+        assert!(!e.is_ejected(&2, now));
     }
 
     #[test]

@@ -21,8 +21,12 @@
 //! 4. sends the request and keeps the call counted in flight until its response body ends, so
 //!    an instance that leaves the snapshot keeps its connection until its last call finishes.
 //!
-//! The only call that can fail because an instance died is one already sent to it: a killed
-//! server costs at most the calls in flight on it, and none when it was drained (`DRAINING`)
+//! A call can fail because an instance died when it was already sent to it, or in one narrow
+//! case when it was not: the connection dies between the liveness check and the send, and tonic's
+//! reconnect underneath the call fails. That request was never sent but is consumed, so it cannot
+//! be re-picked; the call fails with `UNAVAILABLE` naming the instance and its address (the same
+//! error as a failed re-pick), and the instance is ejected. So a killed server costs at most the
+//! calls in flight on it plus those racing its death, and none when it was drained (`DRAINING`)
 //! first.
 
 mod builder;
@@ -107,17 +111,15 @@ impl Balancer {
     /// Lists the instances now (instead of at the next poll) and returns once the picker works
     /// from the result.
     pub async fn refresh(&self) -> Result<(), Error> {
+        // Discovery's errors are already this crate's: hand them on as they are.
         let generation = self
             .inner
             .discovery
             .refresh()
             .await
-            .map_err(|error| Error::Source(Box::new(error)))?;
+            .map_err(Error::Discovery)?;
         let demand = match &self.inner.caller {
-            Some(caller) => caller
-                .refresh()
-                .await
-                .map_err(|error| Error::Source(Box::new(error)))?,
+            Some(caller) => caller.refresh().await.map_err(Error::Discovery)?,
             None => 0,
         };
         self.inner.shared.table_at(generation, demand).await;

@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use super::Inner;
 use super::endpoint::{ConnectFailure, Endpoint, InFlight};
-use super::state::{Shared, no_table};
+use super::state::{Picked, Shared, no_table};
 use crate::error::Error;
 
 /// The balanced channel: what a generated tonic client is built on
@@ -30,7 +30,9 @@ use crate::error::Error;
 /// the first-snapshot timeout.
 ///
 /// Errors are [`tonic::Status`]es: `UNAVAILABLE` with a message naming namespace and service when
-/// there is nothing to call, and whatever tonic's own `Channel` reports for transport failures.
+/// there is nothing to call, `UNAVAILABLE` naming the instance and its address when connecting
+/// failed before the request was sent, and whatever tonic's own `Channel` reports for other
+/// transport failures.
 pub struct BalancedChannel {
     inner: Arc<Inner>,
     rng: Rng,
@@ -76,7 +78,7 @@ impl Service<http::Request<Body>> for BalancedChannel {
         let picked = shared.with_table(|table| shared.pick(table, &mut self.rng));
         let inner = Arc::clone(&self.inner);
         ResponseFuture(match picked {
-            Some(Some((endpoint, _))) => Box::pin(send(inner, endpoint, request, seed)),
+            Some(Some(picked)) => Box::pin(send(inner, picked, request, seed)),
             Some(None) => {
                 let error = no_instances(&inner.shared);
                 Box::pin(std::future::ready(Err(error.into())))
@@ -101,7 +103,7 @@ async fn first_call(
     };
     let mut rng = Rng::with_seed(seed);
     match inner.shared.pick(&table, &mut rng) {
-        Some((endpoint, _)) => send(inner, endpoint, request, seed.rotate_left(17)).await,
+        Some(picked) => send(inner, picked, request, seed.rotate_left(17)).await,
         None => Err(no_instances(&inner.shared).into()),
     }
 }
@@ -164,40 +166,44 @@ async fn connect(
 }
 
 /// The slow path of [`send`]: no live connection, so connect, and when that fails (nothing was
-/// sent) pick another instance once, transparently.
+/// sent) pick another instance once, transparently. Returns whether the call that goes ahead
+/// is timed (that of the re-pick, when there was one).
 async fn connect_or_repick(
     shared: &Shared,
-    endpoint: Arc<Endpoint>,
+    picked: Picked,
     seed: u64,
-) -> Result<(InFlight, Channel), Status> {
-    match connect(shared, endpoint).await {
-        Ok(connected) => Ok(connected),
+) -> Result<(InFlight, Channel, bool), Status> {
+    match connect(shared, picked.endpoint).await {
+        Ok((guard, channel)) => Ok((guard, channel, picked.timed)),
         Err((failed, failure)) => {
             let mut rng = Rng::with_seed(seed);
-            let Some((next, _)) = shared.repick(&failed, &mut rng) else {
+            let Some(next) = shared.repick(&failed, &mut rng) else {
                 shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
                 return Err(connect_error(shared, &failed, failure).into());
             };
-            connect(shared, next).await.map_err(|(failed, failure)| {
-                shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
-                connect_error(shared, &failed, failure).into()
-            })
+            match connect(shared, next.endpoint).await {
+                Ok((guard, channel)) => Ok((guard, channel, next.timed)),
+                Err((failed, failure)) => {
+                    shared.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+                    Err(connect_error(shared, &failed, failure).into())
+                }
+            }
         }
     }
 }
 
 async fn send(
     inner: Arc<Inner>,
-    endpoint: Arc<Endpoint>,
+    picked: Picked,
     request: http::Request<Body>,
     seed: u64,
 ) -> Result<http::Response<Body>, Status> {
     let shared = &inner.shared;
     // The fast path is synchronous; the connect path is boxed so that its (large) state does
     // not make every call's future large.
-    let (guard, mut channel) = match endpoint.live_channel() {
-        Some(channel) => (InFlight::new(endpoint), channel),
-        None => Box::pin(connect_or_repick(shared, endpoint, seed)).await?,
+    let (guard, mut channel, timed) = match picked.endpoint.live_channel() {
+        Some(channel) => (InFlight::new(picked.endpoint), channel, picked.timed),
+        None => Box::pin(connect_or_repick(shared, picked, seed)).await?,
     };
 
     let ready = std::future::poll_fn(|cx| Service::poll_ready(&mut channel, cx)).await;
@@ -206,10 +212,13 @@ async fn send(
         guard.endpoint().mark_dead();
         return Err(Status::from_error(Box::new(error)));
     }
-    let started = Instant::now();
+    // Only the adaptive controller reads latency: other tables cost no clock reads.
+    let started = timed.then(Instant::now);
     match Service::call(&mut channel, request).await {
         Ok(response) => {
-            guard.endpoint().zone.record(started.elapsed());
+            if let Some(started) = started {
+                guard.endpoint().zone.record(started.elapsed());
+            }
             Ok(response.map(|body| {
                 Body::new(Tracked {
                     body,
@@ -227,7 +236,7 @@ async fn send(
             if is_connect_error(&error) {
                 let failure: ConnectFailure = Arc::new(error);
                 shared.connect_failed(&endpoint, &failure);
-                return Err(Status::from_error(Box::new(failure)));
+                return Err(connect_error(shared, &endpoint, failure).into());
             }
             Err(Status::from_error(Box::new(error)))
         }
@@ -235,7 +244,8 @@ async fn send(
 }
 
 /// Whether tonic failed to (re)connect underneath a call: the request was not sent, but it is
-/// gone, so the call fails; the instance is ejected for the next ones.
+/// gone, so the call fails with the same [`Error::Connect`] as a failed re-pick; the instance is
+/// ejected for the next ones.
 fn is_connect_error(error: &tonic::transport::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {

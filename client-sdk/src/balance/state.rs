@@ -14,12 +14,12 @@ use tokio::time::Instant;
 
 use super::eject::{Ejections, Outcome};
 use super::endpoint::{ConnectFailure, Endpoint, EndpointKey, ZoneCounters};
-use crate::contract::LbState;
+use super::stats::AdaptiveStats;
 use crate::discovery::Snapshot;
 use crate::error::{Chain, Error};
 use crate::picker::{
-    AdaptiveOptions, LatencySample, Observation, Pick, Picker, PickerConfig, SpillLevel, Verdict,
-    ZoneController, ZoneDemand, ZoneMode,
+    AdaptiveOptions, LatencySample, Observation, Pick, Picker, PickerConfig, SpillLevel,
+    ZoneController, ZoneDemand, ZoneMode, live_count,
 };
 use crate::telemetry::{BalancerMetrics, Ident};
 
@@ -59,12 +59,11 @@ struct BuildState {
     zones: HashMap<Option<String>, Arc<ZoneCounters>>,
 }
 
-/// Call counters for [`Stats`](super::Stats) (the `metrics` facade is write-only).
+/// Call counters for [`Stats`](super::Stats) (the `metrics` facade is write-only). Picks by
+/// locality are not here: [`stats::collect`](super::stats) derives them from the per-zone pick
+/// counts, since a zone's locality is fixed (the own zone is resolved before the first table).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) local: AtomicU64,
-    pub(crate) remote: AtomicU64,
-    pub(crate) unknown: AtomicU64,
     pub(crate) spilled: AtomicU64,
     pub(crate) panic: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
@@ -73,13 +72,13 @@ pub(crate) struct Counters {
     pub(crate) failed_calls: AtomicU64,
 }
 
-/// The adaptive controller's last state, for [`Stats`](super::Stats).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ControllerView {
-    pub(crate) spill: f64,
-    pub(crate) verdict: Verdict,
-    pub(crate) local_latency: Option<Duration>,
-    pub(crate) remote_latency: Option<Duration>,
+/// A picked endpoint, and whether the call's latency is wanted.
+pub(crate) struct Picked {
+    pub(crate) endpoint: Arc<Endpoint>,
+    /// The table's local share follows the adaptive controller, which learns from latency:
+    /// time the call and record it in the endpoint's zone counters. Otherwise nothing reads
+    /// those latencies, and the call is not timed.
+    pub(crate) timed: bool,
 }
 
 pub(crate) struct Shared {
@@ -95,7 +94,8 @@ pub(crate) struct Shared {
     ejections_changed: Notify,
     pub(crate) metrics: BalancerMetrics,
     pub(crate) counters: Counters,
-    controller: Mutex<Option<ControllerView>>,
+    /// The adaptive controller's last state, for [`Stats`](super::Stats).
+    controller: Mutex<Option<AdaptiveStats>>,
     seeds: AtomicU64,
 }
 
@@ -170,7 +170,7 @@ impl Shared {
         SpillLevel::from_bits(self.spill.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn controller_view(&self) -> Option<ControllerView> {
+    pub(crate) fn controller_view(&self) -> Option<AdaptiveStats> {
         *self
             .controller
             .lock()
@@ -183,17 +183,20 @@ impl Shared {
 
     /// Picks an endpoint from `table` and counts the pick.
     #[inline]
-    pub(crate) fn pick(&self, table: &Table, rng: &mut Rng) -> Option<(Arc<Endpoint>, Pick)> {
+    pub(crate) fn pick(&self, table: &Table, rng: &mut Rng) -> Option<Picked> {
         let pick = table
             .picker
             .pick(rng, self.spill_level(), |i| table.endpoints[i].in_flight())?;
         let endpoint = &table.endpoints[pick.index];
         self.count(endpoint, pick);
-        Some((Arc::clone(endpoint), pick))
+        Some(Picked {
+            endpoint: Arc::clone(endpoint),
+            timed: table.picker.is_adaptive(),
+        })
     }
 
     /// Picks again after a connection failure: any endpoint but `failed`.
-    pub(crate) fn repick(&self, failed: &Endpoint, rng: &mut Rng) -> Option<(Arc<Endpoint>, Pick)> {
+    pub(crate) fn repick(&self, failed: &Endpoint, rng: &mut Rng) -> Option<Picked> {
         let table = self.table()?;
         for _ in 0..8 {
             let pick = table
@@ -204,7 +207,10 @@ impl Shared {
                 self.count(endpoint, pick);
                 self.counters.repicks.fetch_add(1, Ordering::Relaxed);
                 self.metrics.repicks.increment(1);
-                return Some((Arc::clone(endpoint), pick));
+                return Some(Picked {
+                    endpoint: Arc::clone(endpoint),
+                    timed: table.picker.is_adaptive(),
+                });
             }
         }
         None
@@ -215,12 +221,11 @@ impl Shared {
         use crate::picker::Locality;
         endpoint.picks.fetch_add(1, Ordering::Relaxed);
         endpoint.zone.picks.fetch_add(1, Ordering::Relaxed);
-        let (counter, metric) = match pick.locality {
-            Locality::Local => (&self.counters.local, &self.metrics.local),
-            Locality::Remote => (&self.counters.remote, &self.metrics.remote),
-            Locality::Unknown => (&self.counters.unknown, &self.metrics.unknown),
+        let metric = match pick.locality {
+            Locality::Local => &self.metrics.local,
+            Locality::Remote => &self.metrics.remote,
+            Locality::Unknown => &self.metrics.unknown,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
         metric.increment(1);
         if pick.spilled {
             self.counters.spilled.fetch_add(1, Ordering::Relaxed);
@@ -241,12 +246,12 @@ impl Shared {
             .fetch_add(1, Ordering::Relaxed);
         self.metrics.connect_failures.increment(1);
         let mut state = self.state();
-        let live = state.snapshot.as_ref().map_or(0, |s| {
-            s.instances()
-                .iter()
-                .filter(|i| i.state != Some(LbState::Stopped))
-                .count()
-        });
+        // Live as the picker counts them (not stopped, weight above 0), so that "never more
+        // than half" holds for the instances that can be picked at all.
+        let live = state
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| live_count(s.instances()));
         let outcome = state
             .ejections
             .on_failure(&endpoint.key, Instant::now(), live);
@@ -361,17 +366,22 @@ impl Shared {
         let endpoints: Vec<Arc<Endpoint>> = instances
             .iter()
             .zip(keys)
-            .map(|(instance, key)| match existing.get(&key) {
-                Some(endpoint) => Arc::clone(endpoint),
-                None => {
-                    let zone = Arc::clone(state.zones.entry(instance.zone.clone()).or_default());
-                    let template = (self.settings.endpoint)(key.1);
-                    Arc::new(Endpoint::new(
-                        key,
-                        zone,
-                        template,
-                        self.settings.connect_timeout,
-                    ))
+            .map(|(instance, key)| {
+                let zone = state.zones.entry(instance.zone.clone()).or_default();
+                match existing.get(&key) {
+                    // Same instance, same zone: keep it. (An instance whose zone changed gets a
+                    // new endpoint, so its picks count in its new zone, as the picker sees it.)
+                    Some(endpoint) if Arc::ptr_eq(&endpoint.zone, zone) => Arc::clone(endpoint),
+                    _ => {
+                        let zone = Arc::clone(zone);
+                        let template = (self.settings.endpoint)(key.1);
+                        Arc::new(Endpoint::new(
+                            key,
+                            zone,
+                            template,
+                            self.settings.connect_timeout,
+                        ))
+                    }
                 }
             })
             .collect();
@@ -470,7 +480,7 @@ impl Shared {
         *self
             .controller
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ControllerView {
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(AdaptiveStats {
             spill: controller.spill(),
             verdict: controller.verdict(),
             local_latency: controller.local_latency(),

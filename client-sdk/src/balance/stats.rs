@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::state::Shared;
 use crate::discovery::{DiscoveryStatus, Snapshot};
 use crate::instance::Instance;
-use crate::picker::{Exclusion, Locality, Verdict};
+use crate::picker::{Exclusion, Locality, Verdict, locality};
 
 /// A consistent view of the balancer: the snapshot in service, how the picker sees each instance
 /// and zone, and the call counters.
@@ -139,10 +139,22 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
     let table = shared.table();
     let c = &shared.counters;
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let zone_picks = shared.zone_picks();
+    let local_zone = shared.local_zone();
+    // Picks by locality, from the per-zone counts: the own zone is resolved before the first
+    // table, so every pick into a zone had that zone's locality.
+    let (mut local, mut remote, mut unknown) = (0, 0, 0);
+    for (zone, picks) in &zone_picks {
+        match locality(local_zone.as_deref(), zone.as_deref()) {
+            Locality::Local => local += picks,
+            Locality::Remote => remote += picks,
+            Locality::Unknown => unknown += picks,
+        }
+    }
     let calls = CallStats {
-        local: load(&c.local),
-        remote: load(&c.remote),
-        unknown: load(&c.unknown),
+        local,
+        remote,
+        unknown,
         spilled: load(&c.spilled),
         panic: load(&c.panic),
         connect_failures: load(&c.connect_failures),
@@ -150,20 +162,13 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
         repicks: load(&c.repicks),
         failed: load(&c.failed_calls),
     };
-    let adaptive = shared.controller_view().map(|v| AdaptiveStats {
-        spill: v.spill,
-        verdict: v.verdict,
-        local_latency: v.local_latency,
-        remote_latency: v.remote_latency,
-    });
-    let zone_picks = shared.zone_picks();
+    let adaptive = shared.controller_view();
     let picks_in = |zone: &Option<String>| {
         zone_picks
             .iter()
             .find(|(z, _)| z == zone)
             .map_or(0, |&(_, n)| n)
     };
-    let local_zone = shared.local_zone();
     let Some(table) = table else {
         return Stats {
             namespace: shared.ident.namespace.clone(),
@@ -213,14 +218,9 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
         .collect();
     for (zone, picks) in &zone_picks {
         if !zones.iter().any(|z| z.zone == *zone) {
-            let locality = match (&local_zone, zone) {
-                (Some(local), Some(zone)) if local == zone => Locality::Local,
-                (Some(_), Some(_)) => Locality::Remote,
-                _ => Locality::Unknown,
-            };
             zones.push(ZoneStats {
                 zone: zone.clone(),
-                locality,
+                locality: locality(local_zone.as_deref(), zone.as_deref()),
                 candidates: 0,
                 capacity_share: 0.0,
                 spill_share: 0.0,

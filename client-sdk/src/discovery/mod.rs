@@ -153,6 +153,7 @@ pub struct Discovery {
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     requests: mpsc::Sender<poll::Reply>,
     status: Arc<Mutex<DiscoveryStatus>>,
+    ident: Ident,
     _task: AbortOnDrop,
 }
 
@@ -195,7 +196,7 @@ impl Discovery {
             source,
             options,
             metrics: DiscoveryMetrics::new(&ident),
-            ident,
+            ident: ident.clone(),
             snapshots: snapshots_tx,
             requests: requests_rx,
             status: Arc::clone(&status),
@@ -206,6 +207,7 @@ impl Discovery {
             snapshots,
             requests,
             status,
+            ident,
             _task: AbortOnDrop(task),
         }
     }
@@ -225,9 +227,10 @@ impl Discovery {
     pub async fn refresh(&self) -> Result<u64, Arc<Error>> {
         let (reply, outcome) = oneshot::channel();
         let closed = || {
-            Arc::new(Error::Source(
-                "the discovery task has stopped (its runtime shut down)".into(),
-            ))
+            Arc::new(Error::Closed {
+                namespace: self.ident.namespace.clone(),
+                service: self.ident.service.clone(),
+            })
         };
         self.requests.send(reply).await.map_err(|_| closed())?;
         outcome.await.map_err(|_| closed())?

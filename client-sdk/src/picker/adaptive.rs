@@ -45,7 +45,9 @@ pub struct AdaptiveOptions {
     /// Default 60 s.
     pub baseline_window: Duration,
     /// Remote latency is compared against only while it is this recent (calls left the zone
-    /// lately); otherwise the local baseline is the reference. Default 10 s.
+    /// lately); otherwise the local baseline is the reference. The local latency must be this
+    /// recent too: without local calls for this long there is no latency signal at all (only
+    /// `LB_LOAD` counts). Default 10 s.
     pub remote_fresh: Duration,
 }
 
@@ -358,21 +360,34 @@ mod tests {
         assert!(levels.iter().all(|&s| s == 0.0));
     }
 
+    /// Whether every move from one level to the next (starting at `from`) is at most `step`.
+    fn steps_at_most(from: f64, levels: &[f64], step: f64) -> bool {
+        std::iter::once(&from)
+            .chain(levels)
+            .zip(levels)
+            .all(|(a, b)| (b - a).abs() <= step + 1e-9)
+    }
+
     #[test]
     fn a_slow_local_zone_spills_gradually_and_recedes_after_recovery() {
-        let mut c = ZoneController::new(AdaptiveOptions::default());
+        let options = AdaptiveOptions::default();
+        let mut c = ZoneController::new(options.clone());
         let mut clock = Duration::ZERO;
         run(&mut c, &mut clock, 40, 5, 6);
         assert_eq!(c.spill(), 0.0);
 
         let rising = run(&mut c, &mut clock, 40, 50, 6);
         assert!(monotonic(&rising, true), "{rising:?}");
-        // Gradual: one step per tick at most.
-        assert!(rising[0] <= 0.1 + 1e-9);
+        // Gradual: one step per tick at most, every tick.
+        assert!(steps_at_most(0.0, &rising, options.step_up), "{rising:?}");
         assert!((c.spill() - 1.0).abs() < 1e-9, "{rising:?}");
 
         let falling = run(&mut c, &mut clock, 60, 5, 6);
         assert!(monotonic(&falling, false), "{falling:?}");
+        assert!(
+            steps_at_most(1.0, &falling, options.step_down),
+            "{falling:?}"
+        );
         assert_eq!(c.spill(), 0.0, "{falling:?}");
     }
 

@@ -49,8 +49,13 @@
 //!   proportion to their capacity.
 //!
 //! [`ZoneMode::Fixed`] keeps a fixed percentage local (what AWS's sample resolver does with 50 %)
-//! and [`ZoneMode::Off`] ignores zones. An unknown own zone, a local zone without candidates, or
-//! panic mode all fall back to spreading by capacity; an empty or fully ineligible zone is never
+//! and [`ZoneMode::Off`] ignores zones. An unknown own zone or panic mode falls back to spreading
+//! by capacity, and so does a local zone without candidates, with one exception: when the caller
+//! fleet has callers in the own zone, every call leaves it by residual capacity
+//! max(0, c_z − d_z), the formula above with c_local = 0 (when rounding leaves no residual
+//! anywhere, by capacity). Envoy leaves zone-aware routing in that case and spreads by capacity;
+//! going by residual capacity keeps the calls per unit of weight even across the fleet, since the
+//! other zones' callers still keep their calls local. An empty or fully ineligible zone is never
 //! an error.
 //!
 //! Within the chosen zone the picker takes two weight-proportional samples and keeps the one with
@@ -96,6 +101,8 @@ pub use adaptive::{AdaptiveOptions, Verdict};
 #[cfg(feature = "tonic")]
 pub(crate) use adaptive::{LatencySample, Observation, ZoneController};
 pub use table::{InstanceView, Pick, Picker, ZoneView};
+#[cfg(feature = "tonic")]
+pub(crate) use table::{live_count, locality};
 
 use crate::contract::LbState;
 use crate::instance::Instance;
@@ -231,11 +238,6 @@ impl SpillLevel {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let level = (fraction.clamp(0.0, 1.0) * f64::from(u32::MAX)).round() as u32;
         Self(level)
-    }
-
-    /// The level as a fraction, 0 to 1.
-    pub fn fraction(self) -> f64 {
-        f64::from(self.0) / f64::from(u32::MAX)
     }
 
     /// The raw fixed-point value (for storing in an atomic).

@@ -133,7 +133,7 @@ impl Picker {
             .map(|(i, (instance, &weight))| exclusion(instance, weight, ejected(i)))
             .collect();
 
-        let live = |i: usize| instances[i].state != Some(LbState::Stopped) && base[i] > 0;
+        let live = |i: usize| is_live(&instances[i], base[i]);
         let total: u64 = (0..instances.len())
             .filter(|&i| live(i))
             .map(|i| u64::from(base[i]))
@@ -501,7 +501,26 @@ fn exclusion(instance: &Instance, base_weight: u32, ejected: bool) -> Option<Exc
     }
 }
 
-fn locality(local_zone: Option<&str>, zone: Option<&str>) -> Locality {
+/// Whether an instance is live: not `STOPPED` and with a base weight above 0. Panic mode picks
+/// among the live instances, the panic threshold is a share of their weight, and local ejection
+/// keeps at most half of them out ([`live_count`]).
+fn is_live(instance: &Instance, base_weight: u32) -> bool {
+    instance.state != Some(LbState::Stopped) && base_weight > 0
+}
+
+/// How many of `instances` are live, exactly as [`Picker::build`] counts them (weights after the
+/// median fill-in).
+#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
+pub(crate) fn live_count(instances: &[Instance]) -> usize {
+    instances
+        .iter()
+        .zip(base_weights(instances))
+        .filter(|(instance, base)| is_live(instance, *base))
+        .count()
+}
+
+/// Where `zone` is relative to the caller's `local_zone`.
+pub(crate) fn locality(local_zone: Option<&str>, zone: Option<&str>) -> Locality {
     match (local_zone, zone) {
         (Some(local), Some(zone)) if local == zone => Locality::Local,
         (Some(_), Some(_)) => Locality::Remote,

@@ -161,6 +161,43 @@ fn an_empty_local_zone_spreads_by_capacity() {
 }
 
 #[test]
+fn an_empty_local_zone_with_a_caller_fleet_goes_by_residual_capacity() {
+    // Callers 40/40/20 % across A/B/C; capacity 0/50/50 %; the caller is in A. B and C keep
+    // their own callers local (c >= d), so A's calls go by residual capacity, 10 % : 30 %, and
+    // every instance ends up with half of all calls (spreading by capacity would give B 60 %).
+    let instances = vec![instance(0, "B", 100), instance(1, "C", 100)];
+    let demand = ZoneDemand::new([("A".into(), 4), ("B".into(), 4), ("C".into(), 2)]);
+    let picker = Picker::build(
+        &instances,
+        |_| false,
+        &config(Some("A"), ZoneMode::Adaptive),
+        Some(&demand),
+        now(),
+    );
+    assert!(!picker.has_local());
+    assert!(!picker.is_adaptive());
+    assert_eq!(picker.local_fraction(SpillLevel::NONE), 0.0);
+    let spill: Vec<f64> = picker.zones().iter().map(|z| z.spill_share).collect();
+    assert!((spill[0] - 0.25).abs() < 1e-9, "{spill:?}");
+    assert!((spill[1] - 0.75).abs() < 1e-9, "{spill:?}");
+    let zones = zone_shares(&picker, &instances, SpillLevel::NONE);
+    assert_close(zones[0].1, 0.25);
+    assert_close(zones[1].1, 0.75);
+    // Without callers in the own zone the caller fleet says nothing about it: by capacity.
+    let elsewhere = ZoneDemand::new([("B".into(), 4), ("C".into(), 2)]);
+    let picker = Picker::build(
+        &instances,
+        |_| false,
+        &config(Some("A"), ZoneMode::Adaptive),
+        Some(&elsewhere),
+        now(),
+    );
+    let zones = zone_shares(&picker, &instances, SpillLevel::NONE);
+    assert_close(zones[0].1, 0.5);
+    assert_close(zones[1].1, 0.5);
+}
+
+#[test]
 fn a_fully_ineligible_local_zone_is_not_an_error() {
     let instances = vec![
         instance(0, "A", 100).with_state(LbState::Draining),
