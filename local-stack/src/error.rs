@@ -40,6 +40,14 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// cargo-lambda's emulator could not be started or driven.
+    #[error("Lambda emulator: {what}: {detail}")]
+    Emulator {
+        /// What was being done.
+        what: String,
+        /// What failed.
+        detail: String,
+    },
     /// A Cloud Map call failed.
     #[error("Cloud Map {operation} failed")]
     CloudMap {

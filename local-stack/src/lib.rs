@@ -25,6 +25,7 @@
 //! - **moto's ECS quirks** (container `cpu`/`memory` as numbers in older moto; tasks advancing a
 //!   lifecycle step on every `DescribeTasks`): fixed in `moto_launcher.py` before the server
 //!   starts.
+//! - **cargo-lambda's emulator** for the real Lambda binary: [`lambda::Emulator`].
 
 pub mod cloudmap;
 mod ec2;
@@ -32,6 +33,7 @@ pub mod ecs;
 mod error;
 pub mod fault;
 mod http;
+pub mod lambda;
 mod server;
 
 pub use ec2::Subnet;
@@ -47,6 +49,13 @@ pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// A loopback port that is free now, for a server that binds it itself.
+pub fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
 }
 
 /// The workspace root (where `scripts/` and `.local/` are).

@@ -13,17 +13,16 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use cloudmap_balancer::contract::keys;
 use common::Stack;
 use local_stack::MotoServer;
 use local_stack::fault::{Fault, FaultProxy};
+use local_stack::lambda::{Emulator, Function, Invoked};
 use serde_json::Value;
 
 /// A child process in its own process group, killed with its group when dropped.
@@ -44,78 +43,10 @@ fn spawn_group(command: &mut Command) -> Group {
     Group(command.process_group(0).spawn().unwrap())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `PATH` with the stack virtualenv first (cargo-lambda finds zig through it).
-fn path_with_venv(cargo_lambda: &std::path::Path) -> String {
-    let venv_bin = cargo_lambda.parent().unwrap().display().to_string();
-    format!("{venv_bin}:{}", std::env::var("PATH").unwrap_or_default())
-}
-
-fn wait_for_port(port: u16, timeout: Duration) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < timeout, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Emulator {
-    cargo_lambda: PathBuf,
-    port: u16,
-    events_dir: PathBuf,
-    sent: u32,
-}
-
-/// The outcome of one `cargo lambda invoke`.
-struct Invoked {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Emulator {
-    fn invoke(&mut self, event: &Value) -> Invoked {
-        self.sent += 1;
-        let file = self.events_dir.join(format!("event-{}.json", self.sent));
-        std::fs::write(&file, serde_json::to_vec_pretty(event).unwrap()).unwrap();
-        let mut child = Command::new(&self.cargo_lambda)
-            .args(["lambda", "invoke", "_", "-A", "127.0.0.1", "-P"])
-            .arg(self.port.to_string())
-            .arg("--data-file")
-            .arg(&file)
-            .env("PATH", path_with_venv(&self.cargo_lambda))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            assert!(started.elapsed() < Duration::from_secs(120), "invoke hangs");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let output = child.wait_with_output().unwrap();
-        Invoked {
-            ok: output.status.success(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-}
-
 fn response(invoked: &Invoked) -> Value {
-    assert!(
-        invoked.ok,
-        "invoke failed: {}{}",
-        invoked.stdout, invoked.stderr
-    );
-    serde_json::from_str(invoked.stdout.trim()).unwrap()
+    invoked
+        .answer()
+        .unwrap_or_else(|| panic!("invoke failed: {}{}", invoked.stdout, invoked.stderr))
 }
 
 fn writes(response: &Value) -> usize {
@@ -137,24 +68,11 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
     }
     let proxy = FaultProxy::start(moto.endpoint()).unwrap();
 
-    let cargo_lambda = local_stack::venv_bin("cargo-lambda").unwrap();
-    let port = free_port();
-    let _watch = spawn_group(
-        Command::new(&cargo_lambda)
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "-A",
-                "127.0.0.1",
-                "-P",
-            ])
-            .arg(port.to_string())
-            .env("PATH", path_with_venv(&cargo_lambda))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_port(port, Duration::from_secs(30));
+    let work_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(local_stack::unique_name("e2e"));
+    std::fs::create_dir_all(&work_dir).unwrap();
+    let mut emulator = Emulator::start(Function::External, &work_dir)
+        .await
+        .unwrap();
 
     let binary = std::env::var_os("SYNC_E2E_BINARY").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_cloudmap-sync")),
@@ -164,10 +82,7 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
         Command::new(&binary)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{port}/.rt"),
-            )
+            .env("AWS_LAMBDA_RUNTIME_API", emulator.runtime_api())
             .env("AWS_LAMBDA_FUNCTION_NAME", "_")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
@@ -191,18 +106,14 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
         }
     });
 
-    let mut emulator = Emulator {
-        cargo_lambda,
-        port,
-        events_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(local_stack::unique_name("e2e")),
-        sent: 0,
-    };
-    std::fs::create_dir_all(&emulator.events_dir).unwrap();
-
     // A RUNNING event: DescribeServices (then cached), DescribeTasks, GetInstance, RegisterInstance.
     proxy.reset_counts();
-    let first = response(&emulator.invoke(&stack.event("fargate_running.json", &tasks[0], 4)));
+    let first = response(
+        &emulator
+            .invoke("_", &stack.event("fargate_running.json", &tasks[0], 4))
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         (first["kind"].as_str(), writes(&first)),
         (Some("task_change"), 1)
@@ -219,7 +130,12 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
 
     // Steady state: another task's event, then its duplicate.
     proxy.reset_counts();
-    let second = response(&emulator.invoke(&stack.event("fargate_running.json", &tasks[1], 4)));
+    let second = response(
+        &emulator
+            .invoke("_", &stack.event("fargate_running.json", &tasks[1], 4))
+            .await
+            .unwrap(),
+    );
     assert_eq!(writes(&second), 1);
     let event_calls = proxy.counts();
     assert_eq!(
@@ -228,7 +144,12 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
         "DescribeTasks, GetInstance, RegisterInstance: {event_calls:?}"
     );
     proxy.reset_counts();
-    let duplicate = response(&emulator.invoke(&stack.event("fargate_running.json", &tasks[1], 4)));
+    let duplicate = response(
+        &emulator
+            .invoke("_", &stack.event("fargate_running.json", &tasks[1], 4))
+            .await
+            .unwrap(),
+    );
     assert_eq!(duplicate["decisions"][0]["action"], "stale");
     let duplicate_calls = proxy.counts();
     assert_eq!(
@@ -239,14 +160,19 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
 
     // Bad input is acknowledged, with no AWS call.
     proxy.reset_counts();
-    let rejected = response(&emulator.invoke(&common::fixture_json("missing_task_arn.json")));
+    let rejected = response(
+        &emulator
+            .invoke("_", &common::fixture_json("missing_task_arn.json"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(rejected["note"], "missing_task_arn");
     assert!(proxy.counts().is_empty());
 
     // Throttled Cloud Map: the invocation fails (Lambda would retry it), nothing is written.
     proxy.fail("RegisterInstance", Fault::Throttle);
     let spot_warning = stack.event("spot_interruption_warning.json", &tasks[0], 5);
-    let failed = emulator.invoke(&spot_warning);
+    let failed = emulator.invoke("_", &spot_warning).await.unwrap();
     assert!(!failed.ok, "{}", failed.stdout);
     let error_text = format!("{}{}", failed.stdout, failed.stderr);
     assert!(
@@ -259,7 +185,7 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
     );
     // The retry, once Cloud Map answers again.
     proxy.clear();
-    let retried = response(&emulator.invoke(&spot_warning));
+    let retried = response(&emulator.invoke("_", &spot_warning).await.unwrap());
     assert_eq!(writes(&retried), 1);
     assert_eq!(
         stack.attributes(&tasks[0].id).await.unwrap()[keys::LB_STATE],
@@ -268,7 +194,12 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
 
     // The schedule: reconciliation of the cluster's service.
     proxy.reset_counts();
-    let reconciled = response(&emulator.invoke(&common::fixture_json("scheduled.json")));
+    let reconciled = response(
+        &emulator
+            .invoke("_", &common::fixture_json("scheduled.json"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(reconciled["kind"], "reconcile");
     assert_eq!(reconciled["decisions"].as_array().unwrap().len(), 2);
     let reconcile_calls = proxy.counts();
