@@ -106,6 +106,9 @@ pub(crate) struct DrainReport {
     pub(crate) state_after_draining_event: Option<String>,
     /// Milliseconds from the DRAINING event to the stopped task's last answered call.
     pub(crate) last_call_after_draining_ms: Option<u64>,
+    /// Milliseconds from the DRAINING event to when the server stops accepting new calls on its
+    /// own (SIGTERM plus its drain delay).
+    pub(crate) stops_accepting_after_draining_ms: u64,
     pub(crate) server_exit_code: Option<i32>,
     /// The zone's remaining tasks after the stop, vs their effective weight share.
     pub(crate) after: Vec<TaskRow>,
@@ -264,10 +267,13 @@ impl Report {
         )?;
         writeln!(
             out,
-            "  its last call was answered {} after DRAINING; demo-server exited with {}",
+            "  its last call was answered {} after DRAINING (it would have refused calls from {} ms); demo-server exited with {}",
             drain
                 .last_call_after_draining_ms
-                .map_or("before DRAINING".into(), |ms| format!("{ms} ms")),
+                .map_or("no call in this phase: never".into(), |ms| format!(
+                    "{ms} ms"
+                )),
+            drain.stops_accepting_after_draining_ms,
             drain
                 .server_exit_code
                 .map_or("a signal".into(), |c| c.to_string())

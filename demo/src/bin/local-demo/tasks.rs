@@ -111,7 +111,16 @@ impl DemoTask {
         let log = log_dir.join(format!("demo-server-{}.log", spec.task_id));
         let log_file = std::fs::File::create(&log)
             .map_err(DemoError::io(format!("creating {}", log.display())))?;
-        let mut child = Command::new(binary)
+        // The task's configuration is exactly what follows: a DEMO_* variable of the user's
+        // shell (say DEMO_LATENCY_MS) must not skew the run.
+        let inherited = std::env::vars_os()
+            .map(|(name, _)| name)
+            .filter(|name| name.to_string_lossy().starts_with("DEMO_"));
+        let mut command = Command::new(binary);
+        for name in inherited {
+            command.env_remove(name);
+        }
+        let mut child = command
             .env_remove(demo_server::METADATA_URI_VARIABLE)
             .envs([
                 ("DEMO_BIND", "127.0.0.1".to_owned()),
@@ -132,7 +141,8 @@ impl DemoTask {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
-            // Its own process group, so a stop reaches it alone and cleanup can reach all of it.
+            // Its own process group, so a Ctrl-C of the local run reaches the run, not the task:
+            // the task stops when the run does (kill_on_drop) or by the SIGTERM ECS would send.
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
