@@ -20,8 +20,9 @@ use crate::stack::{CLUSTER, FAMILY, REGION, SERVICE, Stack};
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// After SIGTERM a task keeps serving this long with health NOT_SERVING: long enough for the
-/// Lambda's DRAINING to reach clients that poll every second.
-pub(crate) const DRAIN_DELAY: Duration = Duration::from_millis(2500);
+/// Lambda's DRAINING to reach clients that poll every second, with room for a loaded machine
+/// (phase 3 checks that the client moved away before this ran out).
+pub(crate) const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// Then, after GOAWAY, calls in flight get this long.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
