@@ -72,8 +72,10 @@ impl Service<http::Request<Body>> for BalancedChannel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let seed = self.rng.u64(..);
         // The common case picks here, synchronously, with this handle's generator. A guard
-        // rather than a clone of the table's Arc: no shared reference count to bounce between
-        // cores on every call.
+        // rather than a clone of the table's Arc, which changes with every snapshot. The call's
+        // future does hold a clone of the balancer's state (`inner`: the failure counters and
+        // the connect path need it), one shared reference count per call; measured in
+        // BENCHMARKS.md as part of the balancer's per-call cost.
         let shared = &self.inner.shared;
         let picked = shared.with_table(|table| shared.pick(table, &mut self.rng));
         let inner = Arc::clone(&self.inner);
