@@ -388,19 +388,7 @@ fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
 fn forward(upstream: SocketAddr, request: &Message) -> std::io::Result<Message> {
     let mut stream = TcpStream::connect(upstream)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!("{}\r\n", request.start_line);
-    for (name, value) in &request.headers {
-        let hop_by_hop = [
-            "connection",
-            "keep-alive",
-            "transfer-encoding",
-            "content-length",
-        ]
-        .contains(&name.to_ascii_lowercase().as_str());
-        if !hop_by_hop {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
+    let mut head = end_to_end_head(request);
     head.push_str(&format!(
         "Content-Length: {}\r\nConnection: close\r\n\r\n",
         request.body.len()
@@ -411,9 +399,11 @@ fn forward(upstream: SocketAddr, request: &Message) -> std::io::Result<Message> 
     read_message(&mut reader, false)?.ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
 }
 
-fn write_response(writer: &mut impl Write, response: &Message, close: bool) -> std::io::Result<()> {
-    let mut head = format!("{}\r\n", response.start_line);
-    for (name, value) in &response.headers {
+/// The start line and the end-to-end headers of `message`; the framing headers (length,
+/// connection) are the caller's, as this proxy re-frames every message.
+fn end_to_end_head(message: &Message) -> String {
+    let mut head = format!("{}\r\n", message.start_line);
+    for (name, value) in &message.headers {
         let hop_by_hop = [
             "connection",
             "keep-alive",
@@ -425,6 +415,11 @@ fn write_response(writer: &mut impl Write, response: &Message, close: bool) -> s
             head.push_str(&format!("{name}: {value}\r\n"));
         }
     }
+    head
+}
+
+fn write_response(writer: &mut impl Write, response: &Message, close: bool) -> std::io::Result<()> {
+    let mut head = end_to_end_head(response);
     head.push_str(&format!("Content-Length: {}\r\n", response.body.len()));
     head.push_str(if close {
         "Connection: close\r\n\r\n"
