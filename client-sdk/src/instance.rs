@@ -51,6 +51,9 @@ pub struct Instance {
     /// `AVAILABILITY_ZONE`; `None` when missing (the instance belongs to no zone and is never
     /// "local").
     pub zone: Option<String>,
+    /// `AVAILABILITY_ZONE_ID`, e.g. `euc1-az2`; `None` when missing. Zones are matched by ID when
+    /// both the caller and the instance know theirs (names differ between accounts), else by name.
+    pub zone_id: Option<String>,
     /// `LB_STATE`; `None` when missing or unrecognised, which counts as running.
     pub state: Option<LbState>,
     /// `LB_HEALTH`: the task's health as ECS reports it.
@@ -64,6 +67,8 @@ pub struct Instance {
     pub load: Option<Load>,
     /// `LB_UPDATED_AT`: when the sync Lambda wrote the state (and load) last.
     pub updated_at: Option<SystemTime>,
+    /// `LB_RUNNING_SINCE`: when the task turned RUNNING (slow start ramps from here).
+    pub running_since: Option<SystemTime>,
     /// `LB_TASK_ARN`.
     pub task_arn: Option<String>,
     /// `LB_CAPACITY`: capacity provider or launch type.
@@ -90,12 +95,14 @@ impl Instance {
             id: id.into(),
             addr,
             zone: None,
+            zone_id: None,
             state: None,
             health: LbHealth::Unknown,
             cloud_map_health: CloudMapHealth::Unknown,
             weight: None,
             load: None,
             updated_at: None,
+            running_since: None,
             task_arn: None,
             capacity: None,
         }
@@ -115,12 +122,14 @@ impl Instance {
             id: id.into(),
             addr: SocketAddr::new(IpAddr::V4(ip), port),
             zone: decoded.zone,
+            zone_id: decoded.zone_id,
             state: decoded.state,
             health: decoded.health,
             cloud_map_health,
             weight: decoded.weight,
             load: decoded.load,
             updated_at: decoded.updated_at,
+            running_since: decoded.running_since,
             task_arn: decoded.task_arn,
             capacity: decoded.capacity,
         })
@@ -140,6 +149,20 @@ impl Instance {
     #[must_use]
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
         self.zone = Some(zone.into());
+        self
+    }
+
+    /// Sets the zone ID (for static lists and tests).
+    #[must_use]
+    pub fn with_zone_id(mut self, zone_id: impl Into<String>) -> Self {
+        self.zone_id = Some(zone_id.into());
+        self
+    }
+
+    /// Sets `LB_RUNNING_SINCE` (for static lists and tests).
+    #[must_use]
+    pub fn with_running_since(mut self, at: SystemTime) -> Self {
+        self.running_since = Some(at);
         self
     }
 

@@ -218,6 +218,7 @@ async fn reconciliation_repairs_missed_events_and_leaves_other_instances_alone()
         task_arn: tasks[0].arn.clone(),
         task_version: 2,
         updated_at: SystemTime::now(),
+        running_since: None,
         lambda_owned: false,
     };
     let written = contract::merge(&stack.ecs_attributes(&tasks[0]), &starting, &[]).unwrap();

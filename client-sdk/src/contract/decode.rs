@@ -27,6 +27,9 @@ pub struct InstanceAttributes {
     /// `AVAILABILITY_ZONE`, trimmed. `None` when missing or blank: the instance belongs to no zone
     /// (a client gives it no zone affinity).
     pub zone: Option<String>,
+    /// `AVAILABILITY_ZONE_ID`, trimmed; `None` when missing or blank (zones are then matched by
+    /// name).
+    pub zone_id: Option<String>,
     /// `REGION`, trimmed; `None` when missing or blank.
     pub region: Option<String>,
     /// `ECS_CLUSTER_NAME`, trimmed; `None` when missing or blank.
@@ -60,6 +63,8 @@ pub struct InstanceAttributes {
     pub task_version: Option<u64>,
     /// `LB_UPDATED_AT`; `None` when missing or not RFC 3339.
     pub updated_at: Option<SystemTime>,
+    /// `LB_RUNNING_SINCE`; `None` when missing or not RFC 3339 (a client then ramps nothing up).
+    pub running_since: Option<SystemTime>,
     /// `LB_SCHEMA`; `None` when missing or not an unsigned integer. A newer schema is decoded
     /// anyway, as far as its keys are known.
     pub schema: Option<u32>,
@@ -164,6 +169,7 @@ impl<A: AttributeSource> Decoder<'_, A> {
                 v.parse().ok().filter(|&p| p != 0)
             }),
             zone: self.text(keys::AVAILABILITY_ZONE),
+            zone_id: self.text(keys::AVAILABILITY_ZONE_ID),
             region: self.text(keys::REGION),
             cluster: self.text(keys::ECS_CLUSTER_NAME),
             service: self.text(keys::ECS_SERVICE_NAME),
@@ -182,6 +188,7 @@ impl<A: AttributeSource> Decoder<'_, A> {
             task_arn: self.text(keys::LB_TASK_ARN),
             task_version: self.unsigned(keys::LB_TASK_VERSION),
             updated_at: self.parsed(keys::LB_UPDATED_AT, parse_rfc3339),
+            running_since: self.parsed(keys::LB_RUNNING_SINCE, parse_rfc3339),
             schema,
             lambda_owned: self
                 .attributes

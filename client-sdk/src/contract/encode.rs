@@ -32,6 +32,9 @@ pub struct LbAttributes {
     pub task_version: u64,
     /// `LB_UPDATED_AT`.
     pub updated_at: SystemTime,
+    /// `LB_RUNNING_SINCE`: when the task turned RUNNING; omitted when `None` (not yet, or
+    /// unknown).
+    pub running_since: Option<SystemTime>,
     /// Writes `LB_OWNER=LAMBDA`: the Lambda registered the instance itself (owner mode).
     pub lambda_owned: bool,
 }
@@ -53,6 +56,10 @@ impl LbAttributes {
             (keys::LB_MEMORY_MIB, self.memory_mib.map(|v| v.to_string())),
             (keys::LB_CAPACITY, self.capacity.clone()),
             (keys::LB_LOAD, self.load.map(|v| v.to_string())),
+            (
+                keys::LB_RUNNING_SINCE,
+                self.running_since.map(format_rfc3339),
+            ),
             (
                 keys::LB_OWNER,
                 self.lambda_owned.then(|| OWNER_LAMBDA.to_owned()),

@@ -9,6 +9,9 @@ pub const AWS_INSTANCE_IPV4: &str = "AWS_INSTANCE_IPV4";
 pub const AWS_INSTANCE_PORT: &str = "AWS_INSTANCE_PORT";
 /// Availability zone name, e.g. `eu-central-1a`. Written by ECS; by the Lambda when missing.
 pub const AVAILABILITY_ZONE: &str = "AVAILABILITY_ZONE";
+/// Availability zone ID, e.g. `euc1-az2`: the same physical zone in every account, where zone
+/// names are per account. Written by the Lambda when missing (from the task's subnet).
+pub const AVAILABILITY_ZONE_ID: &str = "AVAILABILITY_ZONE_ID";
 /// AWS region of the task. Read-only context written by ECS.
 pub const REGION: &str = "REGION";
 /// ECS cluster name. Read-only context written by ECS.
@@ -38,12 +41,15 @@ pub const LB_TASK_ARN: &str = "LB_TASK_ARN";
 pub const LB_TASK_VERSION: &str = "LB_TASK_VERSION";
 /// RFC 3339 UTC time of the state written. Written by the Lambda.
 pub const LB_UPDATED_AT: &str = "LB_UPDATED_AT";
+/// RFC 3339 UTC time the task turned RUNNING (ECS `startedAt`): every client ramps a new task up
+/// from the same moment (slow start). Written by the Lambda.
+pub const LB_RUNNING_SINCE: &str = "LB_RUNNING_SINCE";
 /// Contract version; this crate writes [`SCHEMA_VERSION`](super::SCHEMA_VERSION). Written by the Lambda.
 pub const LB_SCHEMA: &str = "LB_SCHEMA";
 
 /// Every key the sync Lambda owns. [`merge`](super::merge) replaces exactly these and keeps every
 /// other key as it is.
-pub const LAMBDA_OWNED: [&str; 12] = [
+pub const LAMBDA_OWNED: [&str; 13] = [
     LB_STATE,
     LB_HEALTH,
     LB_WEIGHT,
@@ -54,6 +60,7 @@ pub const LAMBDA_OWNED: [&str; 12] = [
     LB_TASK_ARN,
     LB_TASK_VERSION,
     LB_UPDATED_AT,
+    LB_RUNNING_SINCE,
     LB_SCHEMA,
     LB_OWNER,
 ];

@@ -53,6 +53,7 @@
 //!     task_arn: "arn:aws:ecs:eu-central-1:123456789012:task/prod/0123456789abcdef".into(),
 //!     task_version: 3,
 //!     updated_at: SystemTime::now(),
+//!     running_since: None,
 //!     lambda_owned: false,
 //! };
 //! let merged = contract::merge(&existing, &ours, &[])?;

@@ -26,6 +26,7 @@ fn sample() -> LbAttributes {
         task_arn: "arn:aws:ecs:eu-central-1:123456789012:task/prod/0123456789abcdef0".to_owned(),
         task_version: 5,
         updated_at: UNIX_EPOCH + Duration::from_millis(1_795_356_600_123),
+        running_since: None,
         lambda_owned: false,
     }
 }
@@ -112,6 +113,7 @@ fn optional_values_that_are_none_are_absent() {
 #[test]
 fn owner_mode_is_marked_and_read_back() {
     let written = LbAttributes {
+        running_since: None,
         lambda_owned: true,
         ..sample()
     };
@@ -461,6 +463,7 @@ fn arbitrary_lb_attributes() -> impl Strategy<Value = LbAttributes> {
                     task_arn: arn,
                     task_version: version,
                     updated_at: UNIX_EPOCH + Duration::from_millis(ms),
+                    running_since: None,
                     lambda_owned: owned,
                 }
             },

@@ -477,6 +477,7 @@ fn attributes(
         task_arn: target.task.arn.clone(),
         task_version: target.version,
         updated_at: ctx.now,
+        running_since: None,
         lambda_owned,
     };
     let mut if_missing = if_missing.to_vec();
