@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::contract::{Weight, keys};
-use cloudmap_balancer::picker::{Picker, PickerConfig, SpillLevel, ZoneDemand};
+use cloudmap_balancer::picker::{Availability, Picker, PickerConfig, SpillLevel, ZoneDemand};
 use cloudmap_balancer::{CloudMapHealth, Instance, ZoneMode};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fastrand::Rng;
@@ -95,7 +95,7 @@ fn pick(c: &mut Criterion) {
         // Adaptive, 40 % of the way to spreading: every pick draws the zone.
         let adaptive = Picker::build(
             &instances,
-            |_| false,
+            |_| Availability::Available,
             &config(ZoneMode::Adaptive),
             None,
             now(),
@@ -108,7 +108,7 @@ fn pick(c: &mut Criterion) {
         // Envoy's zone-aware plan from a caller fleet.
         let envoy = Picker::build(
             &instances,
-            |_| false,
+            |_| Availability::Available,
             &config(ZoneMode::Adaptive),
             Some(&demand),
             now(),
@@ -117,7 +117,13 @@ fn pick(c: &mut Criterion) {
             b.iter(|| black_box(envoy.pick(&mut rng, SpillLevel::NONE, load)));
         });
         // No zones: weighted P2C over everything.
-        let off = Picker::build(&instances, |_| false, &config(ZoneMode::Off), None, now());
+        let off = Picker::build(
+            &instances,
+            |_| Availability::Available,
+            &config(ZoneMode::Off),
+            None,
+            now(),
+        );
         group.bench_with_input(BenchmarkId::new("no-zones", n), &n, |b, _| {
             b.iter(|| black_box(off.pick(&mut rng, SpillLevel::NONE, load)));
         });
@@ -138,7 +144,13 @@ fn rebuild(c: &mut Criterion) {
             b.iter(|| {
                 black_box(Picker::build(
                     &instances,
-                    |i| i % 97 == 0,
+                    |i| {
+                        if i % 97 == 0 {
+                            Availability::Ejected
+                        } else {
+                            Availability::Available
+                        }
+                    },
                     &config(ZoneMode::Adaptive),
                     Some(&demand),
                     now(),
@@ -158,7 +170,7 @@ fn rebuild(c: &mut Criterion) {
                     .collect();
                 black_box(Picker::build(
                     &decoded,
-                    |_| false,
+                    |_| Availability::Available,
                     &config(ZoneMode::Adaptive),
                     None,
                     now(),

@@ -75,6 +75,36 @@ pub enum Error {
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// An attempt on an instance failed in the transport: before its response (nothing sent,
+    /// refused, or the connection failed) or while its response streamed. The code is
+    /// `UNAVAILABLE` unless the server reset the stream with a reason that gRPC maps otherwise.
+    #[cfg(feature = "tonic")]
+    #[error("instance `{instance}` at {addr} of service `{service}`: {what}")]
+    Transport {
+        /// The instance ID.
+        instance: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// The service.
+        service: String,
+        /// The gRPC code the call fails with.
+        code: tonic::Code,
+        /// What happened.
+        what: &'static str,
+        /// The transport's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The call's deadline (`grpc-timeout`) passed before it was answered.
+    #[error("deadline of {deadline:?} exceeded after {attempts} attempt(s) on service `{service}`")]
+    DeadlineExceeded {
+        /// The service.
+        service: String,
+        /// The call's deadline.
+        deadline: Duration,
+        /// Attempts started.
+        attempts: u32,
+    },
     /// The own zone could not be read from the ECS task metadata endpoint.
     #[error("reading the own zone from the ECS task metadata endpoint {uri}: {reason}")]
     ZoneDetection {
@@ -116,6 +146,8 @@ impl Error {
             | Self::Connect { .. }
             | Self::Closed { .. } => tonic::Code::Unavailable,
             Self::Discovery(error) => error.code(),
+            Self::Transport { code, .. } => *code,
+            Self::DeadlineExceeded { .. } => tonic::Code::DeadlineExceeded,
             Self::InvalidOption { .. } | Self::NoRuntime | Self::ZoneDetection { .. } => {
                 tonic::Code::Internal
             }

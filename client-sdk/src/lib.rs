@@ -128,6 +128,12 @@ mod telemetry;
 #[cfg(feature = "tonic")]
 mod balance;
 #[cfg(feature = "tonic")]
+mod codes;
+#[cfg(feature = "tonic")]
+pub mod outlier;
+#[cfg(feature = "tonic")]
+pub mod retry;
+#[cfg(feature = "tonic")]
 pub mod zone;
 
 pub use error::{BoxError, Error};
@@ -136,8 +142,10 @@ pub use picker::{AdaptiveOptions, ZoneMode};
 
 #[cfg(feature = "tonic")]
 pub use balance::{
-    AdaptiveStats, BalancedChannel, Balancer, Builder, CallStats, InstanceStats, Options,
-    ResponseFuture, Stats, ZoneStats,
+    AdaptiveStats, BalancedChannel, Balancer, Builder, CallStats, EjectionCounts, HealthCheck,
+    HealthStatus, InstanceStats, Options, ResponseFuture, Stats, ZoneStats,
 };
+#[cfg(feature = "tonic")]
+pub use codes::StatusCodes;
 #[cfg(feature = "tonic")]
 pub use zone::OwnZone;

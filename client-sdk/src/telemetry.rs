@@ -8,18 +8,37 @@
 //! | `cloudmap_balancer_spills_total` | counter | | calls sent to another zone although the local zone had candidates |
 //! | `cloudmap_balancer_panic_picks_total` | counter | | calls picked in panic mode |
 //! | `cloudmap_balancer_connect_failures_total` | counter | | connection attempts that failed |
-//! | `cloudmap_balancer_ejections_total` | counter | | instances ejected after a connection failure |
-//! | `cloudmap_balancer_repicks_total` | counter | | calls re-picked transparently after a connection failure |
+//! | `cloudmap_balancer_ejections_total` | counter | `reason` = `connect-failure`, `consecutive-failures`, `success-rate`, `failure-percentage` | instances ejected |
+//! | `cloudmap_balancer_retries_total` | counter | `kind` = `transparent`, `policy` | attempts after the first (transparent: the earlier one never reached the server's application) |
+//! | `cloudmap_balancer_retries_throttled_total` | counter | | retries the retry throttle refused |
+//! | `cloudmap_balancer_failed_calls_total` | counter | | calls that failed in the balancer or the transport (not the service's own statuses) |
+//! | `cloudmap_balancer_health_changes_total` | counter | `status` = `serving`, `not-serving` | health watch changes of an instance's eligibility |
 //! | `cloudmap_balancer_discovery_polls_total` | counter | `kind` = `revision`, `list` | Cloud Map calls made |
 //! | `cloudmap_balancer_discovery_errors_total` | counter | | Cloud Map calls that failed (the last snapshot stays in service) |
 //! | `cloudmap_balancer_discovery_instances` | gauge | | instances in the latest listing that could be called |
 //! | `cloudmap_balancer_instances` | gauge | | instances in the picker's current snapshot |
 //! | `cloudmap_balancer_eligible_instances` | gauge | | instances the picker can pick |
 //! | `cloudmap_balancer_local_share` | gauge | | share of calls the zone plan keeps local |
+//! | `cloudmap_balancer_not_serving_instances` | gauge | | instances whose health watch says not serving |
+//! | `cloudmap_balancer_ejected_instances` | gauge | | instances ejected now |
+//!
+//! Per instance (labels `instance` and `zone` as well; one series per instance, gone from
+//! [`Balancer::stats`](crate::Balancer::stats) but not from a recorder when it leaves):
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `cloudmap_balancer_instance_health` | gauge | | 1 when the health watch says serving or has no verdict, 0 when not serving |
+//! | `cloudmap_balancer_instance_ejections_total` | counter | `reason` | ejections of this instance |
+//! | `cloudmap_balancer_instance_retries_total` | counter | `kind` = `transparent`, `policy` | retries sent to this instance |
+//! | `cloudmap_balancer_instance_retries_throttled_total` | counter | | retries refused by the throttle after this instance failed |
+//! | `cloudmap_balancer_instance_slow_start_factor` | gauge | | the slow-start factor of its weight, 0 to 1 |
 //!
 //! Every metric also carries `namespace` and `service` labels.
 
 use metrics::{Counter, Gauge, Label};
+
+#[cfg(feature = "tonic")]
+use crate::outlier::EjectionReason;
 
 /// Which service a balancer or poller serves, for logs, errors and metric labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +99,19 @@ pub(crate) struct BalancerMetrics {
     pub(crate) spills: Counter,
     pub(crate) panic_picks: Counter,
     pub(crate) connect_failures: Counter,
-    pub(crate) ejections: Counter,
-    pub(crate) repicks: Counter,
+    /// One per [`EjectionReason::ALL`], in that order.
+    pub(crate) ejections: [Counter; 4],
+    pub(crate) retries: Counter,
+    pub(crate) transparent_retries: Counter,
+    pub(crate) retries_throttled: Counter,
+    pub(crate) failed_calls: Counter,
+    pub(crate) became_serving: Counter,
+    pub(crate) became_not_serving: Counter,
     pub(crate) instances: Gauge,
     pub(crate) eligible: Gauge,
     pub(crate) local_share: Gauge,
+    pub(crate) not_serving: Gauge,
+    pub(crate) ejected: Gauge,
 }
 
 #[cfg(feature = "tonic")]
@@ -98,11 +125,92 @@ impl BalancerMetrics {
             spills: ident.counter("cloudmap_balancer_spills_total", None),
             panic_picks: ident.counter("cloudmap_balancer_panic_picks_total", None),
             connect_failures: ident.counter("cloudmap_balancer_connect_failures_total", None),
-            ejections: ident.counter("cloudmap_balancer_ejections_total", None),
-            repicks: ident.counter("cloudmap_balancer_repicks_total", None),
+            ejections: EjectionReason::ALL.map(|reason| {
+                ident.counter(
+                    "cloudmap_balancer_ejections_total",
+                    Some(("reason", reason.as_str())),
+                )
+            }),
+            retries: ident.counter("cloudmap_balancer_retries_total", Some(("kind", "policy"))),
+            transparent_retries: ident.counter(
+                "cloudmap_balancer_retries_total",
+                Some(("kind", "transparent")),
+            ),
+            retries_throttled: ident.counter("cloudmap_balancer_retries_throttled_total", None),
+            failed_calls: ident.counter("cloudmap_balancer_failed_calls_total", None),
+            became_serving: ident.counter(
+                "cloudmap_balancer_health_changes_total",
+                Some(("status", "serving")),
+            ),
+            became_not_serving: ident.counter(
+                "cloudmap_balancer_health_changes_total",
+                Some(("status", "not-serving")),
+            ),
             instances: ident.gauge("cloudmap_balancer_instances"),
             eligible: ident.gauge("cloudmap_balancer_eligible_instances"),
             local_share: ident.gauge("cloudmap_balancer_local_share"),
+            not_serving: ident.gauge("cloudmap_balancer_not_serving_instances"),
+            ejected: ident.gauge("cloudmap_balancer_ejected_instances"),
+        }
+    }
+}
+
+/// One instance's metrics, registered when the balancer first sees it.
+#[cfg(feature = "tonic")]
+#[derive(Clone)]
+pub(crate) struct InstanceMetrics {
+    pub(crate) health: Gauge,
+    /// One per [`EjectionReason::ALL`], in that order.
+    pub(crate) ejections: [Counter; 4],
+    pub(crate) retries: Counter,
+    pub(crate) transparent_retries: Counter,
+    pub(crate) retries_throttled: Counter,
+    pub(crate) slow_start: Gauge,
+}
+
+#[cfg(feature = "tonic")]
+impl std::fmt::Debug for InstanceMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceMetrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl InstanceMetrics {
+    pub(crate) fn new(ident: &Ident, instance: &str, zone: Option<&str>) -> Self {
+        let labels = |extra: Option<(&'static str, &'static str)>| {
+            let mut labels = ident.labels();
+            labels.push(Label::new("instance", instance.to_owned()));
+            labels.push(Label::new("zone", zone.unwrap_or("").to_owned()));
+            if let Some((key, value)) = extra {
+                labels.push(Label::new(key, value));
+            }
+            labels
+        };
+        Self {
+            health: metrics::gauge!("cloudmap_balancer_instance_health", labels(None)),
+            ejections: EjectionReason::ALL.map(|reason| {
+                metrics::counter!(
+                    "cloudmap_balancer_instance_ejections_total",
+                    labels(Some(("reason", reason.as_str())))
+                )
+            }),
+            retries: metrics::counter!(
+                "cloudmap_balancer_instance_retries_total",
+                labels(Some(("kind", "policy")))
+            ),
+            transparent_retries: metrics::counter!(
+                "cloudmap_balancer_instance_retries_total",
+                labels(Some(("kind", "transparent")))
+            ),
+            retries_throttled: metrics::counter!(
+                "cloudmap_balancer_instance_retries_throttled_total",
+                labels(None)
+            ),
+            slow_start: metrics::gauge!(
+                "cloudmap_balancer_instance_slow_start_factor",
+                labels(None)
+            ),
         }
     }
 }

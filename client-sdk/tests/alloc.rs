@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::contract::Weight;
-use cloudmap_balancer::picker::{Picker, PickerConfig, SpillLevel, ZoneDemand};
+use cloudmap_balancer::picker::{Availability, Picker, PickerConfig, SpillLevel, ZoneDemand};
 use cloudmap_balancer::{Instance, ZoneMode};
 use fastrand::Rng;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -52,7 +52,13 @@ fn picks_do_not_allocate() {
             let mut config = PickerConfig::default();
             config.local_zone = Some("eu-central-1a".to_owned());
             config.zone_mode = mode;
-            let picker = Picker::build(&instances, |_| false, &config, demand, now);
+            let picker = Picker::build(
+                &instances,
+                |_| Availability::Available,
+                &config,
+                demand,
+                now,
+            );
             let mut rng = Rng::with_seed(9);
             let spill = SpillLevel::from_fraction(0.4);
             let region = Region::new(GLOBAL);

@@ -4,12 +4,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::endpoint::ConnectSettings;
+use super::health::HealthCheck;
 use super::state::{self, EndpointFactory, Settings, Shared, ZoneSource};
 use super::{Balancer, Inner};
 use crate::aws::sdk;
 use crate::discovery::{AbortOnDrop, CloudMapSource, Discovery, DiscoveryOptions, InstanceSource};
 use crate::error::Error;
-use crate::picker::{AdaptiveOptions, ZoneMode};
+use crate::outlier::{Limits, OutlierOptions};
+use crate::picker::{AdaptiveOptions, SlowStart, ZoneMode};
+use crate::retry::RetryOptions;
 use crate::telemetry::Ident;
 use crate::zone::{METADATA_URI_VAR, OwnZone};
 
@@ -46,8 +50,22 @@ pub struct Options {
     /// First ejection after a connection failure; doubles with each consecutive failure.
     /// Default 1 s.
     pub ejection_base: Duration,
-    /// Longest ejection. Default 30 s.
+    /// Longest ejection after connection failures. Default 30 s.
     pub ejection_max: Duration,
+    /// Ejections of every kind (connection failures, outlier detection) together never leave
+    /// more than this percentage of the instances that can be picked ejected. 0 to 100; a
+    /// single instance is never ejected. Default 50.
+    pub max_ejection_percent: u8,
+    /// Client-side health checking (gRFC A17): a gRPC health `Watch` on every connection. On by
+    /// default.
+    pub health_check: HealthCheck,
+    /// Outlier detection (gRFC A50): ejecting instances whose calls fail. On by default.
+    pub outlier: OutlierOptions,
+    /// Retries (gRFC A6): transparent retries always; policy retries when configured.
+    pub retry: RetryOptions,
+    /// Slow start (Envoy's): new tasks ramp up over a window after `LB_RUNNING_SINCE`.
+    /// Default `None` (off).
+    pub slow_start: Option<SlowStart>,
     /// HTTP/2 keep-alive pings on every connection, idle or not, so a connection to a task that
     /// vanished without closing it is noticed. `None` disables them. Default 30 s.
     pub keep_alive_interval: Option<Duration>,
@@ -69,6 +87,11 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(1),
             ejection_base: Duration::from_secs(1),
             ejection_max: Duration::from_secs(30),
+            max_ejection_percent: 50,
+            health_check: HealthCheck::default(),
+            outlier: OutlierOptions::default(),
+            retry: RetryOptions::default(),
+            slow_start: None,
             keep_alive_interval: Some(Duration::from_secs(30)),
             keep_alive_timeout: Duration::from_secs(10),
             zone_detection_timeout: Duration::from_secs(2),
@@ -106,6 +129,25 @@ impl Options {
         }
         if self.ejection_max < self.ejection_base {
             return invalid("ejection_max", "must be at least ejection_base");
+        }
+        if self.max_ejection_percent > 100 {
+            return invalid("max_ejection_percent", "must be at most 100");
+        }
+        let h = &self.health_check;
+        if h.backoff_base.is_zero() || h.backoff_max < h.backoff_base {
+            return invalid("health_check", "needs 0 < backoff_base <= backoff_max");
+        }
+        self.outlier.validate()?;
+        self.retry.validate()?;
+        if let Some(slow) = &self.slow_start
+            && (slow.window.is_zero()
+                || !(slow.aggression > 0.0 && slow.aggression.is_finite())
+                || !(1..=100).contains(&slow.min_weight_percent))
+        {
+            return invalid(
+                "slow_start",
+                "needs a window above 0, aggression above 0 and min_weight_percent 1 to 100",
+            );
         }
         let a = &self.adaptive;
         if a.tick < Duration::from_millis(10) {
@@ -318,26 +360,40 @@ impl Builder {
             (None, None) => None,
         };
 
+        #[cfg(feature = "tls")]
+        let plaintext = self.tls.is_none();
+        #[cfg(not(feature = "tls"))]
+        let plaintext = true;
         let endpoint = endpoint_factory(
             &options,
             self.configure,
             #[cfg(feature = "tls")]
             self.tls,
         )?;
+        let limits = Limits {
+            connect_base: options.ejection_base,
+            connect_max: options.ejection_max,
+            outlier_base: options.outlier.base_ejection_time,
+            outlier_longest: options.outlier.longest_ejection(),
+            cap_percent: options.max_ejection_percent,
+            outlier_cap_percent: options.outlier.max_ejection_percent,
+        };
         let settings = Settings {
             zone_mode: options.zone_mode,
             panic_threshold: options.panic_threshold,
             load_max_age: options.load_max_age,
             first_snapshot_timeout: options.first_snapshot_timeout,
-            connect_timeout: options.connect_timeout,
             endpoint,
+            connect: Arc::new(ConnectSettings {
+                connect_timeout: options.connect_timeout,
+                health: Arc::new(options.health_check.clone()),
+                plaintext,
+            }),
+            outlier: options.outlier.clone(),
+            retry: options.retry.clone(),
+            slow_start: options.slow_start,
         };
-        let shared = Arc::new(Shared::new(
-            self.ident.clone(),
-            settings,
-            (options.ejection_base, options.ejection_max),
-            seed,
-        ));
+        let shared = Arc::new(Shared::new(self.ident.clone(), settings, limits, seed));
         let discovery = Discovery::spawn(
             self.source,
             options.discovery.clone(),

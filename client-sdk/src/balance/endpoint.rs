@@ -1,5 +1,12 @@
-//! One instance's connection: a tonic `Channel` connected on first use, whose liveness we can
-//! see before sending a request on it.
+//! One instance's connection and counters: a tonic `Channel` per connection, connected on first
+//! use, whose liveness we can see before sending a request on it.
+//!
+//! Each connection is its own tonic `Channel`, which never reconnects underneath a call: the
+//! balancer's connector refuses a second connection. When the connection breaks or the server
+//! sends `GOAWAY`, the connection takes no new calls from that moment; a call that races it gets
+//! a "connection gone" error before anything is sent, and the balancer retries it transparently.
+//! The next call to the instance connects anew through [`Endpoint::channel`], with its timeout
+//! and ejection accounting.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,8 +23,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
-use crate::discovery::BoxFuture;
+use super::health::{self, HealthCell, HealthCheck, HealthStatus};
+use crate::discovery::{AbortOnDrop, BoxFuture};
 use crate::error::BoxError;
+use crate::outlier::CallCounter;
+use crate::telemetry::InstanceMetrics;
 
 /// What identifies an endpoint across snapshots: the instance ID and its address.
 pub(crate) type EndpointKey = (String, SocketAddr);
@@ -52,11 +62,32 @@ impl ZoneCounters {
     }
 }
 
-/// An open connection and whether its socket is still up.
+/// An open connection, whether its socket is still up, and its health watch.
 #[derive(Debug)]
 struct Conn {
     channel: Channel,
     alive: Arc<AtomicBool>,
+    _watch: Option<AbortOnDrop>,
+}
+
+/// How endpoints connect: the same for every endpoint of a balancer.
+#[derive(Debug)]
+pub(crate) struct ConnectSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) health: Arc<HealthCheck>,
+    /// HTTP/2 runs in the clear on the socket, so the connector can see `GOAWAY` frames.
+    pub(crate) plaintext: bool,
+}
+
+/// Per-instance counters of retries, for stats and metrics.
+#[derive(Debug, Default)]
+pub(crate) struct RetryCounters {
+    /// Policy retries that went to this instance.
+    pub(crate) retries: AtomicU64,
+    /// Transparent retries that went to this instance.
+    pub(crate) transparent: AtomicU64,
+    /// Retries the throttle refused after a failure on this instance.
+    pub(crate) throttled: AtomicU64,
 }
 
 /// One instance's runtime state. Shared by the table and by every call in flight on it, so its
@@ -68,13 +99,19 @@ pub(crate) struct Endpoint {
     in_flight: AtomicU32,
     pub(crate) picks: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
+    /// Outlier detection's call counter.
+    pub(crate) calls: CallCounter,
+    pub(crate) retries: RetryCounters,
+    pub(crate) health: Arc<HealthCell>,
+    pub(crate) metrics: InstanceMetrics,
     template: TonicEndpoint,
+    settings: Arc<ConnectSettings>,
     conn: ArcSwapOption<Conn>,
     /// One connection attempt at a time; the others wait for its outcome.
     connecting: tokio::sync::Mutex<()>,
     attempts: AtomicU64,
     last_failure: Mutex<Option<ConnectFailure>>,
-    connect_timeout: Duration,
+    seed: u64,
 }
 
 impl Endpoint {
@@ -82,7 +119,10 @@ impl Endpoint {
         key: EndpointKey,
         zone: Arc<ZoneCounters>,
         template: TonicEndpoint,
-        connect_timeout: Duration,
+        settings: Arc<ConnectSettings>,
+        health: Arc<HealthCell>,
+        metrics: InstanceMetrics,
+        seed: u64,
     ) -> Self {
         Self {
             key,
@@ -90,12 +130,17 @@ impl Endpoint {
             in_flight: AtomicU32::new(0),
             picks: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            calls: CallCounter::default(),
+            retries: RetryCounters::default(),
+            health,
+            metrics,
             template,
+            settings,
             conn: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
             attempts: AtomicU64::new(0),
             last_failure: Mutex::new(None),
-            connect_timeout,
+            seed,
         }
     }
 
@@ -121,6 +166,11 @@ impl Endpoint {
             .is_some_and(|c| c.alive.load(Ordering::Acquire))
     }
 
+    /// The health watch's status of the current connection.
+    pub(crate) fn health(&self) -> HealthStatus {
+        self.health.get()
+    }
+
     /// A channel on the live connection, if there is one.
     #[inline]
     pub(crate) fn live_channel(&self) -> Option<Channel> {
@@ -140,7 +190,7 @@ impl Endpoint {
         self.connect().await
     }
 
-    /// Forgets the connection, so the next call connects anew (its socket failed under a call).
+    /// Forgets the connection, so the next call connects anew (it broke, or went away).
     pub(crate) fn mark_dead(&self) {
         if let Some(conn) = self.conn.load().as_ref() {
             conn.alive.store(false, Ordering::Release);
@@ -171,11 +221,13 @@ impl Endpoint {
         let connector = WatchedConnector {
             addr: self.addr(),
             alive: Arc::clone(&alive),
+            used: Arc::new(AtomicBool::new(false)),
+            scan_frames: self.settings.plaintext,
         };
         // The endpoint's connect timeout covers TCP (and TLS); this one also bounds the HTTP/2
         // handshake.
         let result = match tokio::time::timeout(
-            self.connect_timeout.saturating_mul(2),
+            self.settings.connect_timeout.saturating_mul(2),
             self.template.connect_with_connector(connector),
         )
         .await
@@ -192,9 +244,21 @@ impl Endpoint {
         match result {
             Ok(channel) => {
                 *last_failure = None;
+                let watch = self.settings.health.enabled.then(|| {
+                    self.health.set(HealthStatus::Unknown);
+                    let attempt = self.attempts.load(Ordering::Relaxed);
+                    AbortOnDrop(tokio::spawn(health::watch(
+                        channel.clone(),
+                        Arc::clone(&self.settings.health),
+                        Arc::clone(&self.health),
+                        Arc::clone(&alive),
+                        self.seed ^ attempt,
+                    )))
+                });
                 self.conn.store(Some(Arc::new(Conn {
                     channel: channel.clone(),
                     alive,
+                    _watch: watch,
                 })));
                 Ok((channel, true))
             }
@@ -229,13 +293,22 @@ impl Drop for InFlight {
     }
 }
 
-/// Connects over TCP and watches the socket: end of stream or an I/O error marks the connection
-/// dead, which is how a call learns *before sending* that it must reconnect (and, if that fails,
-/// pick another instance with the request still in hand).
+/// What the connector answers tonic when it tries to reconnect underneath a call: the
+/// connection this `Channel` stood for is gone, and nothing was sent. The balancer retries the
+/// call elsewhere and connects anew itself.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection is gone (closed or GOAWAY); the balancer reconnects it")]
+pub(crate) struct ConnectionGone;
+
+/// Connects over TCP once and watches the socket: end of stream, an I/O error or an HTTP/2
+/// `GOAWAY` marks the connection dead, which is how a call learns *before sending* that it must
+/// go elsewhere.
 #[derive(Debug, Clone)]
 struct WatchedConnector {
     addr: SocketAddr,
     alive: Arc<AtomicBool>,
+    used: Arc<AtomicBool>,
+    scan_frames: bool,
 }
 
 impl tower_service::Service<Uri> for WatchedConnector {
@@ -250,20 +323,65 @@ impl tower_service::Service<Uri> for WatchedConnector {
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let addr = self.addr;
         let alive = Arc::clone(&self.alive);
+        let scanner = self.scan_frames.then(FrameScanner::default);
+        let first = !self.used.swap(true, Ordering::AcqRel);
         Box::pin(async move {
+            if !first {
+                return Err(Box::new(ConnectionGone) as BoxError);
+            }
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            alive.store(true, Ordering::Release);
-            Ok(TokioIo::new(WatchedIo { stream, alive }))
+            Ok(TokioIo::new(WatchedIo {
+                stream,
+                alive,
+                scanner,
+            }))
         })
     }
 }
 
-/// A TCP stream that records when it has failed or been closed by the peer.
+/// Finds HTTP/2 `GOAWAY` frames in what the server sends: frame headers are 9 bytes (24-bit
+/// length, type, flags, stream), `GOAWAY` is type 7. Skips payloads without looking at them.
+#[derive(Debug, Default)]
+struct FrameScanner {
+    header: [u8; 9],
+    filled: usize,
+    skip: usize,
+}
+
+impl FrameScanner {
+    /// Feeds bytes read from the server; true when a `GOAWAY` frame began in them.
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        let mut goaway = false;
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.filled).min(bytes.len());
+            self.header[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            self.filled += n;
+            bytes = &bytes[n..];
+            if self.filled == 9 {
+                let h = &self.header;
+                self.skip = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                goaway |= h[3] == 0x7;
+                self.filled = 0;
+            }
+        }
+        goaway
+    }
+}
+
+/// A TCP stream that records when it has failed, been closed by the peer, or been told
+/// `GOAWAY`.
 #[derive(Debug)]
 pub(crate) struct WatchedIo {
     stream: TcpStream,
     alive: Arc<AtomicBool>,
+    scanner: Option<FrameScanner>,
 }
 
 impl WatchedIo {
@@ -282,11 +400,14 @@ impl AsyncRead for WatchedIo {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.stream).poll_read(cx, buf);
-        let eof = matches!(result, Poll::Ready(Ok(())))
-            && buf.filled().len() == before
-            && buf.remaining() > 0;
-        if eof {
-            self.alive.store(false, Ordering::Release);
+        if matches!(result, Poll::Ready(Ok(()))) {
+            let read = &buf.filled()[before..];
+            let eof = read.is_empty() && buf.remaining() > 0;
+            let this = &mut *self;
+            let goaway = this.scanner.as_mut().is_some_and(|s| s.feed(read));
+            if eof || goaway {
+                this.alive.store(false, Ordering::Release);
+            }
         }
         self.failed(&result);
         result
@@ -327,5 +448,56 @@ impl AsyncWrite for WatchedIo {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn the_scanner_finds_goaway_across_any_split() {
+        let mut bytes = frame(0x4, &[0; 6]); // SETTINGS
+        bytes.extend(frame(0x0, &[7; 300])); // DATA
+        bytes.extend(frame(0x1, &[0x88])); // HEADERS
+        let goaway_at = bytes.len();
+        bytes.extend(frame(0x7, &[0, 0, 0, 1, 0, 0, 0, 0])); // GOAWAY
+        bytes.extend(frame(0x0, &[7; 20]));
+        for chunk in [1, 2, 5, 9, 10, 64, bytes.len()] {
+            let mut scanner = FrameScanner::default();
+            let mut seen_at = None;
+            let mut offset = 0;
+            for piece in bytes.chunks(chunk) {
+                if scanner.feed(piece) && seen_at.is_none() {
+                    seen_at = Some(offset);
+                }
+                offset += piece.len();
+            }
+            let at = seen_at.expect("GOAWAY not found");
+            assert!(
+                at <= goaway_at + 8 && at + chunk > goaway_at,
+                "chunk {chunk}: seen in the piece at {at}"
+            );
+        }
+        // No GOAWAY, not even in payload bytes that look like one.
+        let mut scanner = FrameScanner::default();
+        assert!(!scanner.feed(&frame(0x0, &[0, 0, 0, 7, 0, 0, 0, 0, 0, 7, 7])));
     }
 }

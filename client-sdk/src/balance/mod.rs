@@ -29,18 +29,22 @@
 //! calls in flight on it plus those racing its death, and none when it was drained (`DRAINING`)
 //! first.
 
+mod body;
 mod builder;
-mod eject;
+mod call;
 mod endpoint;
+mod health;
 mod service;
 mod state;
 mod stats;
+mod transport;
 
 use std::sync::Arc;
 
 pub use builder::{Builder, Options};
+pub use health::{HealthCheck, HealthStatus};
 pub use service::{BalancedChannel, ResponseFuture};
-pub use stats::{AdaptiveStats, CallStats, InstanceStats, Stats, ZoneStats};
+pub use stats::{AdaptiveStats, CallStats, EjectionCounts, InstanceStats, Stats, ZoneStats};
 
 use crate::discovery::{AbortOnDrop, Discovery, InstanceSource, Snapshot};
 use crate::error::Error;

@@ -12,16 +12,22 @@ use fastrand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::eject::{Ejections, Outcome};
-use super::endpoint::{ConnectFailure, Endpoint, EndpointKey, ZoneCounters};
+use tonic::Code;
+
+use super::endpoint::{ConnectFailure, ConnectSettings, Endpoint, EndpointKey, ZoneCounters};
+use super::health::{HealthCell, HealthStatus};
 use super::stats::AdaptiveStats;
 use crate::discovery::Snapshot;
 use crate::error::{Chain, Error};
-use crate::picker::{
-    AdaptiveOptions, LatencySample, Observation, Pick, Picker, PickerConfig, SpillLevel,
-    ZoneController, ZoneDemand, ZoneMode, live_count,
+use crate::outlier::{
+    Ejection, EjectionReason, Ejections, HostCounts, Outcome, OutlierOptions, sweep,
 };
-use crate::telemetry::{BalancerMetrics, Ident};
+use crate::picker::{
+    AdaptiveOptions, Availability, LatencySample, Observation, Pick, Picker, PickerConfig,
+    SlowStart, SpillLevel, ZoneController, ZoneDemand, ZoneMode, live_count,
+};
+use crate::retry::{RetryOptions, RetryPolicy, Throttle};
+use crate::telemetry::{BalancerMetrics, Ident, InstanceMetrics};
 
 /// Builds the tonic endpoint (URI, timeouts, TLS, user settings) for an instance address.
 pub(crate) type EndpointFactory =
@@ -45,8 +51,11 @@ pub(crate) struct Settings {
     pub(crate) panic_threshold: f64,
     pub(crate) load_max_age: Duration,
     pub(crate) first_snapshot_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
     pub(crate) endpoint: EndpointFactory,
+    pub(crate) connect: Arc<ConnectSettings>,
+    pub(crate) outlier: OutlierOptions,
+    pub(crate) retry: RetryOptions,
+    pub(crate) slow_start: Option<SlowStart>,
 }
 
 /// What the table is built from. Changed only under [`Shared::state`]'s lock.
@@ -67,8 +76,11 @@ pub(crate) struct Counters {
     pub(crate) spilled: AtomicU64,
     pub(crate) panic: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
-    pub(crate) ejections: AtomicU64,
-    pub(crate) repicks: AtomicU64,
+    /// One per [`EjectionReason::ALL`], in that order.
+    pub(crate) ejections: [AtomicU64; 4],
+    pub(crate) retries: AtomicU64,
+    pub(crate) transparent_retries: AtomicU64,
+    pub(crate) retries_throttled: AtomicU64,
     pub(crate) failed_calls: AtomicU64,
 }
 
@@ -92,6 +104,11 @@ pub(crate) struct Shared {
     spill: AtomicU32,
     state: Mutex<BuildState>,
     ejections_changed: Notify,
+    /// Woken by health watches when an instance's eligibility changed.
+    health_changed: Arc<Notify>,
+    pub(crate) throttle: Throttle,
+    /// Whether any retry policy is configured (the throttle then counts successes).
+    retries_on: bool,
     pub(crate) metrics: BalancerMetrics,
     pub(crate) counters: Counters,
     /// The adaptive controller's last state, for [`Stats`](super::Stats).
@@ -103,11 +120,14 @@ impl Shared {
     pub(crate) fn new(
         ident: Ident,
         settings: Settings,
-        ejection: (Duration, Duration),
+        ejection: crate::outlier::Limits,
         seed: u64,
     ) -> Self {
         Self {
             metrics: BalancerMetrics::new(&ident),
+            throttle: Throttle::new(&settings.retry.throttling),
+            retries_on: settings.retry.any(),
+            health_changed: Arc::new(Notify::new()),
             ident,
             settings,
             table: ArcSwapOption::empty(),
@@ -119,7 +139,7 @@ impl Shared {
                 demand: None,
                 local_zone: None,
                 zone_resolved: false,
-                ejections: Ejections::new(ejection.0, ejection.1),
+                ejections: Ejections::new(ejection),
                 zones: HashMap::new(),
             }),
             ejections_changed: Notify::new(),
@@ -177,8 +197,19 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn ejected_for(&self, key: &EndpointKey) -> Option<Duration> {
-        self.state().ejections.remaining(key, Instant::now())
+    /// `key`'s ejection now, if it is ejected.
+    pub(crate) fn ejection(&self, key: &EndpointKey) -> Option<Ejection> {
+        self.state().ejections.ejection(key, Instant::now())
+    }
+
+    /// The retry policy of a call to `path`.
+    #[inline]
+    pub(crate) fn retry_policy(&self, path: &str) -> Option<&RetryPolicy> {
+        if self.retries_on {
+            self.settings.retry.policy_for(path)
+        } else {
+            None
+        }
     }
 
     /// Picks an endpoint from `table` and counts the pick.
@@ -195,25 +226,194 @@ impl Shared {
         })
     }
 
-    /// Picks again after a connection failure: any endpoint but `failed`.
-    pub(crate) fn repick(&self, failed: &Endpoint, rng: &mut Rng) -> Option<Picked> {
+    /// Picks for a retry: an instance not in `tried` while an eligible one exists, the local
+    /// zone's first ([`Picker::pick_excluding`]).
+    pub(crate) fn repick(&self, rng: &mut Rng, tried: &[EndpointKey]) -> Option<Picked> {
         let table = self.table()?;
-        for _ in 0..8 {
-            let pick = table
-                .picker
-                .pick(rng, self.spill_level(), |i| table.endpoints[i].in_flight())?;
-            let endpoint = &table.endpoints[pick.index];
-            if endpoint.key != failed.key {
-                self.count(endpoint, pick);
-                self.counters.repicks.fetch_add(1, Ordering::Relaxed);
-                self.metrics.repicks.increment(1);
-                return Some(Picked {
-                    endpoint: Arc::clone(endpoint),
-                    timed: table.picker.is_adaptive(),
-                });
+        let pick = table.picker.pick_excluding(
+            rng,
+            self.spill_level(),
+            |i| table.endpoints[i].in_flight(),
+            |i| tried.contains(&table.endpoints[i].key),
+        )?;
+        let endpoint = &table.endpoints[pick.index];
+        self.count(endpoint, pick);
+        Some(Picked {
+            endpoint: Arc::clone(endpoint),
+            timed: table.picker.is_adaptive(),
+        })
+    }
+
+    /// A retry goes to `endpoint`.
+    pub(crate) fn count_retry(&self, endpoint: &Endpoint, transparent: bool) {
+        if transparent {
+            self.counters
+                .transparent_retries
+                .fetch_add(1, Ordering::Relaxed);
+            endpoint.retries.transparent.fetch_add(1, Ordering::Relaxed);
+            self.metrics.transparent_retries.increment(1);
+            endpoint.metrics.transparent_retries.increment(1);
+        } else {
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            endpoint.retries.retries.fetch_add(1, Ordering::Relaxed);
+            self.metrics.retries.increment(1);
+            endpoint.metrics.retries.increment(1);
+        }
+    }
+
+    /// The throttle refused to retry a failure on `endpoint`.
+    pub(crate) fn count_throttled(&self, endpoint: &Endpoint) {
+        self.counters
+            .retries_throttled
+            .fetch_add(1, Ordering::Relaxed);
+        endpoint.retries.throttled.fetch_add(1, Ordering::Relaxed);
+        self.metrics.retries_throttled.increment(1);
+        endpoint.metrics.retries_throttled.increment(1);
+    }
+
+    /// A call failed in the balancer or the transport.
+    pub(crate) fn count_failed(&self) {
+        self.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+        self.metrics.failed_calls.increment(1);
+    }
+
+    /// A call on `endpoint` ended with `code`: outlier detection counts it (one relaxed add),
+    /// a success feeds the retry throttle, and a run of consecutive failures ejects.
+    #[inline]
+    pub(crate) fn record(&self, endpoint: &Endpoint, code: Code) {
+        if !self.settings.outlier.enabled {
+            if self.retries_on && code == Code::Ok {
+                self.throttle.on_success();
+            }
+            return;
+        }
+        match self.settings.outlier.classify(code) {
+            Some(true) => {
+                let run = endpoint.calls.failure();
+                if self
+                    .settings
+                    .outlier
+                    .consecutive_failures
+                    .is_some_and(|limit| run >= limit)
+                {
+                    self.eject_outlier(endpoint, EjectionReason::ConsecutiveFailures);
+                }
+            }
+            Some(false) => {
+                endpoint.calls.success();
+                if self.retries_on && code == Code::Ok {
+                    self.throttle.on_success();
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Ejects `endpoint` for `reason`, within the caps, and rebuilds the table.
+    fn eject_outlier(&self, endpoint: &Endpoint, reason: EjectionReason) {
+        let mut state = self.state();
+        let live = state
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| live_count(s.instances()));
+        let outcome = state
+            .ejections
+            .eject_outlier(&endpoint.key, reason, Instant::now(), live);
+        self.ejected(&mut state, endpoint, reason, outcome, None);
+    }
+
+    /// Logs, counts and applies an ejection request's outcome.
+    fn ejected(
+        &self,
+        state: &mut BuildState,
+        endpoint: &Endpoint,
+        reason: EjectionReason,
+        outcome: Outcome,
+        failure: Option<&ConnectFailure>,
+    ) {
+        let error = failure.map(|f| Chain(&**f).to_string());
+        match outcome {
+            Outcome::Ejected(duration) => {
+                let slot = reason_slot(reason);
+                self.counters.ejections[slot].fetch_add(1, Ordering::Relaxed);
+                self.metrics.ejections[slot].increment(1);
+                endpoint.metrics.ejections[slot].increment(1);
+                endpoint.calls.reset_run();
+                tracing::info!(
+                    namespace = %self.ident.namespace,
+                    service = %self.ident.service,
+                    instance = endpoint.id(),
+                    addr = %endpoint.addr(),
+                    %reason,
+                    error,
+                    ejected_for = ?duration,
+                    "instance ejected"
+                );
+                self.rebuild(state);
+                self.ejections_changed.notify_one();
+            }
+            Outcome::AtCapacity => tracing::warn!(
+                namespace = %self.ident.namespace,
+                service = %self.ident.service,
+                instance = endpoint.id(),
+                addr = %endpoint.addr(),
+                %reason,
+                error,
+                "instance not ejected: the ejection cap is reached"
+            ),
+            Outcome::AlreadyEjected => {}
+        }
+    }
+
+    /// Outlier detection's interval sweep: A50's algorithms over the counts of the interval
+    /// that ended, then the release of ejections whose time is up.
+    fn outlier_sweep(&self, rng: &mut Rng) {
+        let Some(table) = self.table() else {
+            return;
+        };
+        let mut state = self.state();
+        let now = Instant::now();
+        let hosts: Vec<HostCounts> = table
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                let (successes, failures) = endpoint.calls.harvest();
+                HostCounts {
+                    successes,
+                    failures,
+                    ejected: state.ejections.is_ejected(&endpoint.key, now),
+                }
+            })
+            .collect();
+        let live = live_count(table.snapshot.instances());
+        let mut changed = false;
+        for (index, reason) in sweep(&hosts, &self.settings.outlier, rng) {
+            let endpoint = &table.endpoints[index];
+            let outcome = state
+                .ejections
+                .eject_outlier(&endpoint.key, reason, now, live);
+            changed |= matches!(outcome, Outcome::Ejected(_));
+            if matches!(outcome, Outcome::Ejected(_)) {
+                let slot = reason_slot(reason);
+                self.counters.ejections[slot].fetch_add(1, Ordering::Relaxed);
+                self.metrics.ejections[slot].increment(1);
+                endpoint.metrics.ejections[slot].increment(1);
+                tracing::info!(
+                    namespace = %self.ident.namespace,
+                    service = %self.ident.service,
+                    instance = endpoint.id(),
+                    addr = %endpoint.addr(),
+                    %reason,
+                    successes = hosts[index].successes,
+                    failures = hosts[index].failures,
+                    "instance ejected"
+                );
             }
         }
-        None
+        changed |= state.ejections.sweep(now);
+        if changed {
+            self.rebuild(&mut state);
+        }
     }
 
     #[inline]
@@ -237,8 +437,8 @@ impl Shared {
         }
     }
 
-    /// A connection to `endpoint` failed: eject it (within the limits) and rebuild the table so
-    /// the re-pick and every later call avoid it.
+    /// A connection to `endpoint` failed: eject it (within the cap) and rebuild the table so
+    /// the retry and every later call avoid it.
     pub(crate) fn connect_failed(&self, endpoint: &Endpoint, failure: &ConnectFailure) {
         endpoint.connect_failures.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -246,48 +446,28 @@ impl Shared {
             .fetch_add(1, Ordering::Relaxed);
         self.metrics.connect_failures.increment(1);
         let mut state = self.state();
-        // Live as the picker counts them (not stopped, weight above 0), so that "never more
-        // than half" holds for the instances that can be picked at all.
+        // Live as the picker counts them (not stopped, weight above 0), so that the cap holds
+        // for the instances that can be picked at all.
         let live = state
             .snapshot
             .as_ref()
             .map_or(0, |s| live_count(s.instances()));
         let outcome = state
             .ejections
-            .on_failure(&endpoint.key, Instant::now(), live);
-        match outcome {
-            Outcome::Ejected(duration) => {
-                self.counters.ejections.fetch_add(1, Ordering::Relaxed);
-                self.metrics.ejections.increment(1);
-                tracing::info!(
-                    namespace = %self.ident.namespace,
-                    service = %self.ident.service,
-                    instance = endpoint.id(),
-                    addr = %endpoint.addr(),
-                    error = %Chain(&**failure),
-                    ejected_for = ?duration,
-                    "connection failed; instance ejected"
-                );
-                self.rebuild(&mut state);
-                drop(state);
-                self.ejections_changed.notify_one();
-            }
-            Outcome::AtCapacity => tracing::warn!(
-                namespace = %self.ident.namespace,
-                service = %self.ident.service,
-                instance = endpoint.id(),
-                addr = %endpoint.addr(),
-                error = %Chain(&**failure),
-                "connection failed; not ejected, half of the instances are ejected already"
-            ),
-            Outcome::AlreadyEjected => {}
-        }
+            .on_connect_failure(&endpoint.key, Instant::now(), live);
+        self.ejected(
+            &mut state,
+            endpoint,
+            EjectionReason::ConnectFailure,
+            outcome,
+            Some(failure),
+        );
     }
 
     /// A new connection to `endpoint` is up: its failure streak ends.
     pub(crate) fn connect_succeeded(&self, endpoint: &Endpoint) {
         if endpoint.connect_failures.load(Ordering::Relaxed) > 0 {
-            self.state().ejections.on_success(&endpoint.key);
+            self.state().ejections.on_connect_success(&endpoint.key);
         }
     }
 
@@ -341,23 +521,12 @@ impl Shared {
         let now = Instant::now();
         let instances = snapshot.instances();
         let keys: Vec<EndpointKey> = instances.iter().map(|i| (i.id.clone(), i.addr)).collect();
-        state.ejections.retain(|key| keys.contains(key));
+        {
+            let present: std::collections::HashSet<&EndpointKey> = keys.iter().collect();
+            state.ejections.retain(|key| present.contains(key));
+        }
 
-        let config = PickerConfig {
-            local_zone: state.local_zone.clone(),
-            zone_mode: self.settings.zone_mode,
-            panic_threshold: self.settings.panic_threshold,
-            load_max_age: self.settings.load_max_age,
-        };
-        let picker = Picker::build(
-            instances,
-            |i| state.ejections.is_ejected(&keys[i], now),
-            &config,
-            state.demand.as_ref(),
-            SystemTime::now(),
-        );
-
-        // Keep the endpoints (connections, counters) of instances that stay.
+        // Keep the endpoints (connections, counters, health watches) of instances that stay.
         let previous = self.table();
         let existing: HashMap<&EndpointKey, &Arc<Endpoint>> = previous
             .as_ref()
@@ -375,21 +544,80 @@ impl Shared {
                     _ => {
                         let zone = Arc::clone(zone);
                         let template = (self.settings.endpoint)(key.1);
+                        let health = Arc::new(HealthCell::new(
+                            self.settings.connect.health.enabled,
+                            Arc::clone(&self.health_changed),
+                        ));
+                        let metrics =
+                            InstanceMetrics::new(&self.ident, &key.0, instance.zone.as_deref());
                         Arc::new(Endpoint::new(
                             key,
                             zone,
                             template,
-                            self.settings.connect_timeout,
+                            Arc::clone(&self.settings.connect),
+                            health,
+                            metrics,
+                            self.next_seed(),
                         ))
                     }
                 }
             })
             .collect();
 
+        let config = PickerConfig {
+            local_zone: state.local_zone.clone(),
+            zone_mode: self.settings.zone_mode,
+            panic_threshold: self.settings.panic_threshold,
+            load_max_age: self.settings.load_max_age,
+            slow_start: self.settings.slow_start,
+        };
+        let availability: Vec<Availability> = endpoints
+            .iter()
+            .map(|endpoint| {
+                if state.ejections.is_ejected(&endpoint.key, now) {
+                    Availability::Ejected
+                } else if endpoint.health() == HealthStatus::NotServing {
+                    Availability::NotServing
+                } else {
+                    Availability::Available
+                }
+            })
+            .collect();
+        let tally = |wanted| availability.iter().filter(|&&a| a == wanted).count();
+        let (not_serving, ejected) = (
+            tally(Availability::NotServing),
+            tally(Availability::Ejected),
+        );
+        let picker = Picker::build(
+            instances,
+            |i| availability[i],
+            &config,
+            state.demand.as_ref(),
+            SystemTime::now(),
+        );
+        for (endpoint, view) in endpoints.iter().zip(picker.instances()) {
+            let health = endpoint.health();
+            endpoint
+                .metrics
+                .health
+                .set(if health == HealthStatus::NotServing {
+                    0.0
+                } else {
+                    1.0
+                });
+            #[allow(clippy::cast_precision_loss)] // a factor in thousandths
+            endpoint
+                .metrics
+                .slow_start
+                .set(view.slow_start_milli as f64 / 1000.0);
+        }
+
         let cpu = zone_cpu(&snapshot, &picker, state.local_zone.as_deref());
         let candidates = picker.instances().iter().filter(|v| v.candidate).count();
         self.metrics.instances.set(count(instances.len()));
         self.metrics.eligible.set(count(candidates));
+        self.metrics.not_serving.set(count(not_serving));
+        self.metrics.ejected.set(count(ejected));
         self.metrics
             .local_share
             .set(picker.local_fraction(self.spill_level()));
@@ -403,6 +631,48 @@ impl Shared {
         self.table.store(Some(Arc::new(table)));
         drop(previous);
         self.table_generation.send_replace(generation);
+    }
+
+    /// The health watch changed an instance's eligibility: rebuild, and count the change.
+    fn health_changed(&self) {
+        let mut state = self.state();
+        let before = self
+            .table()
+            .map(|t| {
+                t.endpoints
+                    .iter()
+                    .zip(t.picker.instances())
+                    .filter(|(_, v)| v.exclusion == Some(crate::picker::Exclusion::NotServing))
+                    .count()
+            })
+            .unwrap_or(0);
+        self.rebuild(&mut state);
+        let after = self
+            .table()
+            .map(|t| {
+                t.endpoints
+                    .iter()
+                    .filter(|e| e.health() == HealthStatus::NotServing)
+                    .count()
+            })
+            .unwrap_or(0);
+        drop(state);
+        match after.cmp(&before) {
+            std::cmp::Ordering::Greater => self
+                .metrics
+                .became_not_serving
+                .increment(u64::try_from(after - before).unwrap_or(0)),
+            std::cmp::Ordering::Less => self
+                .metrics
+                .became_serving
+                .increment(u64::try_from(before - after).unwrap_or(0)),
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+
+    /// Whether the table has instances in their slow-start window.
+    fn ramping(&self) -> bool {
+        self.with_table(|t| t.picker.ramping()).unwrap_or(false)
     }
 
     /// Waits for the first table, up to the first-snapshot timeout.
@@ -571,6 +841,17 @@ pub(crate) async fn run(
     let mut controller = ZoneController::new(adaptive.clone());
     let mut ticks = tokio::time::interval(adaptive.tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The outlier sweep's first run is one interval from now (A50), so the first interval's
+    // counts are complete.
+    let outlier = shared.settings.outlier.enabled.then(|| {
+        let interval = shared.settings.outlier.interval;
+        let mut sweeps = tokio::time::interval_at(Instant::now() + interval, interval);
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweeps
+    });
+    let mut sweeps = outlier;
+    let mut rng = Rng::with_seed(shared.next_seed());
+    let health_changed = Arc::clone(&shared.health_changed);
     let started = Instant::now();
     loop {
         let expiry = shared.next_expiry();
@@ -585,11 +866,38 @@ pub(crate) async fn run(
             Some((demand, generation)) = caller_change(&mut callers) => {
                 shared.set_demand(demand, generation);
             }
+            () = health_changed.notified() => shared.health_changed(),
             () = sleep_until(expiry) => shared.rebuild_now(),
             () = shared.ejections_changed.notified() => {}
-            _ = ticks.tick() => shared.tick(&mut controller, started.elapsed()),
+            () = next_sweep(&mut sweeps) => shared.outlier_sweep(&mut rng),
+            _ = ticks.tick() => {
+                shared.tick(&mut controller, started.elapsed());
+                // Slow start: weights grow with time, so the table follows them, one tick at a
+                // time, while an instance ramps.
+                if shared.ramping() {
+                    shared.rebuild_now();
+                }
+            }
         }
     }
+}
+
+/// The next outlier sweep; pending forever when outlier detection is off.
+async fn next_sweep(sweeps: &mut Option<tokio::time::Interval>) {
+    match sweeps {
+        Some(sweeps) => {
+            sweeps.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The counters' slot of an ejection reason (its place in [`EjectionReason::ALL`]).
+pub(crate) fn reason_slot(reason: EjectionReason) -> usize {
+    EjectionReason::ALL
+        .iter()
+        .position(|&r| r == reason)
+        .unwrap_or(0)
 }
 
 /// The next caller-fleet snapshot as zone demand, with its generation; pending forever without

@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::state::Shared;
+use super::health::HealthStatus;
+use super::state::{Shared, reason_slot};
 use crate::discovery::{DiscoveryStatus, Snapshot};
 use crate::instance::Instance;
+use crate::outlier::EjectionReason;
 use crate::picker::{Exclusion, Locality, Verdict, locality};
 
 /// A consistent view of the balancer: the snapshot in service, how the picker sees each instance
@@ -34,6 +36,8 @@ pub struct Stats {
     pub zones: Vec<ZoneStats>,
     /// Call counters since the balancer was built.
     pub calls: CallStats,
+    /// The retry throttle's token count now (A6: retries stop at half of its maximum).
+    pub retry_tokens: f64,
     /// What discovery has been doing.
     pub discovery: DiscoveryStatus,
 }
@@ -60,8 +64,21 @@ pub struct InstanceStats {
     pub connect_failures: u64,
     /// Whether a live connection is open.
     pub connected: bool,
-    /// How much longer it stays ejected, if it is.
+    /// How much longer it stays ejected, if it is (zero when an outlier ejection waits for the
+    /// next sweep to end it).
     pub ejected_for: Option<Duration>,
+    /// Why it is ejected, if it is.
+    pub ejection_reason: Option<EjectionReason>,
+    /// What its health watch says.
+    pub health: HealthStatus,
+    /// The slow-start factor of its weight, 0 to 1 (1: full weight).
+    pub slow_start_factor: f64,
+    /// Policy retries sent to it.
+    pub retries: u64,
+    /// Transparent retries sent to it.
+    pub transparent_retries: u64,
+    /// Retries the throttle refused after a call failed on it.
+    pub retries_throttled: u64,
 }
 
 impl InstanceStats {
@@ -106,12 +123,44 @@ pub struct CallStats {
     pub panic: u64,
     /// Failed connection attempts.
     pub connect_failures: u64,
-    /// Ejections.
+    /// Ejections, for any reason.
     pub ejections: u64,
-    /// Calls re-picked after a connection failure.
-    pub repicks: u64,
+    /// Ejections by reason.
+    pub ejections_by_reason: EjectionCounts,
+    /// Policy retries (attempts after a failed one, under a retry policy).
+    pub retries: u64,
+    /// Transparent retries (attempts after one that never reached the server's application).
+    pub transparent_retries: u64,
+    /// Retries the retry throttle refused.
+    pub retries_throttled: u64,
     /// Calls that failed in the balancer or the transport (not gRPC errors from the service).
     pub failed: u64,
+}
+
+/// Ejections by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EjectionCounts {
+    /// After connection failures.
+    pub connect_failure: u64,
+    /// After consecutive failed calls.
+    pub consecutive_failures: u64,
+    /// By success rate.
+    pub success_rate: u64,
+    /// By failure percentage.
+    pub failure_percentage: u64,
+}
+
+impl EjectionCounts {
+    /// The count for `reason`.
+    pub fn get(&self, reason: EjectionReason) -> u64 {
+        match reason {
+            EjectionReason::ConnectFailure => self.connect_failure,
+            EjectionReason::ConsecutiveFailures => self.consecutive_failures,
+            EjectionReason::SuccessRate => self.success_rate,
+            EjectionReason::FailurePercentage => self.failure_percentage,
+        }
+    }
 }
 
 impl CallStats {
@@ -158,10 +207,22 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
         spilled: load(&c.spilled),
         panic: load(&c.panic),
         connect_failures: load(&c.connect_failures),
-        ejections: load(&c.ejections),
-        repicks: load(&c.repicks),
+        ejections: c.ejections.iter().map(load).sum(),
+        ejections_by_reason: EjectionCounts {
+            connect_failure: load(&c.ejections[reason_slot(EjectionReason::ConnectFailure)]),
+            consecutive_failures: load(
+                &c.ejections[reason_slot(EjectionReason::ConsecutiveFailures)],
+            ),
+            success_rate: load(&c.ejections[reason_slot(EjectionReason::SuccessRate)]),
+            failure_percentage: load(&c.ejections[reason_slot(EjectionReason::FailurePercentage)]),
+        },
+        retries: load(&c.retries),
+        transparent_retries: load(&c.transparent_retries),
+        retries_throttled: load(&c.retries_throttled),
         failed: load(&c.failed_calls),
     };
+    let retry_tokens = shared.throttle.tokens();
+    let now = tokio::time::Instant::now();
     let adaptive = shared.controller_view();
     let picks_in = |zone: &Option<String>| {
         zone_picks
@@ -181,6 +242,7 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
             instances: Vec::new(),
             zones: Vec::new(),
             calls,
+            retry_tokens,
             discovery,
         };
     };
@@ -190,7 +252,9 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
         .iter()
         .zip(table.picker.instances())
         .zip(&table.endpoints)
-        .map(|((instance, view), endpoint)| InstanceStats {
+        .map(|((instance, view), endpoint)| {
+            let ejection = shared.ejection(&endpoint.key);
+            InstanceStats {
             instance: instance.clone(),
             exclusion: view.exclusion,
             candidate: view.candidate,
@@ -200,7 +264,15 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
             picks: endpoint.picks.load(Ordering::Relaxed),
             connect_failures: endpoint.connect_failures.load(Ordering::Relaxed),
             connected: endpoint.connected(),
-            ejected_for: shared.ejected_for(&endpoint.key),
+            ejected_for: ejection.map(|e| e.until.saturating_duration_since(now)),
+            ejection_reason: ejection.map(|e| e.reason),
+            health: endpoint.health(),
+            #[allow(clippy::cast_precision_loss)] // a factor in thousandths
+            slow_start_factor: view.slow_start_milli as f64 / 1000.0,
+            retries: load(&endpoint.retries.retries),
+            transparent_retries: load(&endpoint.retries.transparent),
+            retries_throttled: load(&endpoint.retries.throttled),
+        }
         })
         .collect();
     let mut zones: Vec<ZoneStats> = table
@@ -240,6 +312,7 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
         instances,
         zones,
         calls,
+        retry_tokens,
         discovery,
     }
 }

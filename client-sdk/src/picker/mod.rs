@@ -8,9 +8,10 @@
 //! # Eligibility
 //!
 //! An instance is eligible when its `LB_STATE` is `RUNNING` (or absent: no lifecycle data), its
-//! `LB_HEALTH` is not `UNHEALTHY`, its Cloud Map health status is not `UNHEALTHY`, it is not
-//! ejected locally after connection failures, and its weight is above 0 ([`Exclusion`] names the
-//! first reason that applies).
+//! `LB_HEALTH` is not `UNHEALTHY`, its Cloud Map health status is not `UNHEALTHY`, its gRPC health
+//! watch does not say `NOT_SERVING`, it is not ejected locally (connection failures, outlier
+//! detection), and its weight is above 0 ([`Exclusion`] names the first reason that applies;
+//! [`Availability`] carries what the client itself observed).
 //!
 //! **Panic mode** (after Envoy's panic threshold): when the eligible instances carry less than
 //! [`PickerConfig::panic_threshold`] (default 50 %) of the total weight of the instances that are
@@ -29,6 +30,14 @@
 //! so an instance at 100 % CPU gets a quarter of the share of an idle one of the same size, and
 //! never less: a stale or odd `LB_LOAD` can shift traffic but not starve an instance. Load whose
 //! `LB_UPDATED_AT` is older than [`PickerConfig::load_max_age`] (default 5 minutes) is ignored.
+//! With [`PickerConfig::slow_start`], a task within its window after `LB_RUNNING_SINCE` is also
+//! scaled by the [slow-start](SlowStart) factor (from 10 % up to 1).
+//!
+//! # Retries
+//!
+//! [`Picker::pick_excluding`] picks for a retry: an instance the call has not tried, in the local
+//! zone while it has one, else in the other zones by their spill shares; the same instance again
+//! only when every candidate was tried.
 //!
 //! # Zones
 //!
@@ -88,6 +97,7 @@
 //! [zone-aware routing]: https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/zone_aware
 
 mod adaptive;
+mod slow_start;
 mod table;
 mod weight;
 
@@ -100,6 +110,7 @@ use std::time::Duration;
 pub use adaptive::{AdaptiveOptions, Verdict};
 #[cfg(feature = "tonic")]
 pub(crate) use adaptive::{LatencySample, Observation, ZoneController};
+pub use slow_start::SlowStart;
 pub use table::{InstanceView, Pick, Picker, ZoneView};
 #[cfg(feature = "tonic")]
 pub(crate) use table::{live_count, locality};
@@ -137,6 +148,8 @@ pub struct PickerConfig {
     pub panic_threshold: f64,
     /// `LB_LOAD` older than this (by `LB_UPDATED_AT`) is ignored. Default 5 minutes.
     pub load_max_age: Duration,
+    /// Ramp new tasks up by `LB_RUNNING_SINCE`. Default `None` (off).
+    pub slow_start: Option<SlowStart>,
 }
 
 impl Default for PickerConfig {
@@ -146,8 +159,22 @@ impl Default for PickerConfig {
             zone_mode: ZoneMode::Adaptive,
             panic_threshold: 0.5,
             load_max_age: Duration::from_secs(300),
+            slow_start: None,
         }
     }
+}
+
+/// What the client itself knows about an instance, beyond what the snapshot says: its health
+/// watch and its ejections. [`Picker::build`] takes one per instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Availability {
+    /// Nothing against it.
+    #[default]
+    Available,
+    /// Its gRPC health watch says `NOT_SERVING` (or `SERVICE_UNKNOWN`).
+    NotServing,
+    /// Ejected: connection failures or outlier detection.
+    Ejected,
 }
 
 /// Why an instance is not eligible.
@@ -165,7 +192,9 @@ pub enum Exclusion {
     Unhealthy,
     /// Cloud Map's health status is `UNHEALTHY`.
     CloudMapUnhealthy,
-    /// Ejected locally after failing to connect.
+    /// Its gRPC health watch says it is not serving.
+    NotServing,
+    /// Ejected locally: connection failures or outlier detection.
     Ejected,
 }
 
@@ -179,6 +208,7 @@ impl Exclusion {
             Self::ZeroWeight => "zero-weight",
             Self::Unhealthy => "unhealthy",
             Self::CloudMapUnhealthy => "cloud-map-unhealthy",
+            Self::NotServing => "not-serving",
             Self::Ejected => "ejected",
         }
     }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use fastrand::Rng;
 
 use super::weight::{MILLI, base_weights, load_factor_milli};
-use super::{Exclusion, Locality, PickerConfig, SpillLevel, ZoneDemand, ZoneMode};
+use super::{Availability, Exclusion, Locality, PickerConfig, SpillLevel, ZoneDemand, ZoneMode};
 use crate::contract::{LbHealth, LbState};
 use crate::instance::{CloudMapHealth, Instance};
 
@@ -43,9 +43,11 @@ pub struct InstanceView {
     pub candidate: bool,
     /// The configured weight after the median fill-in (`LB_WEIGHT` or its replacement).
     pub base_weight: u32,
-    /// The weight picks follow, in thousandths: base weight × load factor (see the
-    /// [module docs](super)). 0 for non-candidates.
+    /// The weight picks follow, in thousandths: base weight × load factor × slow-start factor
+    /// (see the [module docs](super)). 0 for non-candidates.
     pub effective_weight_milli: u64,
+    /// The slow-start factor in thousandths (1000: full weight).
+    pub slow_start_milli: u64,
 }
 
 impl InstanceView {
@@ -115,12 +117,12 @@ pub struct Picker {
 impl Picker {
     /// Builds the tables for `instances`.
     ///
-    /// `ejected(i)` says whether instance `i` is ejected locally (connection failures). `demand`
-    /// is the caller fleet's distribution over zones, when known. `now` dates `LB_LOAD` values
-    /// against `LB_UPDATED_AT`.
+    /// `availability(i)` is what the client observed of instance `i` (health watch, ejections).
+    /// `demand` is the caller fleet's distribution over zones, when known. `now` dates `LB_LOAD`
+    /// against `LB_UPDATED_AT` and slow start against `LB_RUNNING_SINCE`.
     pub fn build(
         instances: &[Instance],
-        ejected: impl Fn(usize) -> bool,
+        availability: impl Fn(usize) -> Availability,
         config: &PickerConfig,
         demand: Option<&ZoneDemand>,
         now: SystemTime,
@@ -130,7 +132,7 @@ impl Picker {
             .iter()
             .zip(&base)
             .enumerate()
-            .map(|(i, (instance, &weight))| exclusion(instance, weight, ejected(i)))
+            .map(|(i, (instance, &weight))| exclusion(instance, weight, availability(i)))
             .collect();
 
         let live = |i: usize| is_live(&instances[i], base[i]);
@@ -177,6 +179,14 @@ impl Picker {
             zones: Vec::with_capacity(zone_names.len()),
         };
         let mut effective = vec![0u64; instances.len()];
+        let slow: Vec<u64> = instances
+            .iter()
+            .map(|i| {
+                config
+                    .slow_start
+                    .map_or(MILLI, |s| s.factor_milli(i.running_since, now))
+            })
+            .collect();
         for zone in &zone_names {
             let start = picker.index.len();
             let mut running = 0u64;
@@ -186,7 +196,7 @@ impl Picker {
                 }
                 let factor =
                     load_factor_milli(instance.load, instance.updated_at, now, config.load_max_age);
-                let w = u64::from(base[i]) * factor;
+                let w = u64::from(base[i]) * factor * slow[i] / MILLI;
                 effective[i] = w;
                 running += w;
                 picker.index.push(i);
@@ -211,6 +221,7 @@ impl Picker {
                 candidate: candidate(i),
                 base_weight: base[i],
                 effective_weight_milli: effective[i],
+                slow_start_milli: slow[i],
             })
             .collect();
 
@@ -362,6 +373,106 @@ impl Picker {
         })
     }
 
+    /// Picks for a retry: a candidate `tried(i)` says the call has not tried yet, in the local
+    /// zone while it has one, else in another zone by the plan's spill shares; within the zone the
+    /// better of two weight-proportional samples by in-flight requests, as [`pick`](Self::pick).
+    /// Only when every candidate was tried does it fall back to [`pick`](Self::pick), repeats
+    /// allowed. `None` when nothing can be picked at all.
+    ///
+    /// Allocates nothing; costs a few samples, and a scan of a zone's candidates when most of
+    /// them were tried.
+    pub fn pick_excluding(
+        &self,
+        rng: &mut Rng,
+        spill: SpillLevel,
+        in_flight: impl Fn(usize) -> u32,
+        tried: impl Fn(usize) -> bool,
+    ) -> Option<Pick> {
+        let open = |g: &Group| (g.start..g.end).any(|e| !tried(self.index[e]));
+        let group = match self.local.filter(|&l| open(&self.groups[l])) {
+            Some(local) => Some((local, false)),
+            None => {
+                // Other zones with an untried candidate, weighted by their spill shares (by
+                // capacity when the plan has none for them).
+                let weight = |g: usize| {
+                    let previous = if g == 0 { 0 } else { self.spill_cum[g - 1] };
+                    let spill_weight = self.spill_cum.get(g).map_or(0, |c| c - previous);
+                    if spill_weight > 0 {
+                        spill_weight
+                    } else {
+                        self.groups[g].total
+                    }
+                };
+                let eligible = |g: usize| Some(g) != self.local && open(&self.groups[g]);
+                let total: u64 = (0..self.groups.len())
+                    .filter(|&g| eligible(g))
+                    .map(weight)
+                    .sum();
+                if total == 0 {
+                    None
+                } else {
+                    let mut r = rng.u64(..total);
+                    (0..self.groups.len())
+                        .filter(|&g| eligible(g))
+                        .find_map(|g| {
+                            let w = weight(g);
+                            if r < w {
+                                Some((g, self.local.is_some()))
+                            } else {
+                                r -= w;
+                                None
+                            }
+                        })
+                }
+            }
+        };
+        let Some((group, spilled)) = group else {
+            return self.pick(rng, spill, in_flight);
+        };
+        let g = &self.groups[group];
+        let untried = |e: usize| !tried(self.index[e]);
+        // Two untried weight-proportional samples from the alias table, a few tries each...
+        let mut sample = || (0..4).map(|_| self.sample(g, rng)).find(|&e| untried(e));
+        let (a, b) = (sample(), sample());
+        let chosen = match (a, b) {
+            (Some(a), Some(b)) if a != b => {
+                let load_a = u64::from(in_flight(self.index[a]));
+                let load_b = u64::from(in_flight(self.index[b]));
+                if load_b * self.weight[a] < load_a * self.weight[b] {
+                    b
+                } else {
+                    a
+                }
+            }
+            (Some(a), _) | (None, Some(a)) => a,
+            // ...else, when most were tried, one weight-proportional draw over the untried.
+            (None, None) => {
+                let total: u64 = (g.start..g.end)
+                    .filter(|&e| untried(e))
+                    .map(|e| self.weight[e])
+                    .sum();
+                let mut r = rng.u64(..total.max(1));
+                (g.start..g.end)
+                    .filter(|&e| untried(e))
+                    .find(|&e| {
+                        if r < self.weight[e] {
+                            true
+                        } else {
+                            r -= self.weight[e];
+                            false
+                        }
+                    })
+                    .or_else(|| (g.start..g.end).find(|&e| untried(e)))?
+            }
+        };
+        Some(Pick {
+            index: self.index[chosen],
+            locality: g.locality,
+            spilled,
+            panic: self.panic,
+        })
+    }
+
     #[inline]
     fn choose_group(&self, rng: &mut Rng, spill: SpillLevel) -> Option<(usize, bool)> {
         let spill_total = self.spill_cum.last().copied().unwrap_or(0);
@@ -411,6 +522,14 @@ impl Picker {
     /// Whether nothing can be picked.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+
+    /// Whether a candidate is still within its slow-start window (its weight grows with time,
+    /// so the table should be rebuilt as it does).
+    pub fn ramping(&self) -> bool {
+        self.instances
+            .iter()
+            .any(|v| v.candidate && v.slow_start_milli < MILLI)
     }
 
     /// Whether the table is in panic mode: less than the panic threshold of the total weight
@@ -481,7 +600,11 @@ fn alias_table(weights: &[u64], total: u64) -> (Vec<u64>, Vec<usize>) {
 }
 
 /// Why an instance is not eligible, in the order checked.
-fn exclusion(instance: &Instance, base_weight: u32, ejected: bool) -> Option<Exclusion> {
+fn exclusion(
+    instance: &Instance,
+    base_weight: u32,
+    availability: Availability,
+) -> Option<Exclusion> {
     match instance.state {
         Some(LbState::Stopped) => return Some(Exclusion::Stopped),
         Some(LbState::Starting) => return Some(Exclusion::Starting),
@@ -494,10 +617,12 @@ fn exclusion(instance: &Instance, base_weight: u32, ejected: bool) -> Option<Exc
         Some(Exclusion::Unhealthy)
     } else if instance.cloud_map_health == CloudMapHealth::Unhealthy {
         Some(Exclusion::CloudMapUnhealthy)
-    } else if ejected {
-        Some(Exclusion::Ejected)
     } else {
-        None
+        match availability {
+            Availability::Available => None,
+            Availability::NotServing => Some(Exclusion::NotServing),
+            Availability::Ejected => Some(Exclusion::Ejected),
+        }
     }
 }
 

@@ -36,7 +36,7 @@ fn config(local: Option<&str>, mode: ZoneMode) -> PickerConfig {
 }
 
 fn build(instances: &[Instance], config: &PickerConfig) -> Picker {
-    Picker::build(instances, |_| false, config, None, now())
+    Picker::build(instances, |_| Availability::Available, config, None, now())
 }
 
 /// Share of picks per instance index.
@@ -104,7 +104,7 @@ fn envoy_documentation_example() {
     let demand = ZoneDemand::new([("A".into(), 4), ("B".into(), 4), ("C".into(), 2)]);
     let picker = Picker::build(
         &instances,
-        |_| false,
+        |_| Availability::Available,
         &config(Some("A"), ZoneMode::Adaptive),
         Some(&demand),
         now(),
@@ -132,7 +132,7 @@ fn envoy_direct_routing_when_local_capacity_covers_local_demand() {
     let demand = ZoneDemand::new([("A".into(), 1), ("B".into(), 1)]);
     let picker = Picker::build(
         &instances,
-        |_| false,
+        |_| Availability::Available,
         &config(Some("A"), ZoneMode::Adaptive),
         Some(&demand),
         now(),
@@ -169,7 +169,7 @@ fn an_empty_local_zone_with_a_caller_fleet_goes_by_residual_capacity() {
     let demand = ZoneDemand::new([("A".into(), 4), ("B".into(), 4), ("C".into(), 2)]);
     let picker = Picker::build(
         &instances,
-        |_| false,
+        |_| Availability::Available,
         &config(Some("A"), ZoneMode::Adaptive),
         Some(&demand),
         now(),
@@ -187,7 +187,7 @@ fn an_empty_local_zone_with_a_caller_fleet_goes_by_residual_capacity() {
     let elsewhere = ZoneDemand::new([("B".into(), 4), ("C".into(), 2)]);
     let picker = Picker::build(
         &instances,
-        |_| false,
+        |_| Availability::Available,
         &config(Some("A"), ZoneMode::Adaptive),
         Some(&elsewhere),
         now(),
@@ -298,7 +298,13 @@ fn ejected_instances_are_excluded() {
     let instances: Vec<Instance> = (0..4).map(|n| instance(n, "a", 100)).collect();
     let picker = Picker::build(
         &instances,
-        |i| i == 2,
+        |i| {
+            if i == 2 {
+                Availability::Ejected
+            } else {
+                Availability::Available
+            }
+        },
         &config(None, ZoneMode::Adaptive),
         None,
         now(),
@@ -467,7 +473,7 @@ fn zone_views_describe_the_plan() {
     let demand = ZoneDemand::new([("a".into(), 4), ("b".into(), 4), ("c".into(), 2)]);
     let picker = Picker::build(
         &instances,
-        |_| false,
+        |_| Availability::Available,
         &config(Some("a"), ZoneMode::Adaptive),
         Some(&demand),
         now(),
@@ -520,7 +526,12 @@ proptest! {
         ejected in any::<u64>(),
     ) {
         let cfg = config(local, mode);
-        let picker = Picker::build(&instances, |i| ejected >> (i % 64) & 1 == 1, &cfg, None, now());
+        let availability = |i: usize| match ejected >> (i % 32 * 2) & 3 {
+            1 => Availability::Ejected,
+            2 => Availability::NotServing,
+            _ => Availability::Available,
+        };
+        let picker = Picker::build(&instances, availability, &cfg, None, now());
         let mut rng = Rng::with_seed(seed);
         let views = picker.instances();
         let any_candidate = views.iter().any(|v| v.candidate);
@@ -537,6 +548,150 @@ proptest! {
                     }
                 }
                 None => prop_assert!(!any_candidate),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries: no repeat while an untried candidate exists; the local zone first; slow start.
+
+fn zoned_fleet(n: usize) -> Vec<Instance> {
+    (0..n)
+        .map(|i| instance(i, ["a", "b", "c"][i % 3], 100 + (i as u32 % 4) * 100))
+        .collect()
+}
+
+#[test]
+fn a_retry_stays_in_the_local_zone_while_it_has_an_untried_instance() {
+    let instances = zoned_fleet(9);
+    let cfg = config(Some("a"), ZoneMode::Adaptive);
+    let picker = Picker::build(&instances, |_| Availability::Available, &cfg, None, now());
+    let mut rng = Rng::with_seed(3);
+    let local: Vec<usize> = (0..9).filter(|i| i % 3 == 0).collect();
+    for _ in 0..200 {
+        let pick = picker
+            .pick_excluding(&mut rng, SpillLevel::NONE, |_| 0, |i| i == 0)
+            .unwrap();
+        assert!(local.contains(&pick.index) && pick.index != 0, "{pick:?}");
+        assert!(!pick.spilled);
+    }
+    // Every local instance tried: another zone, counted as spilled.
+    let pick = picker
+        .pick_excluding(&mut rng, SpillLevel::NONE, |_| 0, |i| i % 3 == 0)
+        .unwrap();
+    assert_ne!(pick.index % 3, 0);
+    assert!(pick.spilled);
+    assert_eq!(pick.locality, Locality::Remote);
+    // Everything tried: any candidate again.
+    assert!(
+        picker
+            .pick_excluding(&mut rng, SpillLevel::NONE, |_| 0, |_| true)
+            .is_some()
+    );
+}
+
+#[test]
+fn slow_start_scales_a_new_instance_by_envoys_curve() {
+    let window = Duration::from_secs(100);
+    let mut cfg = config(None, ZoneMode::Off);
+    cfg.slow_start = Some(SlowStart::over(window));
+    let started = now() - Duration::from_secs(25);
+    let instances = vec![
+        instance(0, "a", 100),
+        instance(1, "a", 100).with_running_since(started),
+        instance(2, "a", 100),
+    ];
+    let picker = Picker::build(&instances, |_| Availability::Available, &cfg, None, now());
+    let views = picker.instances();
+    assert_eq!(views[0].slow_start_milli, 1000);
+    assert_eq!(views[1].slow_start_milli, 250);
+    assert_eq!(
+        views[2].slow_start_milli, 1000,
+        "no LB_RUNNING_SINCE: full weight"
+    );
+    assert!((views[1].effective_weight() - 25.0).abs() < 1e-9);
+    assert!(picker.ramping());
+    // Past the window, or with slow start off: full weight.
+    let later = Picker::build(
+        &instances,
+        |_| Availability::Available,
+        &cfg,
+        None,
+        now() + Duration::from_secs(75),
+    );
+    assert_eq!(later.instances()[1].slow_start_milli, 1000);
+    assert!(!later.ramping());
+    let off = Picker::build(
+        &instances,
+        |_| Availability::Available,
+        &config(None, ZoneMode::Off),
+        None,
+        now(),
+    );
+    assert_eq!(off.instances()[1].slow_start_milli, 1000);
+}
+
+#[test]
+fn not_serving_is_an_exclusion_that_panic_mode_overrides() {
+    let instances = zoned_fleet(4);
+    let cfg = config(Some("a"), ZoneMode::Adaptive);
+    let picker = Picker::build(
+        &instances,
+        |i| {
+            if i == 0 {
+                Availability::NotServing
+            } else {
+                Availability::Available
+            }
+        },
+        &cfg,
+        None,
+        now(),
+    );
+    assert_eq!(picker.instances()[0].exclusion, Some(Exclusion::NotServing));
+    assert!(!picker.instances()[0].candidate);
+    let everyone_down = Picker::build(&instances, |_| Availability::NotServing, &cfg, None, now());
+    assert!(everyone_down.panic());
+    assert!(everyone_down.instances().iter().all(|v| v.candidate));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// While an untried candidate exists, a retry never goes to an instance the call tried.
+    #[test]
+    fn retries_never_repeat_while_an_untried_candidate_exists(
+        instances in prop::collection::vec(arbitrary_instance(), 0..40),
+        local in prop::option::of(prop::sample::select(vec!["a", "b", "c"])),
+        mode in prop::sample::select(vec![
+            ZoneMode::Adaptive, ZoneMode::Off, ZoneMode::Fixed { local_percent: 70 },
+        ]),
+        spill in 0.0f64..=1.0,
+        seed in any::<u64>(),
+        tried_bits in any::<u64>(),
+    ) {
+        let cfg = config(local, mode);
+        let picker = Picker::build(&instances, |_| Availability::Available, &cfg, None, now());
+        let views = picker.instances();
+        let tried = |i: usize| tried_bits >> (i % 64) & 1 == 1;
+        let untried_exists = views.iter().enumerate().any(|(i, v)| v.candidate && !tried(i));
+        let mut rng = Rng::with_seed(seed);
+        for _ in 0..20 {
+            let pick = picker.pick_excluding(
+                &mut rng,
+                SpillLevel::from_fraction(spill),
+                |i| (i % 4) as u32,
+                tried,
+            );
+            match pick {
+                Some(pick) => {
+                    prop_assert!(views[pick.index].candidate);
+                    if untried_exists {
+                        prop_assert!(!tried(pick.index), "repeated {}", pick.index);
+                    }
+                }
+                None => prop_assert!(views.iter().all(|v| !v.candidate)),
             }
         }
     }

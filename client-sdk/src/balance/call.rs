@@ -1,0 +1,309 @@
+//! One call through the balancer: attempts until it is answered, fails for good, or runs out of
+//! time. Transparent retries and policy retries (see [`crate::retry`]) pick an instance the call
+//! has not tried; every attempt is sent with the time left before the call's deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastrand::Rng;
+use http::HeaderValue;
+use tokio::time::Instant;
+use tonic::body::Body;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tower_service::Service;
+
+use super::Inner;
+use super::body::{Replay, Tracked, grpc_status};
+use super::endpoint::{ConnectFailure, Endpoint, EndpointKey, InFlight};
+use super::state::{Picked, Shared};
+use super::transport::{self, Failure};
+use crate::error::Error;
+use crate::retry::{
+    Decision, GiveUp, MAX_TRANSPARENT, Pushback, RetryState, after_failure, format_timeout,
+    parse_timeout,
+};
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
+const PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// How one attempt ended.
+enum Attempt {
+    /// Answered: the call returns this response (committed, or a final status in its headers).
+    Answered(http::Response<Body>),
+    /// Nothing reached the server's application: it may be retried transparently.
+    Unsent(Status),
+    /// Failed after it may have reached the application: a policy may retry it. `response` is
+    /// the trailers-only response, returned as it is when the call is not retried (so the
+    /// caller sees the server's status with its metadata).
+    Failed {
+        status: Status,
+        pushback: Pushback,
+        response: Option<http::Response<Body>>,
+    },
+}
+
+/// Runs a call whose first instance was picked already.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    first: Picked,
+    request: http::Request<Body>,
+    seed: u64,
+) -> Result<http::Response<Body>, Status> {
+    let shared = &inner.shared;
+    let (parts, body) = request.into_parts();
+    let timeout = parts
+        .headers
+        .get(GRPC_TIMEOUT)
+        .and_then(|v| parse_timeout(v.as_bytes()));
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let policy = shared.retry_policy(parts.uri.path());
+    let replay = Replay::new(body, shared.settings.retry.buffer_limit);
+    let mut rng = Rng::with_seed(seed);
+    let mut tried: Vec<EndpointKey> = Vec::new();
+    let mut retry = RetryState::default();
+    let mut transparent = 0u32;
+    let mut sent = 0u32;
+    let mut attempts = 0u32;
+    let mut picked = first;
+    loop {
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining == Some(Duration::ZERO) {
+            return Err(deadline_exceeded(shared, timeout, attempts));
+        }
+        let mut head = parts.clone();
+        if let Some(left) = remaining
+            && let Ok(value) = HeaderValue::from_str(&format_timeout(left))
+        {
+            head.headers.insert(GRPC_TIMEOUT, value);
+        }
+        if sent > 0 {
+            head.headers
+                .insert(PREVIOUS_ATTEMPTS, HeaderValue::from(sent));
+        }
+        let request = http::Request::from_parts(head, replay.attempt());
+        attempts += 1;
+        let endpoint = Arc::clone(&picked.endpoint);
+        let outcome = match deadline {
+            Some(deadline) => {
+                tokio::select! {
+                    biased;
+                    outcome = attempt(shared, picked, request, &replay) => outcome,
+                    () = tokio::time::sleep_until(deadline) => {
+                        return Err(deadline_exceeded(shared, timeout, attempts));
+                    }
+                }
+            }
+            None => attempt(shared, picked, request, &replay).await,
+        };
+        tried.push(endpoint.key.clone());
+        match outcome {
+            Attempt::Answered(response) => return Ok(response),
+            Attempt::Unsent(status) => {
+                if transparent < MAX_TRANSPARENT
+                    && replay.replayable()
+                    && let Some(next) = shared.repick(&mut rng, &tried)
+                {
+                    transparent += 1;
+                    shared.count_retry(&next.endpoint, true);
+                    picked = next;
+                    continue;
+                }
+                return Err(failed(shared, status));
+            }
+            Attempt::Failed {
+                status,
+                pushback,
+                response,
+            } => {
+                sent += 1;
+                let give_up = |status: Status, response: Option<http::Response<Body>>| {
+                    response.ok_or_else(|| failed(shared, status))
+                };
+                let Some(policy) = policy.filter(|_| replay.replayable()) else {
+                    return give_up(status, response);
+                };
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                let decision = after_failure(
+                    policy,
+                    &mut retry,
+                    status.code(),
+                    pushback,
+                    || shared.throttle.on_failure(),
+                    left,
+                    rng.f64(),
+                );
+                match decision {
+                    Decision::Retry(delay) => {
+                        drop(response);
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let Some(next) = shared.repick(&mut rng, &tried) else {
+                            return Err(failed(shared, status));
+                        };
+                        shared.count_retry(&next.endpoint, false);
+                        picked = next;
+                    }
+                    Decision::GiveUp(why) => {
+                        if why == GiveUp::Throttled {
+                            shared.count_throttled(&endpoint);
+                        }
+                        return give_up(status, response);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A call that fails in the balancer or the transport: counted.
+fn failed(shared: &Shared, status: Status) -> Status {
+    shared.count_failed();
+    status
+}
+
+fn deadline_exceeded(shared: &Shared, timeout: Option<Duration>, attempts: u32) -> Status {
+    Error::DeadlineExceeded {
+        service: shared.ident.service.clone(),
+        deadline: timeout.unwrap_or_default(),
+        attempts,
+    }
+    .into()
+}
+
+/// The status of a failed connection attempt, naming the instance.
+pub(super) fn connect_error(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    failure: ConnectFailure,
+) -> Status {
+    Error::Connect {
+        instance: endpoint.id().to_owned(),
+        addr: endpoint.addr(),
+        service: shared.ident.service.clone(),
+        source: failure,
+    }
+    .into()
+}
+
+/// Connects (or reuses the connection), counting the call in flight meanwhile.
+async fn connect(
+    shared: &Shared,
+    endpoint: Arc<Endpoint>,
+) -> Result<(InFlight, Channel), (Arc<Endpoint>, ConnectFailure)> {
+    let guard = InFlight::new(endpoint);
+    match guard.endpoint().channel().await {
+        Ok((channel, fresh)) => {
+            if fresh {
+                shared.connect_succeeded(guard.endpoint());
+            }
+            Ok((guard, channel))
+        }
+        Err(failure) => {
+            let endpoint = Arc::clone(guard.endpoint());
+            drop(guard);
+            shared.connect_failed(&endpoint, &failure);
+            Err((endpoint, failure))
+        }
+    }
+}
+
+/// One attempt on `picked`: connect if needed, send, and read the response headers.
+async fn attempt(
+    shared: &Arc<Shared>,
+    picked: Picked,
+    request: http::Request<Body>,
+    replay: &Replay,
+) -> Attempt {
+    let Picked { endpoint, timed } = picked;
+    // The fast path is synchronous; the connect path is boxed so that its (large) state does
+    // not make every call's future large.
+    let (guard, mut channel) = match endpoint.live_channel() {
+        Some(channel) => (InFlight::new(endpoint), channel),
+        None => match Box::pin(connect(shared, endpoint)).await {
+            Ok(connected) => connected,
+            Err((endpoint, failure)) => {
+                return Attempt::Unsent(connect_error(shared, &endpoint, failure));
+            }
+        },
+    };
+    if let Err(error) = std::future::poll_fn(|cx| Service::poll_ready(&mut channel, cx)).await {
+        let endpoint = Arc::clone(guard.endpoint());
+        drop(guard);
+        endpoint.mark_dead();
+        let failure = Failure::NotSent { connect: false };
+        return Attempt::Unsent(transport::attempt_failed(
+            shared,
+            &endpoint,
+            failure,
+            Box::new(error),
+        ));
+    }
+    // Only the adaptive controller reads latency: other tables cost no clock reads.
+    let started = timed.then(Instant::now);
+    match Service::call(&mut channel, request).await {
+        Ok(response) => {
+            let Some(code) = grpc_status(response.headers()) else {
+                // Response headers: the call is committed.
+                if let Some(started) = started {
+                    guard.endpoint().zone.record(started.elapsed());
+                }
+                replay.commit();
+                let shared = Arc::clone(shared);
+                return Attempt::Answered(
+                    response.map(|body| Body::new(Tracked::new(body, guard, shared))),
+                );
+            };
+            // Trailers-only: the status is in the headers, and nothing is committed.
+            shared.record(guard.endpoint(), code);
+            if code == Code::Ok {
+                if let Some(started) = started {
+                    guard.endpoint().zone.record(started.elapsed());
+                }
+                replay.commit();
+            }
+            let status = Status::from_header_map(response.headers())
+                .unwrap_or_else(|| Status::new(code, ""));
+            let pushback =
+                Pushback::parse(response.headers().get(PUSHBACK).map(HeaderValue::as_bytes));
+            let response =
+                response.map(|body| Body::new(Tracked::new(body, guard, Arc::clone(shared))));
+            if code == Code::Ok {
+                return Attempt::Answered(response);
+            }
+            Attempt::Failed {
+                status,
+                pushback,
+                response: Some(response),
+            }
+        }
+        Err(error) => {
+            let endpoint = Arc::clone(guard.endpoint());
+            drop(guard);
+            let failure = transport::classify(&error);
+            let status = transport::attempt_failed(shared, &endpoint, failure, Box::new(error));
+            match failure {
+                Failure::NotSent { connect } => {
+                    endpoint.mark_dead();
+                    if connect {
+                        let cause: ConnectFailure = Arc::new(status.clone());
+                        shared.connect_failed(&endpoint, &cause);
+                    }
+                    Attempt::Unsent(status)
+                }
+                Failure::Refused => Attempt::Unsent(status),
+                Failure::Broken => {
+                    endpoint.mark_dead();
+                    shared.record(&endpoint, status.code());
+                    Attempt::Failed {
+                        status,
+                        pushback: Pushback::None,
+                        response: None,
+                    }
+                }
+            }
+        }
+    }
+}
