@@ -210,7 +210,7 @@ mod tests {
         // with none ejected one can always go.
         let zero = OutlierOptions {
             max_ejection_percent: 0,
-            ..options.clone()
+            ..options
         };
         assert_eq!(run(&hosts, &zero).len(), 1);
         hosts[0].ejected = true;
