@@ -215,7 +215,7 @@ impl Tracked {
         if let Some(guard) = self.guard.take()
             && let Some(code) = code
         {
-            self.shared.record(guard.endpoint(), code);
+            let _ = self.shared.record(guard.endpoint(), code);
         }
     }
 }
@@ -248,7 +248,7 @@ impl HttpBody for Tracked {
                 // The connection broke, or the server reset the stream, mid-call: the call was
                 // committed, so it fails, naming the instance.
                 let status = transport::broken_mid_call(&this.shared, &endpoint, status);
-                this.shared.record(&endpoint, status.code());
+                let _ = this.shared.record(&endpoint, status.code());
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Ready(None) => {

@@ -41,6 +41,9 @@ enum Attempt {
         status: Status,
         pushback: Pushback,
         response: Option<http::Response<Body>>,
+        /// The instance is ejected now: the failure does not count against the retry throttle
+        /// (it says the instance is bad, not the fleet).
+        outlier: bool,
     },
 }
 
@@ -116,6 +119,7 @@ pub(super) async fn run(
                 status,
                 pushback,
                 response,
+                outlier,
             } => {
                 sent += 1;
                 let give_up = |status: Status, response: Option<http::Response<Body>>| {
@@ -130,7 +134,7 @@ pub(super) async fn run(
                     &mut retry,
                     status.code(),
                     pushback,
-                    || shared.throttle.on_failure(),
+                    || outlier || shared.throttle.on_failure(),
                     left,
                     rng.f64(),
                 );
@@ -257,7 +261,7 @@ async fn attempt(
                 );
             };
             // Trailers-only: the status is in the headers, and nothing is committed.
-            shared.record(guard.endpoint(), code);
+            let outlier = shared.record(guard.endpoint(), code);
             if code == Code::Ok {
                 if let Some(started) = started {
                     guard.endpoint().zone.record(started.elapsed());
@@ -277,6 +281,7 @@ async fn attempt(
                 status,
                 pushback,
                 response: Some(response),
+                outlier,
             }
         }
         Err(error) => {
@@ -296,11 +301,12 @@ async fn attempt(
                 Failure::Refused => Attempt::Unsent(status),
                 Failure::Broken => {
                     endpoint.mark_dead();
-                    shared.record(&endpoint, status.code());
+                    let outlier = shared.record(&endpoint, status.code());
                     Attempt::Failed {
                         status,
                         pushback: Pushback::None,
                         response: None,
+                        outlier,
                     }
                 }
             }

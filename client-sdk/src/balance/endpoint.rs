@@ -62,11 +62,49 @@ impl ZoneCounters {
     }
 }
 
+/// Whether a connection is still up: set by its socket, awaited by its health watch.
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    alive: AtomicBool,
+    gone: tokio::sync::Notify,
+}
+
+impl Liveness {
+    fn new() -> Self {
+        Self {
+            alive: AtomicBool::new(true),
+            gone: tokio::sync::Notify::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// The connection is dead (or going away): no new calls on it.
+    pub(crate) fn kill(&self) {
+        if self.alive.swap(false, Ordering::AcqRel) {
+            self.gone.notify_waiters();
+        }
+    }
+
+    /// Returns once the connection is dead.
+    pub(crate) async fn gone(&self) {
+        let notified = self.gone.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_alive() {
+            notified.await;
+        }
+    }
+}
+
 /// An open connection, whether its socket is still up, and its health watch.
 #[derive(Debug)]
 struct Conn {
     channel: Channel,
-    alive: Arc<AtomicBool>,
+    alive: Arc<Liveness>,
     _watch: Option<AbortOnDrop>,
 }
 
@@ -163,7 +201,7 @@ impl Endpoint {
         self.conn
             .load()
             .as_ref()
-            .is_some_and(|c| c.alive.load(Ordering::Acquire))
+            .is_some_and(|c| c.alive.is_alive())
     }
 
     /// The health watch's status of the current connection.
@@ -177,7 +215,7 @@ impl Endpoint {
         self.conn
             .load()
             .as_ref()
-            .filter(|conn| conn.alive.load(Ordering::Acquire))
+            .filter(|conn| conn.alive.is_alive())
             .map(|conn| conn.channel.clone())
     }
 
@@ -193,7 +231,7 @@ impl Endpoint {
     /// Forgets the connection, so the next call connects anew (it broke, or went away).
     pub(crate) fn mark_dead(&self) {
         if let Some(conn) = self.conn.load().as_ref() {
-            conn.alive.store(false, Ordering::Release);
+            conn.alive.kill();
         }
     }
 
@@ -201,7 +239,7 @@ impl Endpoint {
         let seen = self.attempts.load(Ordering::Acquire);
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(conn) = self.conn.load().as_ref()
-            && conn.alive.load(Ordering::Acquire)
+            && conn.alive.is_alive()
         {
             return Ok((conn.channel.clone(), false));
         }
@@ -217,7 +255,7 @@ impl Endpoint {
                 return Err(failure);
             }
         }
-        let alive = Arc::new(AtomicBool::new(true));
+        let alive = Arc::new(Liveness::new());
         let connector = WatchedConnector {
             addr: self.addr(),
             alive: Arc::clone(&alive),
@@ -306,7 +344,7 @@ pub(crate) struct ConnectionGone;
 #[derive(Debug, Clone)]
 struct WatchedConnector {
     addr: SocketAddr,
-    alive: Arc<AtomicBool>,
+    alive: Arc<Liveness>,
     used: Arc<AtomicBool>,
     scan_frames: bool,
 }
@@ -380,14 +418,14 @@ impl FrameScanner {
 #[derive(Debug)]
 pub(crate) struct WatchedIo {
     stream: TcpStream,
-    alive: Arc<AtomicBool>,
+    alive: Arc<Liveness>,
     scanner: Option<FrameScanner>,
 }
 
 impl WatchedIo {
     fn failed<T>(&self, result: &Poll<io::Result<T>>) {
         if matches!(result, Poll::Ready(Err(_))) {
-            self.alive.store(false, Ordering::Release);
+            self.alive.kill();
         }
     }
 }
@@ -406,7 +444,7 @@ impl AsyncRead for WatchedIo {
             let this = &mut *self;
             let goaway = this.scanner.as_mut().is_some_and(|s| s.feed(read));
             if eof || goaway {
-                this.alive.store(false, Ordering::Release);
+                this.alive.kill();
             }
         }
         self.failed(&result);
@@ -432,7 +470,7 @@ impl AsyncWrite for WatchedIo {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.alive.store(false, Ordering::Release);
+        self.alive.kill();
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 

@@ -11,8 +11,8 @@
 //!   is used. (A17 would treat the instance as failing until the stream is back. A broken health
 //!   stream alone, say a proxy's idle timeout or a health service restart, does not mean calls
 //!   fail; a dead connection is caught by the connection watch and keep-alives either way.)
-//! - The connection closes or receives `GOAWAY`: the watch ends with it; the next connection
-//!   starts its own.
+//! - The connection closes or receives `GOAWAY`: the watch is cancelled (as A17 says), so it does
+//!   not hold a draining server's connection open; the next connection starts its own.
 //! - A new connection is used before its first health answer (A17 waits for it, which costs a
 //!   round trip on every new connection; the call that opened the connection goes ahead).
 //!
@@ -20,7 +20,7 @@
 //! protobuf runtime.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
@@ -28,6 +28,8 @@ use tokio::sync::Notify;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+use super::endpoint::Liveness;
 
 /// What the health watch says about an instance's current connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -156,6 +158,8 @@ impl Default for HealthCheck {
 /// How one watch stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
+    /// The connection died or got `GOAWAY`: cancelled, nothing more to watch.
+    Gone,
     /// The server has no health service: stop watching.
     Unimplemented,
     /// Ended or failed after at least one answer: re-open at once.
@@ -168,22 +172,26 @@ enum Ended {
 fn after_stream(ended: Ended) -> (HealthStatus, bool) {
     match ended {
         Ended::Unimplemented => (HealthStatus::Unimplemented, false),
+        Ended::Gone => (HealthStatus::Unknown, false),
         Ended::AfterAnswers | Ended::Early => (HealthStatus::Unknown, true),
     }
 }
 
-/// Watches one connection until it dies (`alive` false) or the task is aborted.
+/// Watches one connection until it dies or the task is aborted.
 pub(crate) async fn watch(
     channel: Channel,
     settings: Arc<HealthCheck>,
     cell: Arc<HealthCell>,
-    alive: Arc<AtomicBool>,
+    alive: Arc<Liveness>,
     seed: u64,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut delay = settings.backoff_base;
-    while alive.load(Ordering::Acquire) {
-        let ended = stream_once(channel.clone(), &settings.service, &cell).await;
+    while alive.is_alive() {
+        let ended = tokio::select! {
+            ended = stream_once(channel.clone(), &settings.service, &cell) => ended,
+            () = alive.gone() => Ended::Gone,
+        };
         let (status, again) = after_stream(ended);
         cell.set(status);
         if !again {
@@ -194,7 +202,10 @@ pub(crate) async fn watch(
             continue;
         }
         // Jittered (0.8–1.2×) so that the watches of a fleet do not re-open in step.
-        tokio::time::sleep(delay.mul_f64(0.8 + 0.4 * rng.f64())).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay.mul_f64(0.8 + 0.4 * rng.f64())) => {}
+            () = alive.gone() => return,
+        }
         delay = delay.saturating_mul(2).min(settings.backoff_max);
     }
 }
@@ -366,6 +377,7 @@ mod tests {
             (HealthStatus::Unimplemented, false)
         );
         assert_eq!(after_stream(Ended::Early), (HealthStatus::Unknown, true));
+        assert_eq!(after_stream(Ended::Gone), (HealthStatus::Unknown, false));
         assert_eq!(
             after_stream(Ended::AfterAnswers),
             (HealthStatus::Unknown, true)

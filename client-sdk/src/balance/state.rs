@@ -278,14 +278,16 @@ impl Shared {
     }
 
     /// A call on `endpoint` ended with `code`: outlier detection counts it (one relaxed add),
-    /// a success feeds the retry throttle, and a run of consecutive failures ejects.
+    /// a success feeds the retry throttle, and a run of consecutive failures ejects. Returns
+    /// whether the call failed on an instance that is ejected now (so the failure says the
+    /// instance is bad, not the fleet).
     #[inline]
-    pub(crate) fn record(&self, endpoint: &Endpoint, code: Code) {
+    pub(crate) fn record(&self, endpoint: &Endpoint, code: Code) -> bool {
         if !self.settings.outlier.enabled {
             if self.retries_on && code == Code::Ok {
                 self.throttle.on_success();
             }
-            return;
+            return false;
         }
         match self.settings.outlier.classify(code) {
             Some(true) => {
@@ -298,14 +300,18 @@ impl Shared {
                 {
                     self.eject_outlier(endpoint, EjectionReason::ConsecutiveFailures);
                 }
+                self.state()
+                    .ejections
+                    .is_ejected(&endpoint.key, Instant::now())
             }
             Some(false) => {
                 endpoint.calls.success();
                 if self.retries_on && code == Code::Ok {
                     self.throttle.on_success();
                 }
+                false
             }
-            None => {}
+            None => false,
         }
     }
 

@@ -39,11 +39,17 @@
 //! **Throttle** (A6's `retryThrottling`, one per balancer): a token count starts at `max_tokens`
 //! (10); every attempt that fails with a retryable status (or a pushback that says stop) takes
 //! one, every successful call gives `token_ratio` (0.1) back; retries stop while the count is at
-//! or below half of `max_tokens`. So when every instance fails, a balancer makes at most about
-//! `max_tokens / 2` retries in all, plus one per `1 / token_ratio` successes, however many calls
-//! fail. (Chosen over Envoy's and Linkerd's budget of 20 % of active requests: it needs no count
-//! of active requests and bounds retries in absolute terms, which is what protects a failing
-//! fleet.) Retries it refuses are counted.
+//! or below half of `max_tokens`. One deviation: a failure on an instance that outlier detection
+//! has ejected (that very failure's run of consecutive failures, or an earlier one) takes no
+//! token. It says the instance is bad, not the fleet, and without it one always-failing instance
+//! would spend the whole budget in the five calls it takes to eject it. So when every instance
+//! fails, a balancer makes at most `max_tokens / 2` retries in all, plus those of failures on
+//! ejected instances (calls already on their way to an instance when it is ejected, at most the
+//! calls in flight, per ejection, and outlier detection ejects at most 10 % of the fleet), plus
+//! one per `1 / token_ratio` successes, however many calls fail. (Chosen over Envoy's and
+//! Linkerd's budget of 20 % of active requests: it needs no count of active requests and bounds
+//! retries in absolute terms, which is what protects a failing fleet.) Retries it refuses are
+//! counted.
 
 mod backoff;
 mod deadline;

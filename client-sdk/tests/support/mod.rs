@@ -1,8 +1,10 @@
 //! Real tonic servers on 127.0.0.1:0 for the balancer's component tests and benchmarks.
 //!
 //! Each server runs the standard gRPC health service behind a layer that counts the calls it
-//! served and can delay them (an overloaded server), on a Tokio runtime of its own, so that
-//! [`TestServer::kill`] drops every socket at once, as a killed process would.
+//! served and can delay them (an overloaded server), answer them with a status of the test's
+//! choosing, and records the retry metadata of each, on a Tokio runtime of its own, so that
+//! [`TestServer::kill`] drops every socket at once, as a killed process would. The balancer's
+//! own health watch (`Health/Watch`) goes to the health service and is not counted.
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
@@ -10,8 +12,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,18 +36,57 @@ pub struct Counters {
     pub delay_ms: AtomicU64,
     /// Open connections.
     pub open: AtomicUsize,
+    /// Answer every call with this status (after the delay) instead of serving it.
+    pub fail: Mutex<Option<Fail>>,
+    /// The retry metadata of every call, in arrival order.
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+/// A status to answer with.
+#[derive(Debug, Clone)]
+pub struct Fail {
+    pub code: tonic::Code,
+    /// `grpc-retry-pushback-ms` to send with it.
+    pub pushback: Option<&'static str>,
+}
+
+/// What a call carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// `x-call-id`, set by the test's client.
+    pub call_id: Option<String>,
+    /// `grpc-timeout`.
+    pub timeout: Option<String>,
+    /// `grpc-previous-rpc-attempts`.
+    pub previous_attempts: Option<String>,
+}
+
+/// How a test server treats the balancer's health watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The standard health service: SERVING until told otherwise.
+    Served,
+    /// No health service: `Watch` answers `UNIMPLEMENTED` (calls are still served).
+    Absent,
 }
 
 pub struct TestServer {
     pub addr: SocketAddr,
     pub zone: String,
     pub counters: Arc<Counters>,
+    reporter: tonic_health::server::HealthReporter,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl TestServer {
     /// Starts a server tagged with `zone`.
     pub fn start(zone: &str) -> Self {
+        Self::with_health(zone, Health::Served)
+    }
+
+    /// Starts a server tagged with `zone`, with or without a health service.
+    pub fn with_health(zone: &str, health_mode: Health) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -62,25 +103,60 @@ impl TestServer {
         let service = Counted {
             inner: health,
             counters: Arc::clone(&counters),
+            health: health_mode,
         };
         let server_counters = Arc::clone(&counters);
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let keep = reporter.clone();
         runtime.spawn(async move {
             // Keep the reporter alive for as long as the server runs.
-            let _reporter = reporter;
+            let _reporter = keep;
             let incoming = Incoming {
                 listener: TcpListener::from_std(listener).unwrap(),
                 counters: server_counters,
             };
             let _ = tonic::transport::Server::builder()
-                .serve_with_incoming(service, incoming)
+                .serve_with_incoming_shutdown(service, incoming, async {
+                    let _ = stop.await;
+                })
                 .await;
         });
         Self {
             addr,
             zone: zone.to_owned(),
             counters,
+            reporter,
+            shutdown: Some(shutdown),
             runtime: Some(runtime),
         }
+    }
+
+    /// Answers every call with `code` (after the delay, if one is set); `None` serves again.
+    pub fn fail_with(&self, fail: Option<Fail>) {
+        *self.counters.fail.lock().unwrap() = fail;
+    }
+
+    /// Reports the whole server (`""`) as serving or not on its health service.
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+    }
+
+    /// Stops the server gracefully, as tonic does: `GOAWAY`, calls in flight finish, the listener
+    /// closes.
+    pub fn shutdown_gracefully(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// The retry metadata of every call so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.counters.seen.lock().unwrap().clone()
     }
 
     /// An instance record for this server.
@@ -133,16 +209,30 @@ where
         .map(|_| ())
 }
 
-/// Counts and optionally delays the calls a server serves.
+/// Counts and optionally delays or fails the calls a server serves.
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
     counters: Arc<Counters>,
+    health: Health,
+}
+
+/// A trailers-only gRPC response.
+fn status_response(code: tonic::Code, pushback: Option<&str>) -> http::Response<Body> {
+    let mut response = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .header("grpc-status", (code as i32).to_string())
+        .header("grpc-message", "injected%20by%20the%20test%20server");
+    if let Some(pushback) = pushback {
+        response = response.header("grpc-retry-pushback-ms", pushback);
+    }
+    response.body(Body::empty()).unwrap()
 }
 
 impl<S> Service<http::Request<Body>> for Counted<S>
 where
-    S: Service<http::Request<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Future: Send,
 {
     type Response = S::Response;
@@ -157,17 +247,35 @@ where
         let counters = Arc::clone(&self.counters);
         // The balancer's own health watch is not a call of the test's.
         if request.uri().path() == "/grpc.health.v1.Health/Watch" {
+            if self.health == Health::Absent {
+                return Box::pin(async { Ok(status_response(tonic::Code::Unimplemented, None)) });
+            }
             return Box::pin(self.inner.call(request));
         }
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        counters.seen.lock().unwrap().push(Seen {
+            call_id: header("x-call-id"),
+            timeout: header("grpc-timeout"),
+            previous_attempts: header("grpc-previous-rpc-attempts"),
+        });
+        let fail = counters.fail.lock().unwrap().clone();
         let future = self.inner.call(request);
         Box::pin(async move {
             let delay = counters.delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            let response = future.await;
             counters.served.fetch_add(1, Ordering::SeqCst);
-            response
+            match fail {
+                Some(fail) => Ok(status_response(fail.code, fail.pushback)),
+                None => future.await,
+            }
         })
     }
 }
