@@ -66,7 +66,23 @@
 //! | `options.discovery.backoff_base` / `backoff_max` | 1 s / 30 s | retry backoff while Cloud Map fails |
 //! | [`Options::first_snapshot_timeout`] | 5 s | calls before the first snapshot wait this long, then fail `UNAVAILABLE` |
 //! | [`Options::connect_timeout`] | 1 s | per-instance connection timeout |
-//! | [`Options::ejection_base`] / [`Options::ejection_max`] | 1 s / 30 s | ejection after connection failures, doubling per consecutive failure; at most half the instances |
+//! | [`Options::ejection_base`] / [`Options::ejection_max`] | 1 s / 30 s | ejection after connection failures, doubling per consecutive failure |
+//! | [`Options::max_ejection_percent`] | 50 | ejections of every kind together never exceed this share of the instances |
+//! | `options.health_check.enabled` / `service` | on / `""` | a gRPC health `Watch` (A17) on every connection; `NOT_SERVING` takes no new calls |
+//! | `options.health_check.backoff_base` / `backoff_max` | 1 s / 30 s | re-opening a failed health stream |
+//! | `options.outlier.enabled` | on | outlier detection (A50) |
+//! | `options.outlier.consecutive_failures` | 5 | eject after this many failed calls in a row (`None`: off) |
+//! | `options.outlier.interval` | 10 s | success-rate and failure-percentage sweeps |
+//! | `options.outlier.base_ejection_time` / `max_ejection_time` | 30 s / 300 s | the n-th ejection lasts n × base, capped |
+//! | `options.outlier.max_ejection_percent` | 10 | outlier detection ejects only while at most this share is ejected (one always may be) |
+//! | `options.outlier.success_rate` | A50's: stdev factor 1900, 5 hosts, 100 calls, 100 % | `None`: off |
+//! | `options.outlier.failure_percentage` | A50's: 85 %, 5 hosts, 50 calls, 100 % | `None`: off |
+//! | `options.outlier.failure_codes` | `UNAVAILABLE`, `INTERNAL`, `UNKNOWN`, `DATA_LOSS` | statuses that count as the server failing |
+//! | `options.retry.policy` | none | a retry policy (A6) for every method: attempts (≤ 5), backoff, jitter, retryable codes |
+//! | `options.retry.methods` | empty | policies per `/package.Service/Method` or `/package.Service/` |
+//! | `options.retry.throttling` | 10 tokens, 0.1 per success | A6's retry throttle |
+//! | `options.retry.buffer_limit` | 1 MiB | request bytes kept per call for replay; larger calls are not retried |
+//! | `options.slow_start` | off | ramp new tasks up after `LB_RUNNING_SINCE` (Envoy's curve; window, aggression, minimum 10 %) |
 //! | [`Options::keep_alive_interval`] / [`Options::keep_alive_timeout`] | 30 s / 10 s | HTTP/2 pings that find dead connections |
 //! | [`Options::zone_detection_timeout`] | 2 s | time for the task metadata request |
 //! | `options.adaptive.tick` | 500 ms | adaptive controller period |
@@ -80,13 +96,42 @@
 //! | `Builder::tls` (feature `tls`) | plaintext | TLS to the instances via tonic's `ClientTlsConfig` |
 //! | [`Builder::rng_seed`] | random | reproducible picks and jitter |
 //!
+//! # Resilience
+//!
+//! The client learns from Cloud Map that a task drains, stops or fails only at its next poll.
+//! Between polls, every call is defended by the balancer itself:
+//!
+//! - **Health watch** ([gRFC A17], on by default): a `grpc.health.v1.Health/Watch` stream on
+//!   every connection. While the server says `NOT_SERVING` (as the demo server does for its drain
+//!   delay after SIGTERM), the instance takes no new calls; the table is rebuilt within a task
+//!   wake-up of the server's message. See [`HealthCheck`] for the deviations from A17.
+//! - **Connection signals**: a connection that breaks or receives `GOAWAY` takes no new calls
+//!   from that moment (on TLS connections, `GOAWAY` is noticed by the next call that tries the
+//!   connection, which is then retried). A call in flight on a connection that breaks fails
+//!   `UNAVAILABLE`, naming the instance and its address.
+//! - **Outlier detection** ([gRFC A50] and Envoy's consecutive failures, on by default): see
+//!   [`outlier`].
+//! - **Retries** ([gRFC A6]): transparent retries of calls that never reached the server's
+//!   application, always; retry policies with A6's throttle, opt in. See [`retry`].
+//! - **Slow start** (Envoy's, off by default): new tasks take a growing share over a window.
+//!
+//! Without a retry policy, an instance that fails every call costs at most the run of
+//! consecutive failures that ejects it (5) plus the calls already on their way to it (fewer than
+//! the calls in flight), per ejection; with a policy that retries `UNAVAILABLE`, none.
+//!
+//! [gRFC A17]: https://github.com/grpc/proposal/blob/master/A17-client-side-health-checking.md
+//! [gRFC A50]: https://github.com/grpc/proposal/blob/master/A50-xds-outlier-detection.md
+//! [gRFC A6]: https://github.com/grpc/proposal/blob/master/A6-client-retries.md
+//!
 //! # Modules
 //!
 //! - [`discovery`]: Cloud Map polling into immutable snapshots, static stability.
 //! - [`picker`]: eligibility, weights, zone choice (Envoy's zone-aware routing, the adaptive
 //!   controller) and power of two choices. Pure.
-//! - [`Balancer`] and [`BalancedChannel`]: the tonic integration (connections, ejection,
-//!   re-picks, in-flight tracking), module `balance`.
+//! - [`Balancer`] and [`BalancedChannel`]: the tonic integration (connections, health watch,
+//!   retries, in-flight tracking), module `balance`.
+//! - [`outlier`]: outlier detection and the ejection registry. Pure.
+//! - [`retry`]: retry policies, the throttle, backoff, deadlines. Pure.
 //! - [`zone`]: the caller's own zone from ECS task metadata.
 //! - [`contract`]: the attribute contract with the sync Lambda.
 //! - [`aws`]: the Cloud Map client, with the endpoint-override fix for local stand-ins.
@@ -96,11 +141,18 @@
 //! Through the [`metrics`](https://docs.rs/metrics) facade (install any recorder):
 //! `cloudmap_balancer_calls_total{locality}`, `cloudmap_balancer_spills_total`,
 //! `cloudmap_balancer_panic_picks_total`, `cloudmap_balancer_connect_failures_total`,
-//! `cloudmap_balancer_ejections_total`, `cloudmap_balancer_repicks_total`,
+//! `cloudmap_balancer_ejections_total{reason}`, `cloudmap_balancer_retries_total{kind}`,
+//! `cloudmap_balancer_retries_throttled_total`, `cloudmap_balancer_failed_calls_total`,
+//! `cloudmap_balancer_health_changes_total{status}`,
 //! `cloudmap_balancer_discovery_polls_total{kind}`, `cloudmap_balancer_discovery_errors_total`
-//! and the gauges `cloudmap_balancer_discovery_instances`, `cloudmap_balancer_instances`, `cloudmap_balancer_eligible_instances`,
-//! `cloudmap_balancer_local_share`, all labelled with `namespace` and `service`.
-//! [`Balancer::stats`] reads the same counters plus per-instance and per-zone pick counts.
+//! and the gauges `cloudmap_balancer_discovery_instances`, `cloudmap_balancer_instances`,
+//! `cloudmap_balancer_eligible_instances`, `cloudmap_balancer_not_serving_instances`,
+//! `cloudmap_balancer_ejected_instances`, `cloudmap_balancer_local_share`, all labelled with
+//! `namespace` and `service`; per instance (labels `instance`, `zone`): its health, ejections by
+//! reason, retries, throttled retries and slow-start factor. The full table is in the
+//! `telemetry` module's source, and in the README. [`Balancer::stats`] reads the same counters
+//! plus per-instance and per-zone pick counts, each instance's health-watch status, ejection
+//! reason, retries and slow-start factor.
 //!
 //! # Features
 //!

@@ -490,3 +490,71 @@ fn building_outside_a_runtime_is_an_error() {
         .unwrap_err();
     assert!(matches!(error, cloudmap_balancer::Error::NoRuntime));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_in_another_account_stays_in_its_physical_zone() {
+    // The service runs in account B, whose names map to other zones than the caller's (account
+    // A): B's "eu-central-1b" is euc1-az2, the caller's own "eu-central-1a". (moto cannot make two
+    // accounts' mappings differ; the instances carry B's mapping as the Lambda writes it there.)
+    let servers = [
+        TestServer::start("eu-central-1a"),
+        TestServer::start("eu-central-1b"),
+        TestServer::start("eu-central-1c"),
+    ];
+    let ids = ["euc1-az1", "euc1-az2", "euc1-az3"];
+    let source = Arc::new(StaticSource::new(
+        servers
+            .iter()
+            .zip(ids)
+            .enumerate()
+            .map(|(n, (s, id))| s.instance(&format!("task-{n}")).with_zone_id(id))
+            .collect(),
+    ));
+    let balancer = Balancer::builder_with_source(Arc::clone(&source), "test", "health")
+        .local_zone("eu-central-1a")
+        .local_zone_id("euc1-az2")
+        .options(all_local())
+        .rng_seed(2)
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+    assert_eq!(run_clients(&balancer, 2, 200).await, vec![0, 0]);
+    let served: Vec<u64> = servers.iter().map(TestServer::served).collect();
+    assert_eq!(
+        served,
+        vec![0, 400, 0],
+        "by name it would have gone to the first"
+    );
+    let stats = balancer.stats();
+    let local = stats
+        .zones
+        .iter()
+        .find(|z| z.locality == cloudmap_balancer::picker::Locality::Local)
+        .unwrap();
+    assert_eq!(
+        (local.zone.as_deref(), local.zone_id.as_deref()),
+        (Some("eu-central-1b"), Some("euc1-az2"))
+    );
+    assert_eq!(stats.calls.local, 400);
+
+    // Without its own ID the caller matches by name, as before.
+    let by_name = balancer_for(&source, "eu-central-1a");
+    by_name.ready().await.unwrap();
+    let before = servers[0].served();
+    assert_eq!(run_clients(&by_name, 1, 100).await, vec![0]);
+    assert_eq!(servers[0].served(), before + 100);
+}
+
+fn all_local() -> Options {
+    let mut options = Options::default();
+    options.zone_mode = ZoneMode::Fixed { local_percent: 100 };
+    options
+}
+
+fn balancer_for(source: &Arc<StaticSource>, zone: &str) -> Balancer {
+    Balancer::builder_with_source(Arc::clone(source), "test", "health-by-name")
+        .local_zone(zone)
+        .options(all_local())
+        .build()
+        .unwrap()
+}

@@ -207,3 +207,128 @@ async fn the_balancer_uses_the_detected_zone() {
     balancer.ready().await.unwrap();
     assert_eq!(balancer.local_zone(), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// EC2 instance metadata (IMDSv2), and zones matched by AZ ID across accounts.
+
+/// How the IMDS stand-in behaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Imds {
+    /// As EC2 does: a token on PUT, then the placement paths with it.
+    Answers,
+    /// Accepts connections and never answers.
+    Hangs,
+}
+
+/// An IMDSv2 stand-in on 127.0.0.1:0: the zone is served only with the token it handed out.
+async fn imds_server(mode: Imds) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            if mode == Imds::Hangs {
+                // Keep the socket open, say nothing.
+                tokio::spawn(async move {
+                    let _stream = stream;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let token = request
+                            .headers()
+                            .get("x-aws-ec2-metadata-token")
+                            .map(|v| v.to_str().unwrap().to_owned());
+                        let ttl = request
+                            .headers()
+                            .contains_key("x-aws-ec2-metadata-token-ttl-seconds");
+                        let (status, body) = match (request.method().as_str(), request.uri().path())
+                        {
+                            ("PUT", "/latest/api/token") if ttl => (200, "AQAEAFt0k3n"),
+                            (_, _) if token.as_deref() != Some("AQAEAFt0k3n") => (401, ""),
+                            ("GET", "/latest/meta-data/placement/availability-zone") => {
+                                (200, "eu-central-1a")
+                            }
+                            ("GET", "/latest/meta-data/placement/availability-zone-id") => {
+                                (200, "euc1-az2")
+                            }
+                            _ => (404, ""),
+                        };
+                        let response = http::Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from_static(body.as_bytes())));
+                        async move { Ok::<_, Infallible>(response.unwrap()) }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn reads_the_zone_and_its_id_from_imdsv2() {
+    let addr = imds_server(Imds::Answers).await;
+    let found = zone::from_imds(&format!("http://{addr}"), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(found.name.as_deref(), Some("eu-central-1a"));
+    assert_eq!(found.id.as_deref(), Some("euc1-az2"));
+
+    let balancer = Balancer::builder_with_source(StaticSource::new(Vec::new()), "test", "svc")
+        .zone(OwnZone::Imds(format!("http://{addr}")))
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+    assert_eq!(balancer.local_zone().as_deref(), Some("eu-central-1a"));
+    assert_eq!(balancer.local_zone_id().as_deref(), Some("euc1-az2"));
+    let stats = balancer.stats();
+    assert_eq!(stats.local_zone_id.as_deref(), Some("euc1-az2"));
+}
+
+#[tokio::test]
+async fn a_hanging_or_absent_imds_leaves_the_zone_unknown_after_the_timeout() {
+    let hangs = imds_server(Imds::Hangs).await;
+    let error = zone::from_imds(&format!("http://{hangs}"), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::ZoneDetection {
+                reason: "timed out",
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    let mut options = cloudmap_balancer::Options::default();
+    options.imds_timeout = Duration::from_millis(200);
+    let balancer = Balancer::builder_with_source(StaticSource::new(Vec::new()), "test", "svc")
+        .zone(OwnZone::Imds(format!("http://{hangs}")))
+        .options(options)
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+    assert_eq!(balancer.local_zone(), None);
+    assert_eq!(balancer.local_zone_id(), None);
+
+    // A fixed ID still applies when detection finds nothing.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = closed.local_addr().unwrap();
+    drop(closed);
+    let balancer = Balancer::builder_with_source(StaticSource::new(Vec::new()), "test", "svc")
+        .zone(OwnZone::Imds(format!("http://{nobody}")))
+        .local_zone_id("euc1-az3")
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+    assert_eq!(balancer.local_zone_id().as_deref(), Some("euc1-az3"));
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::endpoint::ConnectSettings;
 use super::health::HealthCheck;
-use super::state::{self, EndpointFactory, Settings, Shared, ZoneSource};
+use super::state::{self, EndpointFactory, Settings, Shared};
 use super::{Balancer, Inner};
 use crate::aws::sdk;
 use crate::discovery::{AbortOnDrop, CloudMapSource, Discovery, DiscoveryOptions, InstanceSource};
@@ -15,7 +15,7 @@ use crate::outlier::{Limits, OutlierOptions};
 use crate::picker::{AdaptiveOptions, SlowStart, ZoneMode};
 use crate::retry::RetryOptions;
 use crate::telemetry::Ident;
-use crate::zone::{METADATA_URI_VAR, OwnZone};
+use crate::zone::{Detection, OwnZone};
 
 /// The balancer's settings. Every field has a documented default ([`Options::default`]); change
 /// what you need:
@@ -73,6 +73,9 @@ pub struct Options {
     pub keep_alive_timeout: Duration,
     /// Time allowed for reading the own zone from the ECS task metadata endpoint. Default 2 s.
     pub zone_detection_timeout: Duration,
+    /// Time allowed for reading the own zone from EC2 instance metadata (IMDSv2), token and
+    /// both paths together. Default 1 s.
+    pub imds_timeout: Duration,
 }
 
 impl Default for Options {
@@ -95,6 +98,7 @@ impl Default for Options {
             keep_alive_interval: Some(Duration::from_secs(30)),
             keep_alive_timeout: Duration::from_secs(10),
             zone_detection_timeout: Duration::from_secs(2),
+            imds_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -122,6 +126,7 @@ impl Options {
             ("ejection_base", self.ejection_base),
             ("keep_alive_timeout", self.keep_alive_timeout),
             ("zone_detection_timeout", self.zone_detection_timeout),
+            ("imds_timeout", self.imds_timeout),
         ] {
             if value.is_zero() {
                 return invalid(name, "must be above 0");
@@ -185,6 +190,7 @@ pub struct Builder {
     caller: Option<(Arc<dyn InstanceSource>, Ident)>,
     caller_service: Option<(String, String)>,
     zone: OwnZone,
+    zone_id: Option<String>,
     options: Options,
     configure: Option<Configure>,
     #[cfg(feature = "tls")]
@@ -228,6 +234,7 @@ impl Builder {
             caller: None,
             caller_service: None,
             zone: OwnZone::Detect,
+            zone_id: None,
             options: Options::default(),
             configure: None,
             #[cfg(feature = "tls")]
@@ -245,6 +252,14 @@ impl Builder {
     /// Shorthand for `.zone(OwnZone::Fixed(zone))`.
     pub fn local_zone(self, zone: impl Into<String>) -> Self {
         self.zone(OwnZone::Fixed(zone.into()))
+    }
+
+    /// The own zone's AZ ID, e.g. `euc1-az2` (the same in every account, where zone names are
+    /// not): zones are then matched by ID wherever the instances carry `AVAILABILITY_ZONE_ID`.
+    /// Wins over a detected ID. Default: the detected one (EC2 instance metadata), if any.
+    pub fn local_zone_id(mut self, id: impl Into<String>) -> Self {
+        self.zone_id = Some(id.into());
+        self
     }
 
     /// All options at once (see [`Options`] for the defaults).
@@ -325,21 +340,12 @@ impl Builder {
         let seed = self.seed.unwrap_or_else(|| fastrand::u64(..));
         let options = self.options;
 
-        let zone = match self.zone {
-            OwnZone::Detect => match std::env::var(METADATA_URI_VAR) {
-                Ok(uri) if !uri.trim().is_empty() => ZoneSource::TaskMetadata {
-                    uri,
-                    timeout: options.zone_detection_timeout,
-                },
-                _ => ZoneSource::Fixed(None),
-            },
-            OwnZone::TaskMetadata(uri) => ZoneSource::TaskMetadata {
-                uri,
-                timeout: options.zone_detection_timeout,
-            },
-            OwnZone::Fixed(zone) => ZoneSource::Fixed(Some(zone)),
-            OwnZone::Unknown => ZoneSource::Fixed(None),
-        };
+        let zone = Detection::new(
+            self.zone,
+            self.zone_id,
+            options.zone_detection_timeout,
+            options.imds_timeout,
+        );
 
         let caller = match (self.caller, self.caller_service) {
             (Some(caller), _) => Some(caller),

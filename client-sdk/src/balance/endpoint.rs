@@ -38,6 +38,10 @@ pub(crate) type ConnectFailure = Arc<dyn std::error::Error + Send + Sync + 'stat
 /// Calls and latency of one zone, harvested by the adaptive controller every tick.
 #[derive(Debug, Default)]
 pub(crate) struct ZoneCounters {
+    /// The zone's name, as the instances' account names it.
+    pub(crate) name: Option<String>,
+    /// The zone's AZ ID, when known.
+    pub(crate) id: Option<String>,
     /// Picks into this zone, ever.
     pub(crate) picks: AtomicU64,
     /// Calls completed since the last harvest.
@@ -47,6 +51,14 @@ pub(crate) struct ZoneCounters {
 }
 
 impl ZoneCounters {
+    pub(crate) fn new(name: Option<String>, id: Option<String>) -> Self {
+        Self {
+            name,
+            id,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn record(&self, latency: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.latency_nanos.fetch_add(nanos, Ordering::Relaxed);

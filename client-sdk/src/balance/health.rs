@@ -45,7 +45,7 @@ pub enum HealthStatus {
     NotServing,
     /// The server has no health service (`UNIMPLEMENTED`): used normally.
     Unimplemented,
-    /// Health checking is off ([`HealthCheck::enabled`](crate::balance::HealthCheck)).
+    /// Health checking is off ([`HealthCheck::enabled`]).
     Disabled,
 }
 
@@ -130,7 +130,23 @@ impl HealthCell {
     }
 }
 
-/// Health checking settings.
+/// Client-side health checking (gRFC A17): a `grpc.health.v1.Health/Watch` stream on every open
+/// connection.
+///
+/// - `SERVING`: eligible. Any other status (`NOT_SERVING`, `SERVICE_UNKNOWN`, `UNKNOWN`): no new
+///   calls until the server says `SERVING` again.
+/// - The call fails `UNIMPLEMENTED`: the server has no health service; the instance is used
+///   normally and the watch is not retried (as A17).
+/// - The stream ends or fails otherwise: it is re-opened with exponential backoff from
+///   `backoff_base` to `backoff_max` (at once after a stream that had answered, as A17).
+///   Meanwhile the connection's state decides: a live connection is used. *Deviation:* A17 treats
+///   the instance as failing until the stream is back; a broken health stream alone (a proxy's
+///   idle timeout, a restarted health service) does not mean calls fail, and a dead connection is
+///   caught by the connection watch and keep-alives anyway.
+/// - The connection closes or receives `GOAWAY`: the watch is cancelled (as A17).
+/// - *Deviation:* a new connection is used before its first health answer. A17 waits for it,
+///   which costs a round trip on every new connection; here the call that opened the connection
+///   goes ahead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HealthCheck {

@@ -10,24 +10,26 @@
 //! Per call, the channel:
 //!
 //! 1. picks an instance ([`picker`](crate::picker): zone plan, then power of two choices by
-//!    in-flight requests);
-//! 2. takes that instance's tonic `Channel`, connecting it first if it has none (connections are
-//!    made on first use and kept while the instance stays in the snapshot). The connection's
-//!    socket is watched, so a connection the server closed is known to be dead *before* a
-//!    request is put on it;
-//! 3. if connecting fails, nothing was sent: the instance is ejected (exponential backoff from
-//!    [`Options::ejection_base`] to [`Options::ejection_max`], never more than half of the
-//!    instances at once) and the call is re-picked once, transparently;
-//! 4. sends the request and keeps the call counted in flight until its response body ends, so
-//!    an instance that leaves the snapshot keeps its connection until its last call finishes.
+//!    in-flight requests, over the instances that are eligible: not draining, not ejected, not
+//!    reported `NOT_SERVING` by their health watch);
+//! 2. takes that instance's connection, connecting it first if it has none (connections are
+//!    made on first use and kept while the instance stays in the snapshot; each gets a health
+//!    watch). The connection's socket is watched, so a connection the server closed, or sent
+//!    `GOAWAY` on, is known to be gone *before* a request is put on it;
+//! 3. sends the request with the time left before its deadline, keeping what it sent for
+//!    replay, and reads the response headers. A failure before the server's application saw the
+//!    request (connecting failed, the connection was gone, the stream was refused) is retried
+//!    on another instance at once, transparently; a failure after it (a status in the policy's
+//!    retryable codes, or a connection that broke) is retried by the retry policy, if there is
+//!    one, after its backoff, within the throttle and the deadline ([`crate::retry`]);
+//! 4. keeps the call counted in flight until its response body ends, so an instance that leaves
+//!    the snapshot keeps its connection until its last call finishes, and records how the call
+//!    ended for outlier detection ([`crate::outlier`]).
 //!
-//! A call can fail because an instance died when it was already sent to it, or in one narrow
-//! case when it was not: the connection dies between the liveness check and the send, and tonic's
-//! reconnect underneath the call fails. That request was never sent but is consumed, so it cannot
-//! be re-picked; the call fails with `UNAVAILABLE` naming the instance and its address (the same
-//! error as a failed re-pick), and the instance is ejected. So a killed server costs at most the
-//! calls in flight on it plus those racing its death, and none when it was drained (`DRAINING`)
-//! first.
+//! A call in flight when its connection breaks fails `UNAVAILABLE` naming the instance and its
+//! address. So a killed server costs at most the calls in flight on it (none with a retry
+//! policy that retries `UNAVAILABLE`), and a drained one (health `NOT_SERVING`, then `GOAWAY`)
+//! costs none.
 
 mod body;
 mod builder;
@@ -140,9 +142,14 @@ impl Balancer {
         self.inner.caller.as_ref().and_then(Discovery::snapshot)
     }
 
-    /// The caller's own zone, once resolved (`None` while detecting, or when unknown).
+    /// The caller's own zone name, once resolved (`None` while detecting, or when unknown).
     pub fn local_zone(&self) -> Option<String> {
         self.inner.shared.local_zone()
+    }
+
+    /// The caller's own AZ ID, once resolved (`None` while detecting, or when unknown).
+    pub fn local_zone_id(&self) -> Option<String> {
+        self.inner.shared.local_zone_id()
     }
 
     /// Instances, zones, counters and discovery status, read consistently from the current

@@ -23,8 +23,9 @@ use crate::outlier::{
     Ejection, EjectionReason, Ejections, HostCounts, Outcome, OutlierOptions, sweep,
 };
 use crate::picker::{
-    AdaptiveOptions, Availability, LatencySample, Observation, Pick, Picker, PickerConfig,
-    SlowStart, SpillLevel, ZoneController, ZoneDemand, ZoneMode, live_count,
+    AdaptiveOptions, Availability, LatencySample, Locality, Observation, Pick, Picker,
+    PickerConfig, SlowStart, SpillLevel, ZoneController, ZoneDemand, ZoneKey, ZoneMode, live_count,
+    locality, zones_of,
 };
 use crate::retry::{RetryOptions, RetryPolicy, Throttle};
 use crate::telemetry::{BalancerMetrics, Ident, InstanceMetrics};
@@ -63,9 +64,10 @@ struct BuildState {
     snapshot: Option<Arc<Snapshot>>,
     demand: Option<ZoneDemand>,
     local_zone: Option<String>,
+    local_zone_id: Option<String>,
     zone_resolved: bool,
     ejections: Ejections<EndpointKey>,
-    zones: HashMap<Option<String>, Arc<ZoneCounters>>,
+    zones: HashMap<Option<ZoneKey>, Arc<ZoneCounters>>,
 }
 
 /// Call counters for [`Stats`](super::Stats) (the `metrics` facade is write-only). Picks by
@@ -138,6 +140,7 @@ impl Shared {
                 snapshot: None,
                 demand: None,
                 local_zone: None,
+                local_zone_id: None,
                 zone_resolved: false,
                 ejections: Ejections::new(ejection),
                 zones: HashMap::new(),
@@ -184,6 +187,10 @@ impl Shared {
 
     pub(crate) fn local_zone(&self) -> Option<String> {
         self.state().local_zone.clone()
+    }
+
+    pub(crate) fn local_zone_id(&self) -> Option<String> {
+        self.state().local_zone_id.clone()
     }
 
     pub(crate) fn spill_level(&self) -> SpillLevel {
@@ -477,12 +484,18 @@ impl Shared {
         }
     }
 
-    /// Picks per zone, ever.
-    pub(crate) fn zone_picks(&self) -> Vec<(Option<String>, u64)> {
+    /// Picks per zone, ever: (name, ID, picks).
+    pub(crate) fn zone_picks(&self) -> Vec<(Option<String>, Option<String>, u64)> {
         self.state()
             .zones
-            .iter()
-            .map(|(zone, counters)| (zone.clone(), counters.picks.load(Ordering::Relaxed)))
+            .values()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.id.clone(),
+                    c.picks.load(Ordering::Relaxed),
+                )
+            })
             .collect()
     }
 
@@ -500,9 +513,10 @@ impl Shared {
         self.demand_generation.send_replace(generation);
     }
 
-    fn set_zone(&self, zone: Option<String>) {
+    fn set_zone(&self, zone: crate::zone::Detected) {
         let mut state = self.state();
-        state.local_zone = zone;
+        state.local_zone = zone.name;
+        state.local_zone_id = zone.id;
         state.zone_resolved = true;
         self.rebuild(&mut state);
     }
@@ -538,11 +552,15 @@ impl Shared {
             .as_ref()
             .map(|t| t.endpoints.iter().map(|e| (&e.key, e)).collect())
             .unwrap_or_default();
+        let of = zones_of(instances);
         let endpoints: Vec<Arc<Endpoint>> = instances
             .iter()
             .zip(keys)
-            .map(|(instance, key)| {
-                let zone = state.zones.entry(instance.zone.clone()).or_default();
+            .zip(&of)
+            .map(|((instance, key), zone_of)| {
+                let zone = state.zones.entry(zone_of.key.clone()).or_insert_with(|| {
+                    Arc::new(ZoneCounters::new(zone_of.name.clone(), zone_of.id.clone()))
+                });
                 match existing.get(&key) {
                     // Same instance, same zone: keep it. (An instance whose zone changed gets a
                     // new endpoint, so its picks count in its new zone, as the picker sees it.)
@@ -572,6 +590,7 @@ impl Shared {
 
         let config = PickerConfig {
             local_zone: state.local_zone.clone(),
+            local_zone_id: state.local_zone_id.clone(),
             zone_mode: self.settings.zone_mode,
             panic_threshold: self.settings.panic_threshold,
             load_max_age: self.settings.load_max_age,
@@ -618,7 +637,15 @@ impl Shared {
                 .set(view.slow_start_milli as f64 / 1000.0);
         }
 
-        let cpu = zone_cpu(&snapshot, &picker, state.local_zone.as_deref());
+        let local_of = |i: usize| {
+            locality(
+                state.local_zone.as_deref(),
+                state.local_zone_id.as_deref(),
+                of[i].name.as_deref(),
+                of[i].id.as_deref(),
+            ) == Locality::Local
+        };
+        let cpu = zone_cpu(&snapshot, &picker, local_of);
         let candidates = picker.instances().iter().filter(|v| v.candidate).count();
         self.metrics.instances.set(count(instances.len()));
         self.metrics.eligible.set(count(candidates));
@@ -719,11 +746,14 @@ impl Shared {
             let mut remote = LatencySample::default();
             for (zone, counters) in &state.zones {
                 let (calls, nanos) = counters.harvest();
-                let sample = if zone.is_some() && *zone == state.local_zone {
-                    &mut local
-                } else {
-                    &mut remote
-                };
+                let is_local = zone.is_some()
+                    && locality(
+                        state.local_zone.as_deref(),
+                        state.local_zone_id.as_deref(),
+                        counters.name.as_deref(),
+                        counters.id.as_deref(),
+                    ) == Locality::Local;
+                let sample = if is_local { &mut local } else { &mut remote };
                 sample.calls += calls;
                 sample.total_nanos = sample.total_nanos.saturating_add(nanos);
             }
@@ -781,15 +811,20 @@ pub(crate) enum FirstTable {
 fn zone_cpu(
     snapshot: &Snapshot,
     picker: &Picker,
-    local_zone: Option<&str>,
+    is_local: impl Fn(usize) -> bool,
 ) -> (Option<f64>, Option<f64>) {
     let mut sums = [(0.0f64, 0.0f64); 2];
-    for (instance, view) in snapshot.instances().iter().zip(picker.instances()) {
+    for (i, (instance, view)) in snapshot
+        .instances()
+        .iter()
+        .zip(picker.instances())
+        .enumerate()
+    {
         let Some(load) = instance.load else { continue };
         if !view.candidate {
             continue;
         }
-        let side = usize::from(!(local_zone.is_some() && instance.zone.as_deref() == local_zone));
+        let side = usize::from(!is_local(i));
         let weight = f64::from(view.base_weight);
         sums[side].0 += f64::from(load.get()) * weight;
         sums[side].1 += weight;
@@ -798,43 +833,41 @@ fn zone_cpu(
     (mean(sums[0]), mean(sums[1]))
 }
 
-/// Where the own zone comes from, resolved by the background task before the first table.
-#[derive(Debug, Clone)]
-pub(crate) enum ZoneSource {
-    Fixed(Option<String>),
-    TaskMetadata { uri: String, timeout: Duration },
-}
-
 /// The balancer's background task: applies snapshots, caller-fleet changes and ejection
 /// expiries to the table, and runs the adaptive controller.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     mut callers: Option<watch::Receiver<Option<Arc<Snapshot>>>>,
-    zone: ZoneSource,
+    zone: crate::zone::Detection,
     adaptive: AdaptiveOptions,
 ) {
-    let local_zone = match zone {
-        ZoneSource::Fixed(zone) => zone,
-        ZoneSource::TaskMetadata { uri, timeout } => {
-            match crate::zone::from_task_metadata(&uri, timeout).await {
-                Ok(zone) => zone,
-                Err(error) => {
-                    tracing::warn!(
-                        namespace = %shared.ident.namespace,
-                        service = %shared.ident.service,
-                        error = %Chain(&error),
-                        "own zone unknown; calls get no zone affinity"
-                    );
-                    None
-                }
-            }
-        }
-    };
+    let namespace = shared.ident.namespace.clone();
+    let service = shared.ident.service.clone();
+    let local_zone = zone
+        .resolve(|step, error| {
+            tracing::warn!(
+                %namespace,
+                %service,
+                step,
+                error = %Chain(error),
+                "own zone not found there"
+            );
+        })
+        .await;
+    if local_zone.name.is_none() && local_zone.id.is_none() {
+        tracing::warn!(
+            namespace = %shared.ident.namespace,
+            service = %shared.ident.service,
+            "own zone unknown; calls get no zone affinity"
+        );
+    }
     tracing::info!(
         namespace = %shared.ident.namespace,
         service = %shared.ident.service,
-        zone = ?local_zone,
+        zone = ?local_zone.name,
+        zone_id = ?local_zone.id,
+        source = local_zone.source,
         "own zone"
     );
     shared.set_zone(local_zone);

@@ -20,8 +20,10 @@ pub struct Stats {
     pub namespace: String,
     /// The service.
     pub service: String,
-    /// The caller's own zone, once resolved.
+    /// The caller's own zone name, once resolved.
     pub local_zone: Option<String>,
+    /// The caller's own AZ ID, once resolved.
+    pub local_zone_id: Option<String>,
     /// The snapshot the picker works from (`None` before the first one).
     pub snapshot: Option<Arc<Snapshot>>,
     /// Whether the picker is in panic mode.
@@ -92,8 +94,10 @@ impl InstanceStats {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ZoneStats {
-    /// The zone; `None` for instances without one.
+    /// The zone's name (as the instances' account names it); `None` for instances without one.
     pub zone: Option<String>,
+    /// The zone's AZ ID, when known.
+    pub zone_id: Option<String>,
     /// Relative to the caller's zone.
     pub locality: Locality,
     /// Instances the picker can pick there.
@@ -190,11 +194,20 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     let zone_picks = shared.zone_picks();
     let local_zone = shared.local_zone();
+    let local_zone_id = shared.local_zone_id();
+    let locality_of = |name: &Option<String>, id: &Option<String>| {
+        locality(
+            local_zone.as_deref(),
+            local_zone_id.as_deref(),
+            name.as_deref(),
+            id.as_deref(),
+        )
+    };
     // Picks by locality, from the per-zone counts: the own zone is resolved before the first
     // table, so every pick into a zone had that zone's locality.
     let (mut local, mut remote, mut unknown) = (0, 0, 0);
-    for (zone, picks) in &zone_picks {
-        match locality(local_zone.as_deref(), zone.as_deref()) {
+    for (name, id, picks) in &zone_picks {
+        match locality_of(name, id) {
             Locality::Local => local += picks,
             Locality::Remote => remote += picks,
             Locality::Unknown => unknown += picks,
@@ -224,17 +237,18 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
     let retry_tokens = shared.throttle.tokens();
     let now = tokio::time::Instant::now();
     let adaptive = shared.controller_view();
-    let picks_in = |zone: &Option<String>| {
+    let picks_in = |name: &Option<String>, id: &Option<String>| {
         zone_picks
             .iter()
-            .find(|(z, _)| z == zone)
-            .map_or(0, |&(_, n)| n)
+            .find(|(n, i, _)| n == name && i == id)
+            .map_or(0, |&(_, _, picks)| picks)
     };
     let Some(table) = table else {
         return Stats {
             namespace: shared.ident.namespace.clone(),
             service: shared.ident.service.clone(),
             local_zone,
+            local_zone_id,
             snapshot: None,
             panic: false,
             local_share: 0.0,
@@ -281,18 +295,24 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
         .iter()
         .map(|z| ZoneStats {
             zone: z.zone.clone(),
+            zone_id: z.zone_id.clone(),
             locality: z.locality,
             candidates: z.candidates,
             capacity_share: z.capacity_share,
             spill_share: z.spill_share,
-            picks: picks_in(&z.zone),
+            picks: picks_in(&z.zone, &z.zone_id),
         })
         .collect();
-    for (zone, picks) in &zone_picks {
-        if !zones.iter().any(|z| z.zone == *zone) {
+    for (name, id, picks) in &zone_picks {
+        if !zones.iter().any(|z| z.zone == *name && z.zone_id == *id) {
             zones.push(ZoneStats {
-                zone: zone.clone(),
-                locality: locality(local_zone.as_deref(), zone.as_deref()),
+                zone: name.clone(),
+                zone_id: id.clone(),
+                locality: if name.is_none() && id.is_none() {
+                    Locality::Unknown
+                } else {
+                    locality_of(name, id)
+                },
                 candidates: 0,
                 capacity_share: 0.0,
                 spill_share: 0.0,
@@ -300,11 +320,12 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
             });
         }
     }
-    zones.sort_by_key(|z| (z.zone.is_none(), z.zone.clone()));
+    zones.sort_by_key(|z| (z.zone.is_none(), z.zone.clone(), z.zone_id.clone()));
     Stats {
         namespace: shared.ident.namespace.clone(),
         service: shared.ident.service.clone(),
         local_zone,
+        local_zone_id,
         panic: table.picker.panic(),
         local_share: table.picker.local_fraction(shared.spill_level()),
         snapshot: Some(Arc::clone(&table.snapshot)),

@@ -41,6 +41,11 @@
 //!
 //! # Zones
 //!
+//! Zone names are per account, AZ IDs are not: zones are compared by AZ ID when both the caller
+//! and the instance know theirs ([`PickerConfig::local_zone_id`], `AVAILABILITY_ZONE_ID`, or the ID
+//! another instance of the same zone name carries), and by name otherwise; instances are grouped
+//! by ID where known. So a caller in another account stays in its own *physical* zone.
+//!
 //! The capacity of a zone, c_z, is its share of the candidates' effective weight. With
 //! [`ZoneMode::Adaptive`] (the default):
 //!
@@ -100,6 +105,7 @@ mod adaptive;
 mod slow_start;
 mod table;
 mod weight;
+mod zone_id;
 
 #[cfg(test)]
 mod tests;
@@ -111,9 +117,12 @@ pub use adaptive::{AdaptiveOptions, Verdict};
 #[cfg(feature = "tonic")]
 pub(crate) use adaptive::{LatencySample, Observation, ZoneController};
 pub use slow_start::SlowStart;
+#[cfg(feature = "tonic")]
+pub(crate) use table::live_count;
 pub use table::{InstanceView, Pick, Picker, ZoneView};
 #[cfg(feature = "tonic")]
-pub(crate) use table::{live_count, locality};
+pub(crate) use zone_id::ZoneKey;
+pub(crate) use zone_id::{locality, zones_of};
 
 use crate::contract::LbState;
 use crate::instance::Instance;
@@ -139,8 +148,12 @@ pub enum ZoneMode {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct PickerConfig {
-    /// The caller's availability zone; `None` turns zone affinity off.
+    /// The caller's availability zone name; with `local_zone_id`, `None` for both turns zone
+    /// affinity off.
     pub local_zone: Option<String>,
+    /// The caller's AZ ID, when known: zones are then matched by ID where the instances carry
+    /// one (see [zones](self#zones)).
+    pub local_zone_id: Option<String>,
     /// How calls are kept local. Default [`ZoneMode::Adaptive`].
     pub zone_mode: ZoneMode,
     /// Panic mode starts when eligible instances hold less than this share of the total weight.
@@ -156,6 +169,7 @@ impl Default for PickerConfig {
     fn default() -> Self {
         Self {
             local_zone: None,
+            local_zone_id: None,
             zone_mode: ZoneMode::Adaptive,
             panic_threshold: 0.5,
             load_max_age: Duration::from_secs(300),
@@ -281,38 +295,64 @@ impl SpillLevel {
     }
 }
 
-/// The caller fleet's distribution over zones, for Envoy's zone-aware routing.
+/// The caller fleet's distribution over zones, for Envoy's zone-aware routing. Callers' zones
+/// are matched against the instances' the same way the caller's own is: by AZ ID when both know
+/// it, by name otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ZoneDemand {
     zones: Vec<(String, u64)>,
+    /// (name, ID, callers), one entry per distinct pair.
+    detailed: Vec<(Option<String>, Option<String>, u64)>,
 }
 
 impl ZoneDemand {
-    /// From (zone, number of callers) pairs; repeated zones add up.
+    /// From (zone name, number of callers) pairs; repeated zones add up.
     pub fn new(counts: impl IntoIterator<Item = (String, u64)>) -> Self {
+        Self::with_ids(counts.into_iter().map(|(zone, n)| (Some(zone), None, n)))
+    }
+
+    /// From (zone name, AZ ID, number of callers); repeated pairs add up.
+    pub fn with_ids(
+        counts: impl IntoIterator<Item = (Option<String>, Option<String>, u64)>,
+    ) -> Self {
         let mut demand = Self::default();
-        for (zone, count) in counts {
-            match demand.zones.iter_mut().find(|(z, _)| *z == zone) {
+        for (name, id, count) in counts {
+            if name.is_none() && id.is_none() {
+                continue;
+            }
+            match demand
+                .detailed
+                .iter_mut()
+                .find(|(n, i, _)| *n == name && *i == id)
+            {
+                Some((_, _, total)) => *total += count,
+                None => demand.detailed.push((name.clone(), id.clone(), count)),
+            }
+            let label = name.or(id).unwrap_or_default();
+            match demand.zones.iter_mut().find(|(z, _)| *z == label) {
                 Some((_, total)) => *total += count,
-                None => demand.zones.push((zone, count)),
+                None => demand.zones.push((label, count)),
             }
         }
         demand
     }
 
     /// Counts the caller fleet's instances per zone: those with a zone that are running (or
-    /// carry no lifecycle data) and not unhealthy.
+    /// carry no lifecycle data) and not unhealthy. Their zone IDs are filled in from their own
+    /// name → ID pairs, as an upstream snapshot's are.
     pub fn from_instances(instances: &[Instance]) -> Self {
-        Self::new(
+        let zones = zones_of(instances);
+        Self::with_ids(
             instances
                 .iter()
-                .filter(|i| matches!(i.state, None | Some(LbState::Running)))
-                .filter(|i| i.health != crate::contract::LbHealth::Unhealthy)
-                .filter_map(|i| Some((i.zone.clone()?, 1))),
+                .zip(zones)
+                .filter(|(i, _)| matches!(i.state, None | Some(LbState::Running)))
+                .filter(|(i, _)| i.health != crate::contract::LbHealth::Unhealthy)
+                .map(|(_, z)| (z.name, z.id, 1)),
         )
     }
 
-    /// Callers in `zone`.
+    /// Callers in the zone named `zone`.
     pub fn get(&self, zone: &str) -> u64 {
         self.zones
             .iter()
@@ -320,12 +360,21 @@ impl ZoneDemand {
             .map_or(0, |&(_, n)| n)
     }
 
-    /// All callers.
-    pub fn total(&self) -> u64 {
-        self.zones.iter().map(|&(_, n)| n).sum()
+    /// Callers in the zone (`name`, `id`): by ID where both know it, else by name.
+    pub(crate) fn count_for(&self, name: Option<&str>, id: Option<&str>) -> u64 {
+        self.detailed
+            .iter()
+            .filter(|(n, i, _)| locality(name, id, n.as_deref(), i.as_deref()) == Locality::Local)
+            .map(|&(_, _, count)| count)
+            .sum()
     }
 
-    /// The (zone, callers) pairs.
+    /// All callers.
+    pub fn total(&self) -> u64 {
+        self.detailed.iter().map(|&(_, _, n)| n).sum()
+    }
+
+    /// The (zone, callers) pairs, by zone name (the ID where a caller has no name).
     pub fn zones(&self) -> &[(String, u64)] {
         &self.zones
     }

@@ -1,23 +1,23 @@
-//! Slow start (Envoy's slow start mode): a task that just turned RUNNING takes a growing share
-//! of its weight over a window, so its caches and JIT warm up before it takes a full share.
-//!
-//! ```text
-//! factor = max(min_weight_percent / 100, time_factor ^ (1 / aggression))
-//! time_factor = max(seconds since LB_RUNNING_SINCE, 1) / window in seconds
-//! ```
-//!
-//! and 1 once the window has passed. The time comes from `LB_RUNNING_SINCE`, which the sync
-//! Lambda writes from ECS's `startedAt`, so every client ramps a task from the same moment,
-//! clients started later included; an instance that has run longer than the window, or carries
-//! no `LB_RUNNING_SINCE`, takes its full weight at once. (Envoy ramps from the moment a host joins
-//! the *client's* cluster and exempts hosts of the first update; a shared start time makes that
-//! exemption unnecessary.)
+//! Slow start: a growing share for a task that just turned RUNNING (see [`SlowStart`]).
 
 use std::time::{Duration, SystemTime};
 
 use super::weight::MILLI;
 
-/// Slow start settings (see the [module docs](self)).
+/// Slow start (Envoy's slow start mode): a task that just turned RUNNING takes a growing share
+/// of its weight over a window, so its caches and JIT warm up before it takes a full share.
+///
+/// ```text
+/// factor = max(min_weight_percent / 100, time_factor ^ (1 / aggression))
+/// time_factor = max(seconds since LB_RUNNING_SINCE, 1) / window in seconds
+/// ```
+///
+/// and 1 once the window has passed. The time comes from `LB_RUNNING_SINCE`, which the sync
+/// Lambda writes from ECS's `startedAt`, so every client ramps a task from the same moment,
+/// clients started later included; an instance that has run longer than the window, or carries
+/// no `LB_RUNNING_SINCE`, takes its full weight at once. (Envoy ramps from the moment a host joins
+/// the *client's* cluster and exempts hosts of the first update; a shared start time makes that
+/// exemption unnecessary.)
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct SlowStart {

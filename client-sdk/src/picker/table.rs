@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use fastrand::Rng;
 
 use super::weight::{MILLI, base_weights, load_factor_milli};
+use super::zone_id::{ZoneOf, locality, zones_of};
 use super::{Availability, Exclusion, Locality, PickerConfig, SpillLevel, ZoneDemand, ZoneMode};
 use crate::contract::{LbHealth, LbState};
 use crate::instance::{CloudMapHealth, Instance};
@@ -61,8 +62,11 @@ impl InstanceView {
 /// Per-zone result of building, for observability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneView {
-    /// The zone; `None` for instances without `AVAILABILITY_ZONE`.
+    /// The zone's name (`AVAILABILITY_ZONE`, as the instances' account names it); `None` for
+    /// instances without one.
     pub zone: Option<String>,
+    /// The zone's AZ ID (`AVAILABILITY_ZONE_ID`), when known.
+    pub zone_id: Option<String>,
     /// Local, remote or unknown, relative to the caller's zone.
     pub locality: Locality,
     /// How many instances of the zone the table can pick.
@@ -154,29 +158,33 @@ impl Picker {
             }
         };
 
-        // Zones in a stable order (by name, zone-less last) so views and tests are deterministic.
-        let mut zone_names: Vec<Option<&str>> = Vec::new();
-        for (i, instance) in instances.iter().enumerate() {
-            let zone = instance.zone.as_deref();
-            if candidate(i) && !zone_names.contains(&zone) {
-                zone_names.push(zone);
+        // Zones (by ID when known, else name: see `zone_id`) in a stable order (by name, then ID,
+        // zone-less last) so views and tests are deterministic.
+        let of = zones_of(instances);
+        let mut zones: Vec<&ZoneOf> = Vec::new();
+        for (i, zone) in of.iter().enumerate() {
+            if candidate(i) && !zones.iter().any(|z| z.key == zone.key) {
+                zones.push(zone);
             }
         }
-        zone_names.sort_by_key(|zone| (zone.is_none(), *zone));
+        zones.sort_by(|a, b| {
+            (a.key.is_none(), &a.name, &a.key).cmp(&(b.key.is_none(), &b.name, &b.key))
+        });
 
-        let local_zone = config.local_zone.as_deref();
+        let local_name = config.local_zone.as_deref();
+        let local_id = config.local_zone_id.as_deref();
         let mut picker = Self {
             index: Vec::new(),
             weight: Vec::new(),
             keep: Vec::new(),
             alias: Vec::new(),
-            groups: Vec::with_capacity(zone_names.len()),
+            groups: Vec::with_capacity(zones.len()),
             local: None,
             plan: Plan::Spread,
             spill_cum: Vec::new(),
             panic,
             instances: Vec::with_capacity(instances.len()),
-            zones: Vec::with_capacity(zone_names.len()),
+            zones: Vec::with_capacity(zones.len()),
         };
         let mut effective = vec![0u64; instances.len()];
         let slow: Vec<u64> = instances
@@ -187,11 +195,11 @@ impl Picker {
                     .map_or(MILLI, |s| s.factor_milli(i.running_since, now))
             })
             .collect();
-        for zone in &zone_names {
+        for zone in &zones {
             let start = picker.index.len();
             let mut running = 0u64;
             for (i, instance) in instances.iter().enumerate() {
-                if !candidate(i) || instance.zone.as_deref() != *zone {
+                if !candidate(i) || of[i].key != zone.key {
                     continue;
                 }
                 let factor =
@@ -212,7 +220,16 @@ impl Picker {
                 start,
                 end: picker.index.len(),
                 total: running,
-                locality: locality(local_zone, *zone),
+                locality: if zone.key.is_none() {
+                    Locality::Unknown
+                } else {
+                    locality(
+                        local_name,
+                        local_id,
+                        zone.name.as_deref(),
+                        zone.id.as_deref(),
+                    )
+                },
             });
         }
         picker.instances = (0..instances.len())
@@ -225,7 +242,7 @@ impl Picker {
             })
             .collect();
 
-        let spill = picker.plan_zones(config, demand, local_zone, &zone_names);
+        let spill = picker.plan_zones(config, demand, &zones);
         let capacity: u64 = picker.groups.iter().map(|g| g.total).sum();
         let spill_total: u64 = spill.iter().sum();
         let mut running = 0;
@@ -236,12 +253,13 @@ impl Picker {
                 running
             })
             .collect();
-        picker.zones = zone_names
+        picker.zones = zones
             .iter()
             .zip(&picker.groups)
             .zip(&spill)
             .map(|((zone, group), &spill)| ZoneView {
-                zone: zone.map(str::to_owned),
+                zone: zone.name.clone(),
+                zone_id: zone.id.clone(),
                 locality: group.locality,
                 candidates: group.end - group.start,
                 capacity_share: ratio(group.total, capacity),
@@ -257,14 +275,18 @@ impl Picker {
         &mut self,
         config: &PickerConfig,
         demand: Option<&ZoneDemand>,
-        local_zone: Option<&str>,
-        zone_names: &[Option<&str>],
+        zones: &[&ZoneOf],
     ) -> Vec<u64> {
         let capacity: Vec<u64> = self.groups.iter().map(|g| g.total).collect();
-        let Some(local_zone) = local_zone.filter(|_| !self.panic) else {
+        let local_name = config.local_zone.as_deref();
+        let local_id = config.local_zone_id.as_deref();
+        if self.panic || (local_name.is_none() && local_id.is_none()) {
             return capacity;
-        };
-        let local = zone_names.iter().position(|z| *z == Some(local_zone));
+        }
+        let local = self
+            .groups
+            .iter()
+            .position(|g| g.locality == Locality::Local);
         let others = |weights: &[u64]| -> Vec<u64> {
             weights
                 .iter()
@@ -282,7 +304,10 @@ impl Picker {
             ZoneMode::Adaptive => {
                 let total: u64 = capacity.iter().sum();
                 let callers = demand.map_or(0, ZoneDemand::total);
-                let local_callers = demand.map_or(0, |d| d.get(local_zone));
+                let demand_in = |name: Option<&str>, id: Option<&str>| {
+                    demand.map_or(0, |d| d.count_for(name, id))
+                };
+                let local_callers = demand_in(local_name, local_id);
                 self.local = local;
                 if local_callers == 0 {
                     // No caller fleet, or it says nothing about our zone: the load-driven
@@ -296,14 +321,20 @@ impl Picker {
                 // and the rest goes by residual capacity max(0, c_z - d_z). Compared as
                 // cap_z * D against demand_z * C to stay exact in integers.
                 let scaled = |g: usize| u128::from(capacity[g]) * u128::from(callers);
-                let wanted = |zone: Option<&str>| {
-                    u128::from(zone.map_or(0, |z| demand.map_or(0, |d| d.get(z))))
-                        * u128::from(total)
+                let wanted_local = u128::from(local_callers) * u128::from(total);
+                let wanted = |g: usize| {
+                    let zone = zones[g];
+                    let callers = if zone.key.is_none() {
+                        0
+                    } else {
+                        demand_in(zone.name.as_deref(), zone.id.as_deref())
+                    };
+                    u128::from(callers) * u128::from(total)
                 };
                 let local_fraction = match local {
-                    Some(g) if scaled(g) >= wanted(Some(local_zone)) => ONE,
+                    Some(g) if scaled(g) >= wanted_local => ONE,
                     Some(g) => {
-                        let f = scaled(g) * u128::from(ONE) / wanted(Some(local_zone)).max(1);
+                        let f = scaled(g) * u128::from(ONE) / wanted_local.max(1);
                         u64::try_from(f).unwrap_or(ONE)
                     }
                     None => 0,
@@ -314,7 +345,7 @@ impl Picker {
                         if Some(g) == local {
                             0
                         } else {
-                            scaled(g).saturating_sub(wanted(zone_names[g]))
+                            scaled(g).saturating_sub(wanted(g))
                         }
                     })
                     .collect();
@@ -642,15 +673,6 @@ pub(crate) fn live_count(instances: &[Instance]) -> usize {
         .zip(base_weights(instances))
         .filter(|(instance, base)| is_live(instance, *base))
         .count()
-}
-
-/// Where `zone` is relative to the caller's `local_zone`.
-pub(crate) fn locality(local_zone: Option<&str>, zone: Option<&str>) -> Locality {
-    match (local_zone, zone) {
-        (Some(local), Some(zone)) if local == zone => Locality::Local,
-        (Some(_), Some(_)) => Locality::Remote,
-        _ => Locality::Unknown,
-    }
 }
 
 /// `part / whole` in the 32-bit fixed point.

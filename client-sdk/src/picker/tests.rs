@@ -696,3 +696,80 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn zones_match_by_id_across_accounts_and_by_name_otherwise() {
+    // The instances' account names its zones differently from the caller's.
+    let instances: Vec<Instance> = [("a", "az1"), ("b", "az2"), ("c", "az3")]
+        .iter()
+        .enumerate()
+        .map(|(n, (zone, id))| instance(n, zone, 100).with_zone_id(*id))
+        .collect();
+    let mut cfg = config(Some("a"), ZoneMode::Fixed { local_percent: 100 });
+    cfg.local_zone_id = Some("az2".into());
+    let picker = build(&instances, &cfg);
+    let local: Vec<_> = picker
+        .zones()
+        .iter()
+        .filter(|z| z.locality == Locality::Local)
+        .map(|z| (z.zone.clone(), z.zone_id.clone()))
+        .collect();
+    assert_eq!(local, vec![(Some("b".into()), Some("az2".into()))]);
+    assert_eq!(shares(&picker, 3, SpillLevel::NONE)[1], 1.0);
+
+    // An instance without an ID takes the one its zone name carries elsewhere in the snapshot.
+    let mut mixed = instances.clone();
+    mixed.push(instance(3, "b", 100));
+    let picker = build(&mixed, &cfg);
+    let zone_b = picker
+        .zones()
+        .iter()
+        .find(|z| z.zone.as_deref() == Some("b"))
+        .unwrap();
+    assert_eq!(zone_b.candidates, 2);
+    assert_eq!(zone_b.locality, Locality::Local);
+
+    // No ID on the caller's side: names.
+    let by_name = build(
+        &instances,
+        &config(Some("a"), ZoneMode::Fixed { local_percent: 100 }),
+    );
+    assert_eq!(shares(&by_name, 3, SpillLevel::NONE)[0], 1.0);
+
+    // No ID on the instances' side (a Lambda from before the key): names, as before.
+    let old: Vec<Instance> = (0..3)
+        .map(|n| instance(n, ["a", "b", "c"][n], 100))
+        .collect();
+    assert_eq!(shares(&build(&old, &cfg), 3, SpillLevel::NONE)[0], 1.0);
+}
+
+#[test]
+fn caller_fleet_demand_is_matched_by_id_too() {
+    // Callers in the caller's own account (ids az1..az3 for names a..c); upstream in another
+    // (names shifted). Envoy's plan must see the callers' demand in the right upstream zones.
+    let callers: Vec<Instance> = (0..10)
+        .map(|n| {
+            let (zone, id) = if n < 8 { ("a", "az1") } else { ("b", "az2") };
+            instance(n, zone, 1).with_zone_id(id)
+        })
+        .collect();
+    let demand = ZoneDemand::from_instances(&callers);
+    assert_eq!(demand.total(), 10);
+    assert_eq!(demand.get("a"), 8);
+    let upstream: Vec<Instance> = [("x", "az1"), ("y", "az2")]
+        .iter()
+        .enumerate()
+        .map(|(n, (zone, id))| instance(n, zone, 100).with_zone_id(*id))
+        .collect();
+    let mut cfg = config(Some("a"), ZoneMode::Adaptive);
+    cfg.local_zone_id = Some("az1".into());
+    let picker = Picker::build(
+        &upstream,
+        |_| Availability::Available,
+        &cfg,
+        Some(&demand),
+        now(),
+    );
+    // 80 % of callers in az1, 50 % of capacity there: 62.5 % stays local (0.5 / 0.8).
+    assert!((picker.local_fraction(SpillLevel::NONE) - 0.625).abs() < 1e-6);
+}

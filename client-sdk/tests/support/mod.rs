@@ -38,6 +38,8 @@ pub struct Counters {
     pub open: AtomicUsize,
     /// Answer every call with this status (after the delay) instead of serving it.
     pub fail: Mutex<Option<Fail>>,
+    /// Answer every n-th call with `UNAVAILABLE` (0: none).
+    pub fail_every: AtomicU64,
     /// The retry metadata of every call, in arrival order.
     pub seen: Mutex<Vec<Seen>>,
 }
@@ -134,6 +136,11 @@ impl TestServer {
     /// Answers every call with `code` (after the delay, if one is set); `None` serves again.
     pub fn fail_with(&self, fail: Option<Fail>) {
         *self.counters.fail.lock().unwrap() = fail;
+    }
+
+    /// Answers every `n`-th call with `UNAVAILABLE` (0: none).
+    pub fn fail_every(&self, n: u64) {
+        self.counters.fail_every.store(n, Ordering::SeqCst);
     }
 
     /// Reports the whole server (`""`) as serving or not on its health service.
@@ -271,7 +278,14 @@ where
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            counters.served.fetch_add(1, Ordering::SeqCst);
+            let n = counters.served.fetch_add(1, Ordering::SeqCst) + 1;
+            let every = counters.fail_every.load(Ordering::SeqCst);
+            let fail = fail.or_else(|| {
+                (every > 0 && n.is_multiple_of(every)).then_some(Fail {
+                    code: tonic::Code::Unavailable,
+                    pushback: None,
+                })
+            });
             match fail {
                 Some(fail) => Ok(status_response(fail.code, fail.pushback)),
                 None => future.await,
