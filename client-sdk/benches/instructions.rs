@@ -5,8 +5,11 @@
 //! calls is the cost of one call, set-up and warm-up cancelled out.
 //!
 //! ```text
-//! instructions plain|balancer CALLS
+//! instructions plain|balancer|balancer-no-health|balancer-bare CALLS
 //! ```
+//!
+//! `balancer` has the defaults (health watch and outlier detection on); `balancer-no-health`
+//! turns the health watch off; `balancer-bare` turns outlier detection off as well.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, missing_docs)]
 
@@ -41,15 +44,21 @@ fn main() {
                     call(&mut client).await.unwrap();
                 }
             }
-            "balancer" => {
-                // Defaults: health watch and outlier detection on.
+            "balancer" | "balancer-no-health" | "balancer-bare" => {
+                let mut options = Options::default();
+                if variant != "balancer" {
+                    options.health_check.enabled = false;
+                }
+                if variant == "balancer-bare" {
+                    options.outlier = cloudmap_balancer::outlier::OutlierOptions::disabled();
+                }
                 let balancer = Balancer::builder_with_source(
                     StaticSource::new(vec![server.instance("task-0")]),
                     "bench",
                     "health",
                 )
                 .local_zone("eu-central-1a")
-                .options(Options::default())
+                .options(options)
                 .build()
                 .unwrap();
                 balancer.ready().await.unwrap();
@@ -58,7 +67,7 @@ fn main() {
                     call(&mut client).await.unwrap();
                 }
             }
-            other => panic!("unknown variant {other:?}: plain or balancer"),
+            other => panic!("unknown variant {other:?}"),
         }
     });
     eprintln!("{variant}: {calls} calls");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -28,7 +28,7 @@ pub(crate) struct Replay {
 #[derive(Debug)]
 struct ReplayState {
     source: Option<Body>,
-    frames: Vec<Bytes>,
+    frames: Frames,
     trailers: Option<HeaderMap>,
     ended: bool,
     buffered: usize,
@@ -45,7 +45,7 @@ impl Replay {
         Self {
             shared: Arc::new(Mutex::new(ReplayState {
                 source: (!ended).then_some(body),
-                frames: Vec::new(),
+                frames: Frames::default(),
                 trailers: None,
                 ended,
                 buffered: 0,
@@ -91,7 +91,39 @@ impl Replay {
     pub(crate) fn commit(&self) {
         let mut state = self.state();
         state.replayable = false;
-        state.frames = Vec::new();
+        state.frames = Frames::default();
+    }
+}
+
+/// The data frames read so far: a unary request is one frame, kept without a vector.
+#[derive(Debug, Default)]
+struct Frames {
+    first: Option<Bytes>,
+    more: Vec<Bytes>,
+}
+
+impl Frames {
+    fn get(&self, n: usize) -> Option<&Bytes> {
+        match n {
+            0 => self.first.as_ref(),
+            n => self.more.get(n - 1),
+        }
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.more.push(frame);
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
     }
 }
 
@@ -159,7 +191,7 @@ impl HttpBody for AttemptBody {
                         if state.buffered > state.limit {
                             // Too large to replay: the call is committed to this attempt.
                             state.replayable = false;
-                            state.frames = Vec::new();
+                            state.frames = Frames::default();
                         } else {
                             state.frames.push(data.clone());
                             this.next = state.frames.len();
@@ -185,10 +217,13 @@ impl HttpBody for AttemptBody {
     }
 }
 
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// The gRPC status a response's headers or trailers carry, if any.
+#[inline]
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .map(|v| Code::from_bytes(v.as_bytes()))
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fastrand::Rng;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -24,9 +24,10 @@ use crate::retry::{
     parse_timeout,
 };
 
-const GRPC_TIMEOUT: &str = "grpc-timeout";
-const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
-const PUSHBACK: &str = "grpc-retry-pushback-ms";
+// Static names: looking a header up by a `&str` parses the name on every call.
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const PREVIOUS_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-previous-rpc-attempts");
+const PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// How one attempt ended.
 enum Attempt {
@@ -58,7 +59,7 @@ pub(super) async fn run(
     let (parts, body) = request.into_parts();
     let timeout = parts
         .headers
-        .get(GRPC_TIMEOUT)
+        .get(&GRPC_TIMEOUT)
         .and_then(|v| parse_timeout(v.as_bytes()));
     let deadline = timeout.map(|t| Instant::now() + t);
     let policy = shared.retry_policy(parts.uri.path());
@@ -75,17 +76,23 @@ pub(super) async fn run(
         if remaining == Some(Duration::ZERO) {
             return Err(deadline_exceeded(shared, timeout, attempts));
         }
-        let mut head = parts.clone();
+        // The head again for every attempt. Not the extensions: they are for the layers above
+        // the channel, and nothing below it (tonic's channel, hyper) reads them.
+        let mut request = http::Request::new(replay.attempt());
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
         if let Some(left) = remaining
             && let Ok(value) = HeaderValue::from_str(&format_timeout(left))
         {
-            head.headers.insert(GRPC_TIMEOUT, value);
+            request.headers_mut().insert(GRPC_TIMEOUT, value);
         }
         if sent > 0 {
-            head.headers
+            request
+                .headers_mut()
                 .insert(PREVIOUS_ATTEMPTS, HeaderValue::from(sent));
         }
-        let request = http::Request::from_parts(head, replay.attempt());
         attempts += 1;
         let endpoint = Arc::clone(&picked.endpoint);
         let outcome = match deadline {
@@ -100,10 +107,10 @@ pub(super) async fn run(
             }
             None => attempt(shared, picked, request, &replay).await,
         };
-        tried.push(endpoint.key.clone());
         match outcome {
             Attempt::Answered(response) => return Ok(response),
             Attempt::Unsent(status) => {
+                tried.push(endpoint.key.clone());
                 if transparent < MAX_TRANSPARENT
                     && replay.replayable()
                     && let Some(next) = shared.repick(&mut rng, &tried)
@@ -122,6 +129,7 @@ pub(super) async fn run(
                 outlier,
             } => {
                 sent += 1;
+                tried.push(endpoint.key.clone());
                 let give_up = |status: Status, response: Option<http::Response<Body>>| {
                     response.ok_or_else(|| failed(shared, status))
                 };
@@ -271,7 +279,7 @@ async fn attempt(
             let status = Status::from_header_map(response.headers())
                 .unwrap_or_else(|| Status::new(code, ""));
             let pushback =
-                Pushback::parse(response.headers().get(PUSHBACK).map(HeaderValue::as_bytes));
+                Pushback::parse(response.headers().get(&PUSHBACK).map(HeaderValue::as_bytes));
             let response =
                 response.map(|body| Body::new(Tracked::new(body, guard, Arc::clone(shared))));
             if code == Code::Ok {
