@@ -85,13 +85,16 @@
 //! | `options.slow_start` | off | ramp new tasks up after `LB_RUNNING_SINCE` (Envoy's curve; window, aggression, minimum 10 %) |
 //! | [`Options::keep_alive_interval`] / [`Options::keep_alive_timeout`] | 30 s / 10 s | HTTP/2 pings that find dead connections |
 //! | [`Options::zone_detection_timeout`] | 2 s | time for the task metadata request |
-//! | `options.adaptive.tick` | 500 ms | adaptive controller period |
-//! | `options.adaptive.slow_ratio` / `recover_ratio` | 1.5 / 1.2 | hysteresis band of local latency vs the reference |
-//! | `options.adaptive.min_latency_gap` | 2 ms | latency differences below this are noise |
+//! | `options.adaptive.tick` | 500 ms | spill controller period |
+//! | `options.adaptive.slow_ratio` / `recover_ratio` | 1.5 / 1.2 | hysteresis band of the local zone's median latency vs the other zones' |
+//! | `options.adaptive.min_latency_gap` / `lag_gap_factor` | 2 ms / 4 | latency differences below the larger of this and 4 × the client's own scheduling lag are noise |
+//! | `options.adaptive.latency_window` / `remote_window` | 2 s / 10 s | the local median's window; the longest window for the other zones' |
+//! | `options.adaptive.min_local_samples` / `min_remote_samples` | 20 / 5 | calls needed on each side for a latency verdict |
+//! | `options.adaptive.probe_share` | 0.005 | share of calls to the other zones while nothing is spilled (their latency stays measured) |
 //! | `options.adaptive.cpu_gap` / `cpu_recover_gap` | 20 / 10 points | hysteresis band of local vs remote `LB_LOAD` |
 //! | `options.adaptive.confirm_ticks` | 2 | ticks a signal must hold before the spill moves |
-//! | `options.adaptive.step_up` / `step_down` | 0.1 / 0.05 | spill change per tick |
-//! | `options.adaptive.latency_window` / `baseline_window` / `remote_fresh` | 2 s / 60 s / 10 s | averaging and memory of the controller |
+//! | `options.adaptive.step_up` / `step_down` | 0.1 / 0.25 | spill change per tick |
+//! | `options.adaptive.reversal_interval` | 10 s | the spill changes direction at most once per this |
 //! | [`Builder::configure_endpoint`] | none | adjust each instance's tonic `Endpoint` (timeouts, windows, user agent) |
 //! | `Builder::tls` (feature `tls`) | plaintext | TLS to the instances via tonic's `ClientTlsConfig` |
 //! | [`Builder::rng_seed`] | random | reproducible picks and jitter |

@@ -344,8 +344,7 @@ async fn an_overloaded_local_zone_spills_and_recovers_without_flapping() {
     options.adaptive.min_latency_gap = Duration::from_millis(10);
     options.adaptive.step_up = 0.2;
     options.adaptive.step_down = 0.1;
-    options.adaptive.remote_fresh = Duration::from_secs(1);
-    options.adaptive.baseline_window = Duration::from_secs(10);
+    options.adaptive.remote_window = Duration::from_secs(1);
     let balancer = balancer(&source, "a", options);
     balancer.ready().await.unwrap();
 
@@ -364,11 +363,14 @@ async fn an_overloaded_local_zone_spills_and_recovers_without_flapping() {
     let served =
         |s: &[TestServer; 3]| -> [u64; 3] { [s[0].served(), s[1].served(), s[2].served()] };
 
-    // Healthy: everything stays local.
+    // Healthy: everything stays local, but the probes (0.5 %).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let healthy = served(&servers);
     assert!(healthy[0] > 100);
-    assert_eq!(healthy[1] + healthy[2], 0, "{healthy:?}");
+    assert!(
+        share(healthy[1] + healthy[2], healthy.iter().sum()) < 0.02,
+        "{healthy:?}"
+    );
 
     // Overloaded: the local server answers in 30 ms, the others in well under 1 ms.
     servers[0].set_delay(Duration::from_millis(30));
@@ -407,8 +409,12 @@ async fn an_overloaded_local_zone_spills_and_recovers_without_flapping() {
     let before = served(&servers);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = served(&servers);
-    assert_eq!(after[1] - before[1] + after[2] - before[2], 0);
+    let remote = after[1] - before[1] + after[2] - before[2];
     assert!(after[0] > before[0]);
+    assert!(
+        share(remote, remote + after[0] - before[0]) < 0.02,
+        "{after:?}"
+    );
 
     stop.store(1, Ordering::SeqCst);
     for task in tasks {

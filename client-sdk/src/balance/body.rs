@@ -16,18 +16,27 @@ use super::endpoint::InFlight;
 use super::state::Shared;
 use super::transport;
 
-/// The request body of one call, shared by its attempts: the first attempt reads the caller's
-/// body and keeps what it read (up to the limit); a later attempt replays that, then goes on
-/// reading. Attempts never run at the same time; a newer attempt takes over from an older one
-/// that may still be polled by its (cancelled) stream.
+/// The request body of one call, shared by its attempts.
+///
+/// A unary call's body is complete at its first poll (tonic encodes the one message at once):
+/// it is kept whole, and every attempt sends the same bytes. Any other body is read by the
+/// first attempt, which keeps what it read (up to the limit); a later attempt replays that, then
+/// goes on reading. Attempts never run at the same time; a newer attempt takes over from an
+/// older one that may still be polled by its (cancelled) stream.
 #[derive(Debug, Clone)]
-pub(crate) struct Replay {
-    shared: Arc<Mutex<ReplayState>>,
+pub(crate) enum Replay {
+    /// The whole body (`None`: empty), and whether it is small enough to send again.
+    Whole(Option<Bytes>, bool),
+    /// A body still being read.
+    Streaming(Arc<Mutex<ReplayState>>),
 }
 
 #[derive(Debug)]
-struct ReplayState {
+pub(crate) struct ReplayState {
     source: Option<Body>,
+    /// What the caller's body answered to a poll made before the first attempt, to be handed on
+    /// before polling it again.
+    pending: Option<Poll<Option<Result<Frame<Bytes>, Status>>>>,
     frames: Frames,
     trailers: Option<HeaderMap>,
     ended: bool,
@@ -40,39 +49,97 @@ struct ReplayState {
 }
 
 impl Replay {
-    pub(crate) fn new(body: Body, limit: usize) -> Self {
-        let ended = body.is_end_stream();
-        Self {
-            shared: Arc::new(Mutex::new(ReplayState {
-                source: (!ended).then_some(body),
-                frames: Frames::default(),
-                trailers: None,
-                ended,
-                buffered: 0,
-                limit,
-                replayable: true,
-                generation: 0,
-            })),
+    /// Takes the caller's body: whole when it is complete at once (the caller's task context is
+    /// used to look, without waiting), else as a body to read.
+    pub(crate) async fn new(mut body: Body, limit: usize) -> Self {
+        if body.is_end_stream() {
+            return Self::Whole(None, true);
         }
+        let first =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        let data = match first {
+            Poll::Ready(None) => return Self::Whole(None, true),
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    return Self::streaming(body, limit, None, frame.into_trailers().ok());
+                }
+            },
+            Poll::Ready(Some(Err(status))) => {
+                return Self::streaming(Body::new(Failed(Some(status))), limit, None, None);
+            }
+            Poll::Pending => return Self::streaming(body, limit, None, None),
+        };
+        if body.is_end_stream() {
+            let small = data.len() <= limit;
+            return Self::Whole(Some(data), small);
+        }
+        let second =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        if let Poll::Ready(None) = second {
+            let small = data.len() <= limit;
+            return Self::Whole(Some(data), small);
+        }
+        // More to come: read on as a stream, what was read first.
+        let replay = Self::streaming(body, limit, Some(data), None);
+        if let Self::Streaming(shared) = &replay {
+            let mut state = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.pending = Some(second);
+        }
+        replay
     }
 
-    fn state(&self) -> MutexGuard<'_, ReplayState> {
-        // Every change is a whole-field assignment or a push; a poisoned lock holds consistent
-        // data.
-        self.shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn streaming(
+        source: Body,
+        limit: usize,
+        first: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    ) -> Self {
+        let mut frames = Frames::default();
+        let mut buffered = 0;
+        let mut replayable = true;
+        if let Some(first) = first {
+            buffered = first.len();
+            if buffered > limit {
+                replayable = false;
+            }
+            frames.push(first);
+        }
+        let ended = trailers.is_some();
+        Self::Streaming(Arc::new(Mutex::new(ReplayState {
+            source: (!ended).then_some(source),
+            pending: None,
+            frames,
+            trailers,
+            ended,
+            buffered,
+            limit,
+            replayable,
+            generation: 0,
+        })))
     }
 
     /// Whether another attempt can send the whole request again.
     pub(crate) fn replayable(&self) -> bool {
-        self.state().replayable
+        match self {
+            Self::Whole(_, replayable) => *replayable,
+            Self::Streaming(shared) => lock(shared).replayable,
+        }
     }
 
     /// The body of the next attempt; the previous attempt's body stops yielding.
     pub(crate) fn attempt(&self) -> Body {
+        let shared = match self {
+            Self::Whole(None, _) => return Body::empty(),
+            Self::Whole(Some(data), _) => {
+                return Body::new(http_body_util::Full::new(data.clone()));
+            }
+            Self::Streaming(shared) => shared,
+        };
         let generation = {
-            let mut state = self.state();
+            let mut state = lock(shared);
             state.generation = state.generation.wrapping_add(1);
             if state.ended && state.frames.is_empty() && state.trailers.is_none() {
                 return Body::empty();
@@ -80,7 +147,7 @@ impl Replay {
             state.generation
         };
         Body::new(AttemptBody {
-            shared: Arc::clone(&self.shared),
+            shared: Arc::clone(shared),
             generation,
             next: 0,
             done: false,
@@ -89,9 +156,33 @@ impl Replay {
 
     /// The call committed: no more attempts, so nothing more is kept.
     pub(crate) fn commit(&self) {
-        let mut state = self.state();
-        state.replayable = false;
-        state.frames = Frames::default();
+        if let Self::Streaming(shared) = self {
+            let mut state = lock(shared);
+            state.replayable = false;
+            state.frames = Frames::default();
+        }
+    }
+}
+
+fn lock(shared: &Mutex<ReplayState>) -> MutexGuard<'_, ReplayState> {
+    // Every change is a whole-field assignment or a push; a poisoned lock holds consistent data.
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A body whose first poll failed: the error, once.
+struct Failed(Option<Status>);
+
+impl HttpBody for Failed {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        Poll::Ready(self.0.take().map(Err))
     }
 }
 
@@ -164,11 +255,16 @@ impl HttpBody for AttemptBody {
             this.done = true;
             return Poll::Ready(state.trailers.clone().map(|t| Ok(Frame::trailers(t))));
         }
-        let Some(source) = state.source.as_mut() else {
-            this.done = true;
-            return Poll::Ready(None);
+        let polled = match state.pending.take() {
+            Some(Poll::Ready(polled)) => Poll::Ready(polled),
+            _ => {
+                let Some(source) = state.source.as_mut() else {
+                    this.done = true;
+                    return Poll::Ready(None);
+                };
+                Pin::new(source).poll_frame(cx)
+            }
         };
-        let polled = Pin::new(source).poll_frame(cx);
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
@@ -326,7 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_replays_what_the_first_attempt_read() {
-        let replay = Replay::new(chunks(&[b"ab", b"cd", b"ef"]), 1024);
+        let replay = Replay::new(chunks(&[b"ab", b"cd", b"ef"]), 1024).await;
         let mut first = replay.attempt();
         // The first attempt reads two frames, then fails.
         let a = first.frame().await.unwrap().unwrap().into_data().unwrap();
@@ -344,19 +440,26 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_limit_or_committed_it_is_not_replayable() {
-        let replay = Replay::new(chunks(&[b"abc", b"def"]), 4);
+        let replay = Replay::new(chunks(&[b"abc", b"def"]), 4).await;
         assert_eq!(read(replay.attempt()).await, b"abcdef");
         assert!(!replay.replayable());
-        let small = Replay::new(chunks(&[b"abc"]), 4);
-        assert_eq!(read(small.attempt()).await, b"abc");
+        let small = Replay::new(chunks(&[b"abc", b"d"]), 4).await;
+        assert_eq!(read(small.attempt()).await, b"abcd");
         assert!(small.replayable());
         small.commit();
         assert!(!small.replayable());
+        // A body complete at once (a unary call) is kept whole: every attempt gets it all.
+        let whole = Replay::new(chunks(&[b"unary"]), 1024).await;
+        assert!(matches!(whole, Replay::Whole(Some(_), true)));
+        assert_eq!(read(whole.attempt()).await, b"unary");
+        assert_eq!(read(whole.attempt()).await, b"unary");
+        let large = Replay::new(chunks(&[b"too large"]), 4).await;
+        assert!(!large.replayable());
     }
 
     #[tokio::test]
     async fn an_empty_body_stays_empty() {
-        let replay = Replay::new(Body::empty(), 16);
+        let replay = Replay::new(Body::empty(), 16).await;
         assert!(replay.attempt().is_end_stream());
         assert!(replay.replayable());
     }

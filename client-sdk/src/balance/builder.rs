@@ -158,8 +158,14 @@ impl Options {
         if a.tick < Duration::from_millis(10) {
             return invalid("adaptive.tick", "must be at least 10 ms");
         }
-        if a.latency_window.is_zero() || a.baseline_window.is_zero() {
+        if a.latency_window.is_zero() || a.remote_window.is_zero() {
             return invalid("adaptive", "windows must be above 0");
+        }
+        if !(0.0..=0.5).contains(&a.probe_share) {
+            return invalid("adaptive.probe_share", "must be between 0 and 0.5");
+        }
+        if !(a.lag_gap_factor >= 0.0 && a.lag_gap_factor.is_finite()) {
+            return invalid("adaptive.lag_gap_factor", "must be 0 or more");
         }
         if !(a.recover_ratio >= 1.0 && a.slow_ratio > a.recover_ratio) {
             return invalid(
@@ -398,6 +404,7 @@ impl Builder {
             outlier: options.outlier.clone(),
             retry: options.retry.clone(),
             slow_start: options.slow_start,
+            probe_share: options.adaptive.probe_share,
         };
         let shared = Arc::new(Shared::new(self.ident.clone(), settings, limits, seed));
         let discovery = Discovery::spawn(

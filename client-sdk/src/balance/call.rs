@@ -63,7 +63,7 @@ pub(super) async fn run(
         .and_then(|v| parse_timeout(v.as_bytes()));
     let deadline = timeout.map(|t| Instant::now() + t);
     let policy = shared.retry_policy(parts.uri.path());
-    let replay = Replay::new(body, shared.settings.retry.buffer_limit);
+    let replay = Replay::new(body, shared.settings.retry.buffer_limit).await;
     let mut rng = Rng::with_seed(seed);
     let mut tried: Vec<EndpointKey> = Vec::new();
     let mut retry = RetryState::default();

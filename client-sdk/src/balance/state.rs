@@ -23,9 +23,9 @@ use crate::outlier::{
     Ejection, EjectionReason, Ejections, HostCounts, Outcome, OutlierOptions, sweep,
 };
 use crate::picker::{
-    AdaptiveOptions, Availability, LatencySample, Locality, Observation, Pick, Picker,
-    PickerConfig, SlowStart, SpillLevel, ZoneController, ZoneDemand, ZoneKey, ZoneMode, live_count,
-    locality, zones_of,
+    AdaptiveOptions, Availability, Histogram, Locality, Observation, Pick, Picker, PickerConfig,
+    SlowStart, SpillLevel, ZoneController, ZoneDemand, ZoneKey, ZoneMode, live_count, locality,
+    zones_of,
 };
 use crate::retry::{RetryOptions, RetryPolicy, Throttle};
 use crate::telemetry::{BalancerMetrics, Ident, InstanceMetrics};
@@ -57,6 +57,8 @@ pub(crate) struct Settings {
     pub(crate) outlier: OutlierOptions,
     pub(crate) retry: RetryOptions,
     pub(crate) slow_start: Option<SlowStart>,
+    /// The adaptive plan's probe share.
+    pub(crate) probe_share: f64,
 }
 
 /// What the table is built from. Changed only under [`Shared::state`]'s lock.
@@ -595,6 +597,7 @@ impl Shared {
             panic_threshold: self.settings.panic_threshold,
             load_max_age: self.settings.load_max_age,
             slow_start: self.settings.slow_start,
+            probe_share: self.settings.probe_share,
         };
         let availability: Vec<Availability> = endpoints
             .iter()
@@ -736,16 +739,16 @@ impl Shared {
     }
 
     /// One tick of the adaptive controller.
-    fn tick(&self, controller: &mut ZoneController, now: Duration) {
+    fn tick(&self, controller: &mut ZoneController, now: Duration, lag: Duration) {
         let Some(table) = self.table() else {
             return;
         };
         let (local, remote) = {
             let state = self.state();
-            let mut local = LatencySample::default();
-            let mut remote = LatencySample::default();
+            let mut local = Histogram::default();
+            let mut remote = Histogram::default();
             for (zone, counters) in &state.zones {
-                let (calls, nanos) = counters.harvest();
+                let harvested = counters.harvest();
                 let is_local = zone.is_some()
                     && locality(
                         state.local_zone.as_deref(),
@@ -753,9 +756,8 @@ impl Shared {
                         counters.name.as_deref(),
                         counters.id.as_deref(),
                     ) == Locality::Local;
-                let sample = if is_local { &mut local } else { &mut remote };
-                sample.calls += calls;
-                sample.total_nanos = sample.total_nanos.saturating_add(nanos);
+                let side = if is_local { &mut local } else { &mut remote };
+                side.absorb(&harvested);
             }
             (local, remote)
         };
@@ -766,6 +768,7 @@ impl Shared {
             remote,
             cpu_local: table.cpu.0,
             cpu_remote: table.cpu.1,
+            lag,
         });
         let level = controller.level();
         self.spill.store(level.to_bits(), Ordering::Relaxed);
@@ -791,6 +794,7 @@ impl Shared {
             verdict: controller.verdict(),
             local_latency: controller.local_latency(),
             remote_latency: controller.remote_latency(),
+            client_lag: controller.lag(),
         });
     }
 }
@@ -909,8 +913,10 @@ pub(crate) async fn run(
             () = sleep_until(expiry) => shared.rebuild_now(),
             () = shared.ejections_changed.notified() => {}
             () = next_sweep(&mut sweeps) => shared.outlier_sweep(&mut rng),
-            _ = ticks.tick() => {
-                shared.tick(&mut controller, started.elapsed());
+            scheduled = ticks.tick() => {
+                // How late the tick runs is the client's own scheduling delay.
+                let lag = Instant::now().saturating_duration_since(scheduled);
+                shared.tick(&mut controller, started.elapsed(), lag);
                 // Slow start: weights grow with time, so the table follows them, one tick at a
                 // time, while an instance ramps.
                 if shared.ramping() {

@@ -182,10 +182,12 @@ pub struct AdaptiveStats {
     pub spill: f64,
     /// The last tick's verdict.
     pub verdict: Verdict,
-    /// Average latency of local calls.
+    /// Median latency of local calls (over `latency_window`).
     pub local_latency: Option<Duration>,
-    /// Average latency of calls to other zones.
+    /// Median latency of calls to other zones (over up to `remote_window`).
     pub remote_latency: Option<Duration>,
+    /// The client's own scheduling lag, smoothed: how late the controller's tick runs.
+    pub client_lag: Duration,
 }
 
 pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {

@@ -78,22 +78,15 @@
 //!
 //! # Adaptive mode
 //!
-//! Without the caller fleet, the client watches its own calls. Every
-//! [`AdaptiveOptions::tick`] it compares the local zone's average latency (an exponentially
-//! weighted moving average, as tower's `PeakEwma` keeps per endpoint) with a reference: the
-//! other zones' average latency while calls have gone there recently, else the local zone's own
-//! baseline (the lowest average of the last minute while nothing was spilled, frozen while
-//! spilling so an overload never becomes the new normal). It also compares the zones' mean
-//! `LB_LOAD`. Then:
-//!
-//! - local latency above `slow_ratio` × reference (and by more than `min_latency_gap`), or local
-//!   `LB_LOAD` more than `cpu_gap` points above the others: **overloaded**, the spill level rises
-//!   by `step_up`;
-//! - below `recover_ratio` × reference and within `cpu_recover_gap`: **recovered**, it falls by
-//!   the smaller `step_down`;
-//! - in between: it **holds**. The gap between the two thresholds is the hysteresis that keeps
-//!   it from flapping; a signal must also hold for `confirm_ticks` consecutive ticks before
-//!   anything moves, and the steps make it gradual.
+//! Without the caller fleet, the client watches its own calls: the local share moves between
+//! 1 − [`PickerConfig::probe_share`] (nothing spilled; the probes keep the other zones' latency
+//! measured) and the local zone's capacity share (everything spilled), following a spill level
+//! that the spill controller sets every [`AdaptiveOptions::tick`]. It spills only when the local
+//! zone is slower than the other zones *as this client measures them at the same time*, by
+//! their median latency and by more than the client's own scheduling noise, or busier by
+//! `LB_LOAD`; a slow client slows every zone alike and moves nothing. Hysteresis, confirmation
+//! over two ticks and at most one change of direction per 10 s keep it from flapping; a zone
+//! that recovered gets its calls back within seconds. See [`AdaptiveOptions`] for every knob.
 //!
 //! In-flight counts are not compared across zones: with a known call rate they carry the same
 //! information as latency (Little's law) but scale with each zone's share of the calls, which is
@@ -102,6 +95,7 @@
 //! [zone-aware routing]: https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/zone_aware
 
 mod adaptive;
+mod latency;
 mod slow_start;
 mod table;
 mod weight;
@@ -115,7 +109,9 @@ use std::time::Duration;
 
 pub use adaptive::{AdaptiveOptions, Verdict};
 #[cfg(feature = "tonic")]
-pub(crate) use adaptive::{LatencySample, Observation, ZoneController};
+pub(crate) use adaptive::{Observation, ZoneController};
+#[cfg(feature = "tonic")]
+pub(crate) use latency::{BUCKETS, Histogram, bucket};
 pub use slow_start::SlowStart;
 #[cfg(feature = "tonic")]
 pub(crate) use table::live_count;
@@ -163,6 +159,10 @@ pub struct PickerConfig {
     pub load_max_age: Duration,
     /// Ramp new tasks up by `LB_RUNNING_SINCE`. Default `None` (off).
     pub slow_start: Option<SlowStart>,
+    /// Adaptive mode without a caller fleet: the share of calls that goes to the other zones
+    /// while nothing is spilled, so the controller can compare their latency with the local
+    /// zone's. 0 to 1. Default 0.
+    pub probe_share: f64,
 }
 
 impl Default for PickerConfig {
@@ -174,6 +174,7 @@ impl Default for PickerConfig {
             panic_threshold: 0.5,
             load_max_age: Duration::from_secs(300),
             slow_start: None,
+            probe_share: 0.0,
         }
     }
 }

@@ -30,9 +30,9 @@ enum Plan {
     Spread,
     /// A fixed local share (32-bit fixed point), the rest by `spill_cum`.
     Fixed(u64),
-    /// The local share moves between 1.0 (spill level 0) and `floor`, the local zone's capacity
-    /// share (spill level 1), following [`SpillLevel`].
-    Adaptive { floor: u64 },
+    /// The local share moves between `top`, 1.0 less the probe share (spill level 0), and
+    /// `floor`, the local zone's capacity share (spill level 1), following [`SpillLevel`].
+    Adaptive { floor: u64, top: u64 },
 }
 
 /// Per-instance result of building, for observability.
@@ -313,7 +313,11 @@ impl Picker {
                     // No caller fleet, or it says nothing about our zone: the load-driven
                     // controller decides, starting from "everything local".
                     let floor = local.map_or(0, |g| fraction(capacity[g], total));
-                    self.plan = Plan::Adaptive { floor };
+                    // Clamped first, so the cast cannot truncate.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let probe = (config.probe_share.clamp(0.0, 1.0) * ONE as f64) as u64;
+                    let top = (ONE - probe).max(floor);
+                    self.plan = Plan::Adaptive { floor, top };
                     return others(&capacity);
                 }
                 // Envoy's zone-aware routing over capacity shares c and demand shares d:
@@ -525,7 +529,7 @@ impl Picker {
         match self.plan {
             Plan::Spread => 0,
             Plan::Fixed(keep) => keep,
-            Plan::Adaptive { floor } => ONE - ((u64::from(spill.0) * (ONE - floor)) >> 32),
+            Plan::Adaptive { floor, top } => top - ((u64::from(spill.0) * (top - floor)) >> 32),
         }
     }
 
