@@ -16,6 +16,9 @@ use super::endpoint::InFlight;
 use super::state::Shared;
 use super::transport;
 
+/// One poll of a body.
+type Polled = Poll<Option<Result<Frame<Bytes>, Status>>>;
+
 /// The request body of one call, shared by its attempts.
 ///
 /// A unary call's body is complete at its first poll (tonic encodes the one message at once):
@@ -36,7 +39,7 @@ pub(crate) struct ReplayState {
     source: Option<Body>,
     /// What the caller's body answered to a poll made before the first attempt, to be handed on
     /// before polling it again.
-    pending: Option<Poll<Option<Result<Frame<Bytes>, Status>>>>,
+    pending: Option<Polled>,
     frames: Frames,
     trailers: Option<HeaderMap>,
     ended: bool,
