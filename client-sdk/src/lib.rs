@@ -9,6 +9,21 @@
 //!
 //! # Getting started
 //!
+//! `Cargo.toml` (default features off, as the AWS SDK and tonic recommend for small builds):
+//!
+//! ```toml
+//! [dependencies]
+//! cloudmap-balancer = "0.1"   # default features: `tonic` (the balanced channel) and `aws`
+//! aws-config = { version = "1.13", default-features = false, features = ["rt-tokio", "default-https-client", "behavior-version-latest"] }
+//! tonic = { version = "0.14.9", default-features = false, features = ["codegen", "transport"] }
+//! tonic-prost = "0.14.9"   # what code from tonic-prost-build uses
+//! prost = "0.14"
+//! tokio = { version = "1.54", features = ["rt-multi-thread", "macros"] }
+//! ```
+//!
+//! The workspace's `examples/own-proto` crate has its own proto, build script and generated
+//! client; with any generated client the channel is used as here:
+//!
 //! ```no_run
 //! # #[cfg(feature = "tonic")] mod example {
 //! use cloudmap_balancer::Balancer;
@@ -32,8 +47,10 @@
 //! # fn main() {}
 //! ```
 //!
-//! On ECS the balancer reads its own zone from the task metadata endpoint; elsewhere, set it with
-//! [`Builder::local_zone`]. Options go through [`Builder::options`]:
+//! The balancer reads its own zone from the ECS task metadata endpoint, or from EC2 instance
+//! metadata (IMDSv2) off ECS (no IAM needed for either; see [`zone`] for the order and what a
+//! Fargate task needs for zone IDs); or set it with [`Builder::local_zone`] and
+//! [`Builder::local_zone_id`]. Options go through [`Builder::options`]:
 //!
 //! ```no_run
 //! # #[cfg(feature = "tonic")] mod example {
