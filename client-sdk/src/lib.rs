@@ -168,7 +168,7 @@
 //! and the gauges `cloudmap_balancer_discovery_instances`, `cloudmap_balancer_instances`,
 //! `cloudmap_balancer_eligible_instances`, `cloudmap_balancer_not_serving_instances`,
 //! `cloudmap_balancer_ejected_instances`, `cloudmap_balancer_local_share`, all labelled with
-//! `namespace` and `service`; per instance (labels `instance`, `zone`): its health, ejections by
+//! `namespace` and `service`; per instance (labels `instance`, `zone`, `zone_id`): its health, ejections by
 //! reason, retries, throttled retries and slow-start factor. The full table is in the
 //! `telemetry` module's source, and in the README. [`Balancer::stats`] reads the same counters
 //! plus per-instance and per-zone pick counts, each instance's health-watch status, ejection

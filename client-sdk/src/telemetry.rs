@@ -22,7 +22,7 @@
 //! | `cloudmap_balancer_not_serving_instances` | gauge | | instances whose health watch says not serving |
 //! | `cloudmap_balancer_ejected_instances` | gauge | | instances ejected now |
 //!
-//! Per instance (labels `instance` and `zone` as well; one series per instance, gone from
+//! Per instance (labels `instance`, `zone` and `zone_id` as well; one series per instance, gone from
 //! [`Balancer::stats`](crate::Balancer::stats) but not from a recorder when it leaves):
 //!
 //! | name | type | labels | meaning |
@@ -177,11 +177,17 @@ impl std::fmt::Debug for InstanceMetrics {
 
 #[cfg(feature = "tonic")]
 impl InstanceMetrics {
-    pub(crate) fn new(ident: &Ident, instance: &str, zone: Option<&str>) -> Self {
+    pub(crate) fn new(
+        ident: &Ident,
+        instance: &str,
+        zone: Option<&str>,
+        zone_id: Option<&str>,
+    ) -> Self {
         let labels = |extra: Option<(&'static str, &'static str)>| {
             let mut labels = ident.labels();
             labels.push(Label::new("instance", instance.to_owned()));
             labels.push(Label::new("zone", zone.unwrap_or("").to_owned()));
+            labels.push(Label::new("zone_id", zone_id.unwrap_or("").to_owned()));
             if let Some((key, value)) = extra {
                 labels.push(Label::new(key, value));
             }

@@ -574,8 +574,12 @@ impl Shared {
                             self.settings.connect.health.enabled,
                             Arc::clone(&self.health_changed),
                         ));
-                        let metrics =
-                            InstanceMetrics::new(&self.ident, &key.0, instance.zone.as_deref());
+                        let metrics = InstanceMetrics::new(
+                            &self.ident,
+                            &key.0,
+                            instance.zone.as_deref(),
+                            zone_of.id.as_deref(),
+                        );
                         Arc::new(Endpoint::new(
                             key,
                             zone,
