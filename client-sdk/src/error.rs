@@ -91,9 +91,10 @@ pub enum Error {
         code: tonic::Code,
         /// What happened.
         what: &'static str,
-        /// The transport's error.
+        /// The transport's error (a `tonic::transport::Error`, or the `tonic::Status` a broken
+        /// response body ended with), first in the source chain.
         #[source]
-        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+        source: BoxError,
     },
     /// The call's deadline (`grpc-timeout`) passed before it was answered.
     #[error("deadline of {deadline:?} exceeded after {attempts} attempt(s) on service `{service}`")]

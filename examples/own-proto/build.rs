@@ -10,6 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
     config.protoc_executable(protoc);
-    tonic_prost_build::configure().compile_with_config(config, &["proto/greeter.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_with_config(
+        config,
+        &["proto/greeter.proto"],
+        &["proto"],
+    )?;
     Ok(())
 }

@@ -11,7 +11,6 @@
 //! | the connection broke, or the server reset the stream otherwise, after sending | maybe | `UNAVAILABLE` (a reset's reason maps as gRPC's HTTP/2 spec says: `CANCEL` → `CANCELLED`, `ENHANCE_YOUR_CALM` → `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` → `PERMISSION_DENIED`, protocol errors → `INTERNAL`) |
 
 use std::error::Error as StdError;
-use std::sync::Arc;
 
 use tonic::{Code, Status};
 
@@ -118,7 +117,7 @@ pub(crate) fn attempt_failed(
         service: shared.ident.service.clone(),
         code,
         what,
-        source: Arc::from(error),
+        source: error,
     }
     .into()
 }
@@ -132,7 +131,7 @@ pub(crate) fn broken_mid_call(shared: &Shared, endpoint: &Endpoint, status: &Sta
         service: shared.ident.service.clone(),
         code,
         what: "the call broke while the response was streaming",
-        source: Arc::new(status.clone()),
+        source: Box::new(status.clone()),
     }
     .into()
 }

@@ -10,6 +10,7 @@ const FIRST_OCTAVE: u32 = 12;
 /// The bucket of a latency in nanoseconds: `4 × (log2 − 12)` plus the next two bits. Below 4 µs
 /// is bucket 0, above 4.3 s the last.
 #[inline]
+#[cfg_attr(not(feature = "tonic"), allow(dead_code))] // recorded by the channel's endpoints
 pub(crate) fn bucket(nanos: u64) -> usize {
     if nanos < 1 << FIRST_OCTAVE {
         return 0;

@@ -19,7 +19,13 @@
 //! ```
 
 /// The code generated from `proto/greeter.proto`.
-#[allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all, clippy::pedantic)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    unused_qualifications,
+    clippy::all,
+    clippy::pedantic
+)]
 pub mod pb {
     tonic::include_proto!("example.greeter.v1");
 }
