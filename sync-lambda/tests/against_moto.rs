@@ -175,8 +175,9 @@ async fn any_delivery_order_with_duplicates_ends_like_in_order_delivery() {
         writes += report.writes();
     }
     assert_eq!(
-        writes, 1,
-        "only the first delivery of the newest event writes"
+        writes, 2,
+        "the newest event writes STOPPED; DEPROVISIONING, the first STOPPED event, then labels it \
+         with its version; everything else is already known"
     );
 
     let normalise = |task: &common::TaskInfo, attrs: HashMap<String, String>| {
@@ -194,7 +195,66 @@ async fn any_delivery_order_with_duplicates_ends_like_in_order_delivery() {
     let b = normalise(shuffled, stack.attributes(&shuffled.id).await.unwrap());
     assert_eq!(a, b);
     assert_eq!(get(&a, keys::LB_STATE), Some("STOPPED"));
-    assert_eq!(get(&a, keys::LB_TASK_VERSION), Some("8"));
+    assert_eq!(
+        get(&a, keys::LB_TASK_VERSION),
+        Some("7"),
+        "the version STOPPED was first seen at"
+    );
+}
+
+#[tokio::test]
+async fn a_task_life_writes_once_per_state_change() {
+    let stack = Stack::new().await;
+    let task = stack.run_tasks(1, &[]).await.remove(0);
+    let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
+    let handler = handler_on(&sdk_via(&proxy.endpoint()), stack.config(&[]), SystemClock);
+    let life = [
+        (1, "PROVISIONING", "RUNNING"),
+        (2, "PENDING", "RUNNING"),
+        (3, "ACTIVATING", "RUNNING"),
+        (4, "RUNNING", "RUNNING"),
+        // The health check passes (moto's DescribeTasks reports no health: nothing to write).
+        (5, "RUNNING", "RUNNING"),
+        (6, "RUNNING", "STOPPED"),
+        (7, "DEACTIVATING", "STOPPED"),
+        (8, "STOPPING", "STOPPED"),
+        (9, "DEPROVISIONING", "STOPPED"),
+        (10, "STOPPED", "STOPPED"),
+    ];
+    let mut actions = Vec::new();
+    for (version, last, desired) in life {
+        match version {
+            // ECS registers the instance around RUNNING, and deregisters it while the task stops.
+            4 => drop(stack.register_like_ecs(&task).await),
+            7 => stack.stop_task(&task).await,
+            10 => stack.deregister(&task.id).await,
+            _ => {}
+        }
+        let mut event = stack.status_event(&task, version, last, desired);
+        if version < 4 {
+            event["detail"].as_object_mut().unwrap().remove("startedAt");
+        }
+        let report = handler.handle(event).await.unwrap();
+        actions.push(report.decisions[0].action);
+    }
+    let writes = proxy.count("RegisterInstance");
+    println!("RegisterInstance calls over a task life: {writes} {actions:?}");
+    assert_eq!(
+        actions,
+        [
+            "instance_not_found",
+            "instance_not_found",
+            "instance_not_found",
+            "update",
+            "unchanged",
+            "update",
+            "update",
+            "unchanged",
+            "unchanged",
+            "instance_not_found",
+        ]
+    );
+    assert_eq!(writes, 3, "RUNNING, DRAINING, STOPPED");
 }
 
 #[tokio::test]
@@ -216,7 +276,7 @@ async fn reconciliation_repairs_missed_events_and_leaves_other_instances_alone()
         capacity: Some("FARGATE".into()),
         load: None,
         task_arn: tasks[0].arn.clone(),
-        task_version: 2,
+        task_version: Some(2),
         updated_at: SystemTime::now(),
         running_since: None,
         lambda_owned: false,
@@ -251,8 +311,8 @@ async fn reconciliation_repairs_missed_events_and_leaves_other_instances_alone()
     assert_eq!(get(&t0, keys::LB_STATE), Some("RUNNING"));
     assert_eq!(
         get(&t0, keys::LB_TASK_VERSION),
-        Some("2"),
-        "moto reports no version"
+        None,
+        "moto reports no version: RUNNING's first version is unknown until its event"
     );
     assert_eq!(get(&t0, keys::LB_WEIGHT), Some("750"), "the task tag");
     let t1 = stack.attributes(&tasks[1].id).await.unwrap();

@@ -37,7 +37,7 @@ fn lb(state: LbState, version: u64) -> LbAttributes {
         capacity: Some("FARGATE".to_owned()),
         load: Load::new(42),
         task_arn: "arn:aws:ecs:eu-central-1:123456789012:task/prod/a1b2c3".to_owned(),
-        task_version: version,
+        task_version: Some(version),
         updated_at: UNIX_EPOCH + Duration::from_secs(1_795_356_600),
         running_since: None,
         lambda_owned: false,

@@ -28,8 +28,9 @@ pub struct LbAttributes {
     pub load: Option<Load>,
     /// `LB_TASK_ARN`.
     pub task_arn: String,
-    /// `LB_TASK_VERSION`.
-    pub task_version: u64,
+    /// `LB_TASK_VERSION`: the ECS version at which the task was first seen in `state`; omitted
+    /// when `None` (not known: the source of a later state gave no version).
+    pub task_version: Option<u64>,
     /// `LB_UPDATED_AT`.
     pub updated_at: SystemTime,
     /// `LB_RUNNING_SINCE`: when the task turned RUNNING; omitted when `None` (not yet, or
@@ -47,11 +48,14 @@ impl LbAttributes {
             (keys::LB_HEALTH, self.health.as_str().to_owned()),
             (keys::LB_WEIGHT, self.weight.to_string()),
             (keys::LB_TASK_ARN, self.task_arn.clone()),
-            (keys::LB_TASK_VERSION, self.task_version.to_string()),
             (keys::LB_UPDATED_AT, format_rfc3339(self.updated_at)),
             (keys::LB_SCHEMA, SCHEMA_VERSION.to_string()),
         ];
         let optional = [
+            (
+                keys::LB_TASK_VERSION,
+                self.task_version.map(|v| v.to_string()),
+            ),
             (keys::LB_CPU_UNITS, self.cpu_units.map(|v| v.to_string())),
             (keys::LB_MEMORY_MIB, self.memory_mib.map(|v| v.to_string())),
             (keys::LB_CAPACITY, self.capacity.clone()),

@@ -37,7 +37,8 @@ pub const LB_CAPACITY: &str = "LB_CAPACITY";
 pub const LB_LOAD: &str = "LB_LOAD";
 /// The task's ARN. Written by the Lambda.
 pub const LB_TASK_ARN: &str = "LB_TASK_ARN";
-/// ECS `detail.version` of the task state written. Written by the Lambda.
+/// The ECS task `version` at which the task was first seen in the written `LB_STATE` (later
+/// versions of the same state do not change it); absent when unknown. Written by the Lambda.
 pub const LB_TASK_VERSION: &str = "LB_TASK_VERSION";
 /// RFC 3339 UTC time of the state written. Written by the Lambda.
 pub const LB_UPDATED_AT: &str = "LB_UPDATED_AT";

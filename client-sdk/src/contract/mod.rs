@@ -13,7 +13,7 @@
 //! | `LB_CAPACITY` | Lambda | capacity provider (`FARGATE`, `FARGATE_SPOT`, ...) or launch type |
 //! | `LB_LOAD` | Lambda | integer 0–100, recent CPU utilisation; absent when unknown |
 //! | `LB_TASK_ARN` | Lambda | the task's ARN |
-//! | `LB_TASK_VERSION` | Lambda | ECS `detail.version` of the state written |
+//! | `LB_TASK_VERSION` | Lambda | the ECS `version` at which the task was first seen in the written `LB_STATE`; absent when unknown |
 //! | `LB_UPDATED_AT` | Lambda | RFC 3339 UTC time of the state written |
 //! | `LB_SCHEMA` | Lambda | contract version, `1` |
 //! | `LB_OWNER` | Lambda | `LAMBDA` when the Lambda registered the instance (owner mode); absent otherwise |
@@ -51,7 +51,7 @@
 //!     capacity: Some("FARGATE".into()),
 //!     load: None,
 //!     task_arn: "arn:aws:ecs:eu-central-1:123456789012:task/prod/0123456789abcdef".into(),
-//!     task_version: 3,
+//!     task_version: Some(3),
 //!     updated_at: SystemTime::now(),
 //!     running_since: None,
 //!     lambda_owned: false,

@@ -24,7 +24,7 @@ fn sample() -> LbAttributes {
         capacity: Some("FARGATE_SPOT".to_owned()),
         load: Load::new(37),
         task_arn: "arn:aws:ecs:eu-central-1:123456789012:task/prod/0123456789abcdef0".to_owned(),
-        task_version: 5,
+        task_version: Some(5),
         updated_at: UNIX_EPOCH + Duration::from_millis(1_795_356_600_123),
         running_since: None,
         lambda_owned: false,
@@ -57,7 +57,7 @@ fn encode_then_decode_round_trips_every_field() {
     assert_eq!(read.capacity, written.capacity);
     assert_eq!(read.load, written.load);
     assert_eq!(read.task_arn.as_deref(), Some(written.task_arn.as_str()));
-    assert_eq!(read.task_version, Some(written.task_version));
+    assert_eq!(read.task_version, written.task_version);
     assert_eq!(read.updated_at, Some(written.updated_at));
     assert_eq!(read.schema, Some(SCHEMA_VERSION));
     assert!(!read.lambda_owned);
@@ -92,6 +92,7 @@ fn optional_values_that_are_none_are_absent() {
         memory_mib: None,
         capacity: None,
         load: None,
+        task_version: None,
         ..sample()
     };
     let merged = merge(&HashMap::new(), &written, &[]).unwrap();
@@ -100,6 +101,8 @@ fn optional_values_that_are_none_are_absent() {
         keys::LB_MEMORY_MIB,
         keys::LB_CAPACITY,
         keys::LB_LOAD,
+        keys::LB_TASK_VERSION,
+        keys::LB_RUNNING_SINCE,
     ] {
         assert!(!merged.as_map().contains_key(key), "{key}");
     }
@@ -446,7 +449,7 @@ fn arbitrary_lb_attributes() -> impl Strategy<Value = LbAttributes> {
         ),
         (
             "arn:aws:ecs:[a-z0-9-]{1,20}:[0-9]{12}:task/[a-z]{1,10}/[0-9a-f]{32}",
-            any::<u64>(),
+            prop::option::of(any::<u64>()),
         ),
         (0u64..8_000_000_000_000, any::<bool>()),
     )
@@ -502,7 +505,7 @@ proptest! {
         prop_assert_eq!(read.capacity, written.capacity);
         prop_assert_eq!(read.load, written.load);
         prop_assert_eq!(read.task_arn, Some(written.task_arn));
-        prop_assert_eq!(read.task_version, Some(written.task_version));
+        prop_assert_eq!(read.task_version, written.task_version);
         prop_assert_eq!(read.updated_at, Some(written.updated_at));
         prop_assert_eq!(read.lambda_owned, written.lambda_owned);
     }

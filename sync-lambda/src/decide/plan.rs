@@ -9,7 +9,8 @@ use cloudmap_balancer::contract::{
     Weight, keys,
 };
 
-use super::{lifecycle, load, weight};
+use super::lifecycle::{self, Observed};
+use super::{load, weight};
 use crate::events::TaskChange;
 use crate::task::{Described, DescribedTask, LastStatus, TaskFacts, TaskRef, task_id};
 
@@ -129,8 +130,8 @@ impl DeregisterReason {
 /// Why nothing is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SkipReason {
-    /// The event's version is not newer than the written `LB_TASK_VERSION`: a duplicate or a
-    /// late event.
+    /// The event is already reflected in what is written and brings nothing new: a duplicate
+    /// (the written state's own event) or a late event of an earlier state.
     Stale,
     /// The attributes already say this (ignoring `LB_UPDATED_AT`): writing would only move the
     /// revision every client polls.
@@ -177,7 +178,8 @@ pub enum Measured {
 struct Target<'a> {
     task: &'a TaskRef,
     state: LbState,
-    version: u64,
+    /// The first version at which the task was seen in `state`, when known.
+    version: Option<u64>,
     facts: TaskFacts,
     health: LbHealth,
     weight: Weight,
@@ -221,16 +223,15 @@ fn event_decision(
         Some(w) if !same_task(w, &change.task) => return Ok(skip(SkipReason::OtherTask, None)),
         other => other.as_ref(),
     };
-    if let Some(written_version) = ours.and_then(|w| w.task_version)
-        && change.version <= written_version
-    {
-        return Ok(skip(SkipReason::Stale, None));
-    }
     let found = described.found();
-    let Some(state) = lifecycle::join([
-        change.lifecycle.map(|l| l.phase()),
-        found.and_then(|d| d.lifecycle).map(|l| l.phase()),
-        ours.and_then(|w| w.state),
+    let event = change.lifecycle.map(|l| Observed {
+        state: l.phase(),
+        version: Some(change.version),
+    });
+    let Some(joined) = lifecycle::join([
+        event,
+        described_observation(found),
+        written_observation(ours),
     ]) else {
         return Ok(skip(SkipReason::UnknownLifecycle, None));
     };
@@ -241,16 +242,14 @@ fn event_decision(
         .or(written_facts(ours));
     let target = Target {
         task: &change.task,
-        state,
-        version: change
-            .version
-            .max(found.and_then(|d| d.version).unwrap_or(0)),
+        state: joined.state,
+        version: joined.version,
         health: health(found, ours),
         weight: weight_of(ctx, found, ours, facts.cpu_units),
         facts,
         load: ours.and_then(|w| w.load),
     };
-    settle(
+    let decision = settle(
         ctx,
         target,
         existing,
@@ -258,7 +257,54 @@ fn event_decision(
         runs_now(described),
         false,
         None,
-    )
+    )?;
+    // Nothing to write: say whether the event was behind what is written (`stale`) or a newer
+    // event that only confirmed it (`unchanged`), for the log and metrics.
+    Ok(match decision.action {
+        Action::Skip(SkipReason::Unchanged) if behind(change, ours) => Decision {
+            action: Action::Skip(SkipReason::Stale),
+            ..decision
+        },
+        _ => decision,
+    })
+}
+
+/// Whether an event is already reflected in the written pair: a late event of an earlier state,
+/// or the written state's own event (same state, same version). An event of unknown status is
+/// behind when its version is not above the written one.
+fn behind(change: &TaskChange, written: Option<&InstanceAttributes>) -> bool {
+    let Some(written) = written else {
+        return false;
+    };
+    match (change.lifecycle.map(|l| l.phase()), written.state) {
+        (Some(event), Some(state)) => {
+            lifecycle::earlier(event, state)
+                || (event == state && written.task_version == Some(change.version))
+        }
+        (Some(_), None) => false,
+        (None, _) => written
+            .task_version
+            .is_some_and(|version| change.version <= version),
+    }
+}
+
+/// `DescribeTasks`' observation: its state and version (AWS reports one; moto does not).
+fn described_observation(found: Option<&DescribedTask>) -> Option<Observed> {
+    let found = found?;
+    found.lifecycle.map(|l| Observed {
+        state: l.phase(),
+        version: found.version,
+    })
+}
+
+/// The observation the written attributes stand for: `LB_STATE` first seen at
+/// `LB_TASK_VERSION`.
+fn written_observation(written: Option<&InstanceAttributes>) -> Option<Observed> {
+    let written = written?;
+    written.state.map(|state| Observed {
+        state,
+        version: written.task_version,
+    })
 }
 
 /// The decision of a reconciliation for one task and its instance.
@@ -288,11 +334,15 @@ pub fn on_reconcile(
     };
     let found = described.found();
     let observed = match found {
-        Some(d) => d.lifecycle.map(|l| l.phase()),
-        // ECS does not know the task any more: it stopped over an hour ago.
-        None => Some(LbState::Stopped),
+        Some(_) => described_observation(found),
+        // ECS does not know the task any more: it stopped over an hour ago, at a version no
+        // source tells any more.
+        None => Some(Observed {
+            state: LbState::Stopped,
+            version: None,
+        }),
     };
-    let Some(state) = lifecycle::join([observed, ours.and_then(|w| w.state)]) else {
+    let Some(joined) = lifecycle::join([observed, written_observation(ours)]) else {
         return Ok(Decision {
             action: Action::Skip(SkipReason::UnknownLifecycle),
             old_state,
@@ -306,16 +356,13 @@ pub fn on_reconcile(
     let facts = written_facts(ours).or(found.map(|d| d.facts.clone()).unwrap_or_default());
     let written_load = ours.and_then(|w| w.load);
     let measured = match load {
-        Measured::Load(measured) if state != LbState::Stopped => Some(measured),
+        Measured::Load(measured) if joined.state != LbState::Stopped => Some(measured),
         _ => None,
     };
     let target = Target {
         task,
-        state,
-        version: ours
-            .and_then(|w| w.task_version)
-            .unwrap_or(0)
-            .max(found.and_then(|d| d.version).unwrap_or(0)),
+        state: joined.state,
+        version: joined.version,
         health: health(found, ours),
         weight: weight_of(ctx, found, ours, facts.cpu_units),
         facts,
@@ -397,7 +444,7 @@ fn settle(
         action,
         old_state,
         new_state: Some(target.state),
-        version: Some(target.version),
+        version: target.version,
         stop_code: None,
     };
     let Some(existing) = existing else {

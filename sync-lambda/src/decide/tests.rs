@@ -240,26 +240,82 @@ fn lifecycle_mapping_through_events() {
 #[test]
 fn stale_and_duplicate_events_are_skipped() {
     let policy = Policy::default();
-    let l = lifecycle(Running, DRunning);
+    let c = ctx(Mode::Enrich, &policy);
+    let running = lifecycle(Running, DRunning);
     let first = written(
         &on_event(
-            &ctx(Mode::Enrich, &policy),
-            &change(5, l),
-            &described(l),
+            &c,
+            &change(4, running),
+            &described(running),
             Some(&ecs_instance()),
         )
         .unwrap(),
     );
-    for version in [5, 4, 1] {
+    // The same event again, and late events of earlier states.
+    for (version, l) in [
+        (4, running),
+        (2, lifecycle(Pending, DRunning)),
+        (1, lifecycle(Provisioning, DRunning)),
+    ] {
+        let d = on_event(&c, &change(version, l), &described(running), Some(&first)).unwrap();
+        assert_eq!(d.action, Action::Skip(SkipReason::Stale), "v{version}");
+    }
+    // A newer event that changes nothing (a health event while health stays unknown).
+    let d = on_event(&c, &change(5, running), &described(running), Some(&first)).unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::Unchanged));
+}
+
+#[test]
+fn a_version_only_change_writes_nothing_and_the_first_version_of_a_state_is_kept() {
+    let policy = Policy::default();
+    let c = ctx(Mode::Enrich, &policy);
+    let stopping = |last| lifecycle(last, DStopped);
+    let first = written(
+        &on_event(
+            &c,
+            &change(7, stopping(Deactivating)),
+            &described(stopping(Deactivating)),
+            Some(&ecs_instance()),
+        )
+        .unwrap(),
+    );
+    assert_eq!(first[keys::LB_TASK_VERSION], "7");
+    for (version, last) in [(8, Stopping), (9, Deprovisioning), (10, Stopped)] {
         let d = on_event(
-            &ctx(Mode::Enrich, &policy),
-            &change(version, l),
-            &described(l),
+            &c,
+            &change(version, stopping(last)),
+            &described(stopping(last)),
             Some(&first),
         )
         .unwrap();
-        assert_eq!(d.action, Action::Skip(SkipReason::Stale), "v{version}");
+        assert_eq!(d.action, Action::Skip(SkipReason::Unchanged), "{last:?}");
     }
+
+    // Delivered out of order: STOPPING first, then DEACTIVATING. The earlier event of the same
+    // state lowers the label to where in-order delivery puts it.
+    let late = written(
+        &on_event(
+            &c,
+            &change(8, stopping(Stopping)),
+            &described(stopping(Stopped)),
+            Some(&ecs_instance()),
+        )
+        .unwrap(),
+    );
+    assert_eq!(late[keys::LB_TASK_VERSION], "8");
+    let d = on_event(
+        &c,
+        &change(7, stopping(Deactivating)),
+        &described(stopping(Stopped)),
+        Some(&late),
+    )
+    .unwrap();
+    assert_eq!(without_time(written(&d)), without_time(first));
+}
+
+fn without_time(mut attributes: HashMap<String, String>) -> HashMap<String, String> {
+    attributes.remove(keys::LB_UPDATED_AT);
+    attributes
 }
 
 #[test]
@@ -274,10 +330,12 @@ fn a_late_event_cannot_undo_what_describe_tasks_already_knows() {
         Some(&ecs_instance()),
     )
     .unwrap();
-    assert_eq!(written(&d)[keys::LB_STATE], "STOPPED");
+    let stopped = written(&d);
+    assert_eq!(stopped[keys::LB_STATE], "STOPPED");
+    // moto's DescribeTasks gives no version: STOPPED's first version is not known yet.
+    assert!(!stopped.contains_key(keys::LB_TASK_VERSION));
 
     // Nor can it undo a state written before, when DescribeTasks no longer knows the task.
-    let stopped = written(&d);
     let d = on_event(
         &ctx(Mode::Enrich, &policy),
         &change(4, lifecycle(Running, DRunning)),
@@ -285,8 +343,17 @@ fn a_late_event_cannot_undo_what_describe_tasks_already_knows() {
         Some(&stopped),
     )
     .unwrap();
-    assert_eq!(written(&d)[keys::LB_STATE], "STOPPED");
-    assert_eq!(written(&d)[keys::LB_TASK_VERSION], "4");
+    assert_eq!(d.action, Action::Skip(SkipReason::Stale));
+
+    // STOPPED's own event labels it.
+    let d = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &change(6, lifecycle(Deactivating, DStopped)),
+        &Described::Missing,
+        Some(&stopped),
+    )
+    .unwrap();
+    assert_eq!(written(&d)[keys::LB_TASK_VERSION], "6");
 }
 
 #[test]
@@ -596,10 +663,9 @@ fn reconcile_repairs_missed_events() {
         (Some(LbState::Starting), Some(LbState::Running))
     );
     let current = written(&d);
-    assert_eq!(
-        current[keys::LB_TASK_VERSION],
-        "2",
-        "moto reports no version: the label stays"
+    assert!(
+        !current.contains_key(keys::LB_TASK_VERSION),
+        "moto reports no version: RUNNING's first version is unknown until its event"
     );
 
     // Missed STOPPED: ECS no longer knows the task.
@@ -692,6 +758,93 @@ fn an_instance_over_cloud_maps_limits_is_an_error_not_a_partial_write() {
         Some(&crowded),
     );
     assert!(result.is_err(), "{result:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes over a whole task life.
+
+/// One task's life as ECS reports it, one event per change (version = index + 1), with the health
+/// `DescribeTasks` reports at that moment.
+const LIFE: [(LastStatus, DesiredStatus, LbHealth); 10] = [
+    (Provisioning, DRunning, LbHealth::Unknown),
+    (Pending, DRunning, LbHealth::Unknown),
+    (Activating, DRunning, LbHealth::Unknown),
+    (Running, DRunning, LbHealth::Unknown),
+    // The health check passes: ECS sends an event, still RUNNING.
+    (Running, DRunning, LbHealth::Healthy),
+    // Scale-in: told to stop.
+    (Running, DStopped, LbHealth::Healthy),
+    (Deactivating, DStopped, LbHealth::Healthy),
+    (Stopping, DStopped, LbHealth::Healthy),
+    (Deprovisioning, DStopped, LbHealth::Healthy),
+    (Stopped, DStopped, LbHealth::Healthy),
+];
+
+/// Delivers [`LIFE`] in order, each event with `DescribeTasks` as AWS answers at that moment
+/// (version, health, size). `ecs_registers` are the event indices at which, in enrich mode, ECS's
+/// instance exists (ECS registers around RUNNING and deregisters while the task stops). Returns
+/// the `RegisterInstance` and `DeregisterInstance` calls made.
+fn writes_over_a_life(mode: Mode, ecs_registers: std::ops::Range<usize>) -> (usize, usize) {
+    let policy = Policy::default();
+    let c = ctx(mode, &policy);
+    let mut instance: Option<HashMap<String, String>> = None;
+    let (mut registers, mut deregisters) = (0, 0);
+    for (i, &(last, desired, health)) in LIFE.iter().enumerate() {
+        let version = u64::try_from(i).unwrap() + 1;
+        if mode == Mode::Enrich {
+            if i == ecs_registers.start {
+                instance = Some(ecs_instance());
+            }
+            if i == ecs_registers.end {
+                instance = None;
+            }
+        }
+        let l = lifecycle(last, desired);
+        let mut event = change(version, l);
+        if last == Provisioning {
+            event.facts.ipv4 = None;
+        }
+        let now = with(described(l), |t| {
+            t.version = Some(version);
+            t.health = Some(health);
+            t.facts = event_facts();
+        });
+        let decision = on_event(&c, &event, &now, instance.as_ref()).unwrap();
+        match decision.action {
+            Action::Register { attributes, .. } => {
+                registers += 1;
+                instance = Some(attributes.into_map().into_iter().collect());
+            }
+            Action::Deregister(_) => {
+                deregisters += 1;
+                instance = None;
+            }
+            Action::Skip(_) => {}
+        }
+    }
+    (registers, deregisters)
+}
+
+#[test]
+fn a_task_life_costs_one_write_per_state_or_health_change() {
+    // ECS registers at RUNNING and deregisters before STOPPED: RUNNING, HEALTHY, DRAINING,
+    // STOPPED. The version-only events (PENDING, ACTIVATING, STOPPING, DEPROVISIONING) write
+    // nothing.
+    assert_eq!(writes_over_a_life(Mode::Enrich, 3..9), (4, 0));
+    // ECS registers while the task is still provisioning: STARTING too.
+    assert_eq!(writes_over_a_life(Mode::Enrich, 0..10), (5, 0));
+    // Owner mode: created when RUNNING, deregistered when stopped.
+    assert_eq!(
+        writes_over_a_life(Mode::Owner { port: 50051 }, 0..0),
+        (3, 1)
+    );
+    for (registers, deregisters) in [
+        writes_over_a_life(Mode::Enrich, 3..9),
+        writes_over_a_life(Mode::Enrich, 0..10),
+        writes_over_a_life(Mode::Owner { port: 50051 }, 0..0),
+    ] {
+        assert!(registers + deregisters <= 5, "{registers} + {deregisters}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
