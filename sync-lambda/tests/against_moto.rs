@@ -42,6 +42,8 @@ async fn fixture_events_produce_the_expected_attributes() {
                 (keys::LB_CAPACITY, "FARGATE"),
                 (keys::LB_TASK_VERSION, "4"),
                 (keys::LB_SCHEMA, "1"),
+                // The event's startedAt (moto's DescribeTasks has none).
+                (keys::LB_RUNNING_SINCE, "2026-11-22T14:02:16.904Z"),
             ],
         ),
         (
@@ -51,6 +53,7 @@ async fn fixture_events_produce_the_expected_attributes() {
                 (keys::LB_STATE, "STOPPED"),
                 (keys::LB_TASK_VERSION, "8"),
                 (keys::LB_CAPACITY, "FARGATE"),
+                (keys::LB_RUNNING_SINCE, "2026-11-22T14:02:16.904Z"),
             ],
         ),
         (

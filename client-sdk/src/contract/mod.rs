@@ -15,6 +15,7 @@
 //! | `LB_TASK_ARN` | Lambda | the task's ARN |
 //! | `LB_TASK_VERSION` | Lambda | the ECS `version` at which the task was first seen in the written `LB_STATE`; absent when unknown |
 //! | `LB_UPDATED_AT` | Lambda | RFC 3339 UTC time of the state written |
+//! | `LB_RUNNING_SINCE` | Lambda | RFC 3339 UTC time the task turned RUNNING (ECS `startedAt`, else the time of its first RUNNING event); absent before, or when unknown. A reader ramps a new task up from it (slow start); missing or malformed: no ramp, full weight |
 //! | `LB_SCHEMA` | Lambda | contract version, `1` |
 //! | `LB_OWNER` | Lambda | `LAMBDA` when the Lambda registered the instance (owner mode); absent otherwise |
 //!

@@ -13,6 +13,8 @@
 
 use cloudmap_balancer::contract::LbState;
 
+use crate::task::{LastStatus, Lifecycle};
+
 /// Position of a state in the lifecycle: its index in [`LbState::ALL`], which lists the states
 /// in lifecycle order (always `Some`). ECS moves a task only forwards (`lastStatus` never goes
 /// back, `desiredStatus` only goes from RUNNING to STOPPED), and
@@ -32,6 +34,23 @@ pub(crate) fn earlier(a: LbState, b: LbState) -> bool {
 pub(crate) struct Observed {
     pub(crate) state: LbState,
     pub(crate) version: Option<u64>,
+}
+
+impl Observed {
+    /// What a lifecycle seen at `version` says.
+    ///
+    /// A task told to stop before it ran is DRAINING from that moment, but an instance (ECS's or
+    /// an owner-mode one) exists only once it runs. Such an observation names the state but not
+    /// its first version: otherwise a late one, delivered after the instance appeared, would
+    /// label DRAINING with a version that in-order delivery never had an instance to write.
+    pub(crate) fn of(lifecycle: Lifecycle, version: Option<u64>) -> Self {
+        let state = lifecycle.phase();
+        let ran = lifecycle.last >= LastStatus::Running;
+        Self {
+            state,
+            version: version.filter(|_| state != LbState::Draining || ran),
+        }
+    }
 }
 
 /// The join of the observations: the furthest state, and the smallest known version among the
@@ -111,6 +130,30 @@ mod tests {
         assert_eq!(
             join([seen(Stopped, Some(7)), seen(Stopped, None)]),
             seen(Stopped, Some(7))
+        );
+    }
+
+    #[test]
+    fn told_to_stop_before_it_ran_names_draining_without_a_version() {
+        use crate::task::DesiredStatus;
+        let l = |last| Lifecycle {
+            last,
+            desired: DesiredStatus::Stopped,
+        };
+        assert_eq!(
+            Observed::of(l(LastStatus::Pending), Some(2)),
+            Observed {
+                state: Draining,
+                version: None
+            }
+        );
+        assert_eq!(
+            Observed::of(l(LastStatus::Running), Some(3)).version,
+            Some(3)
+        );
+        assert_eq!(
+            Observed::of(l(LastStatus::Stopping), Some(8)).version,
+            Some(8)
         );
     }
 

@@ -66,6 +66,7 @@
 mod lifecycle;
 mod load;
 mod plan;
+mod running_since;
 mod weight;
 
 pub use plan::{

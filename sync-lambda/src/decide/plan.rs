@@ -10,7 +10,7 @@ use cloudmap_balancer::contract::{
 };
 
 use super::lifecycle::{self, Observed};
-use super::{load, weight};
+use super::{load, running_since, weight};
 use crate::events::TaskChange;
 use crate::task::{Described, DescribedTask, LastStatus, TaskFacts, TaskRef, task_id};
 
@@ -184,6 +184,8 @@ struct Target<'a> {
     health: LbHealth,
     weight: Weight,
     load: Option<Load>,
+    /// `LB_RUNNING_SINCE` (see [`running_since`]).
+    running_since: Option<SystemTime>,
 }
 
 /// The decision for an `ECS Task State Change` event.
@@ -224,10 +226,9 @@ fn event_decision(
         other => other.as_ref(),
     };
     let found = described.found();
-    let event = change.lifecycle.map(|l| Observed {
-        state: l.phase(),
-        version: Some(change.version),
-    });
+    let event = change
+        .lifecycle
+        .map(|l| Observed::of(l, Some(change.version)));
     let Some(joined) = lifecycle::join([
         event,
         described_observation(found),
@@ -246,6 +247,11 @@ fn event_decision(
         version: joined.version,
         health: health(found, ours),
         weight: weight_of(ctx, found, ours, facts.cpu_units),
+        running_since: running_since::earliest([
+            running_since::from_event(change),
+            found.and_then(|d| d.facts.started_at),
+            ours.and_then(|w| w.running_since),
+        ]),
         facts,
         load: ours.and_then(|w| w.load),
     };
@@ -291,10 +297,7 @@ fn behind(change: &TaskChange, written: Option<&InstanceAttributes>) -> bool {
 /// `DescribeTasks`' observation: its state and version (AWS reports one; moto does not).
 fn described_observation(found: Option<&DescribedTask>) -> Option<Observed> {
     let found = found?;
-    found.lifecycle.map(|l| Observed {
-        state: l.phase(),
-        version: found.version,
-    })
+    found.lifecycle.map(|l| Observed::of(l, found.version))
 }
 
 /// The observation the written attributes stand for: `LB_STATE` first seen at
@@ -365,6 +368,10 @@ pub fn on_reconcile(
         version: joined.version,
         health: health(found, ours),
         weight: weight_of(ctx, found, ours, facts.cpu_units),
+        running_since: running_since::earliest([
+            found.and_then(|d| d.facts.started_at),
+            ours.and_then(|w| w.running_since),
+        ]),
         facts,
         // Below the step the written load stays, so load noise alone never writes.
         load: match measured {
@@ -524,7 +531,7 @@ fn attributes(
         task_arn: target.task.arn.clone(),
         task_version: target.version,
         updated_at: ctx.now,
-        running_since: None,
+        running_since: target.running_since,
         lambda_owned,
     };
     let mut if_missing = if_missing.to_vec();
@@ -547,8 +554,7 @@ fn written_facts(written: Option<&InstanceAttributes>) -> TaskFacts {
         cpu_units: w.cpu_units,
         memory_mib: w.memory_mib,
         capacity: w.capacity.clone(),
-        zone: None,
-        ipv4: None,
+        ..TaskFacts::default()
     })
 }
 

@@ -36,6 +36,7 @@ fn event_facts() -> TaskFacts {
         zone: Some("eu-central-1b".into()),
         capacity: Some("FARGATE".into()),
         ipv4: Some([10, 0, 2, 9].into()),
+        ..TaskFacts::default()
     }
 }
 
@@ -47,6 +48,7 @@ fn change(version: u64, l: Lifecycle) -> TaskChange {
         lifecycle: Some(l),
         stop_code: None,
         facts: event_facts(),
+        time: None,
     }
 }
 
@@ -173,6 +175,66 @@ fn missing_zone_and_address_are_filled_in_but_never_overwritten() {
         .unwrap(),
     );
     assert_eq!(attrs[keys::AVAILABILITY_ZONE], "eu-central-1c");
+}
+
+#[test]
+fn running_since_is_started_at_else_the_running_events_time_and_the_earliest_stays() {
+    let policy = Policy::default();
+    let c = ctx(Mode::Enrich, &policy);
+    let running = lifecycle(Running, DRunning);
+    let started = now() - Duration::from_secs(30);
+    let running_since = |d: &Decision| written(d).get(keys::LB_RUNNING_SINCE).cloned();
+
+    // No startedAt anywhere (old event, moto): the RUNNING event's own time.
+    let mut event = change(4, running);
+    event.time = Some(now() - Duration::from_secs(29));
+    let first = on_event(&c, &event, &described(running), Some(&ecs_instance())).unwrap();
+    assert_eq!(
+        running_since(&first),
+        Some(format_rfc3339(now() - Duration::from_secs(29)))
+    );
+
+    // DescribeTasks knows startedAt, which is earlier: it wins.
+    let knows = with(described(running), |t| t.facts.started_at = Some(started));
+    let mut health = change(5, running);
+    health.time = Some(now());
+    let d = on_event(&c, &health, &knows, Some(&written(&first))).unwrap();
+    assert_eq!(running_since(&d), Some(format_rfc3339(started)));
+
+    // A later event's time never moves it forward.
+    let current = written(&d);
+    let d = on_event(&c, &health, &described(running), Some(&current)).unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::Unchanged));
+
+    // A PENDING event's time is not a candidate; nor is the time of a reconciliation.
+    let mut pending = change(2, lifecycle(Pending, DRunning));
+    pending.time = Some(now() - Duration::from_secs(60));
+    let d = on_event(
+        &c,
+        &pending,
+        &described(lifecycle(Pending, DRunning)),
+        Some(&ecs_instance()),
+    )
+    .unwrap();
+    assert_eq!(running_since(&d), None);
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &described(running),
+        Some(&ecs_instance()),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(running_since(&d), None);
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &knows,
+        Some(&ecs_instance()),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(running_since(&d), Some(format_rfc3339(started)));
 }
 
 #[test]
@@ -780,6 +842,12 @@ const LIFE: [(LastStatus, DesiredStatus, LbHealth); 10] = [
     (Stopped, DStopped, LbHealth::Healthy),
 ];
 
+/// When the task of [`LIFE`] turned RUNNING.
+#[allow(non_snake_case)]
+fn STARTED_AT() -> SystemTime {
+    now() + Duration::from_millis(3_500)
+}
+
 /// Delivers [`LIFE`] in order, each event with `DescribeTasks` as AWS answers at that moment
 /// (version, health, size). `ecs_registers` are the event indices at which, in enrich mode, ECS's
 /// instance exists (ECS registers around RUNNING and deregisters while the task stops). Returns
@@ -804,15 +872,28 @@ fn writes_over_a_life(mode: Mode, ecs_registers: std::ops::Range<usize>) -> (usi
         if last == Provisioning {
             event.facts.ipv4 = None;
         }
+        // Every event from RUNNING on carries `startedAt`, as does DescribeTasks.
+        let started = (last >= Running).then_some(STARTED_AT());
+        event.facts.started_at = started;
+        event.time = Some(now() + Duration::from_secs(version));
         let now = with(described(l), |t| {
             t.version = Some(version);
             t.health = Some(health);
-            t.facts = event_facts();
+            t.facts = TaskFacts {
+                started_at: started,
+                ..event_facts()
+            };
         });
         let decision = on_event(&c, &event, &now, instance.as_ref()).unwrap();
         match decision.action {
             Action::Register { attributes, .. } => {
                 registers += 1;
+                let running = attributes.as_map().get(keys::LB_RUNNING_SINCE).cloned();
+                assert_eq!(
+                    running,
+                    (last >= Running).then(|| format_rfc3339(STARTED_AT())),
+                    "{last:?}: LB_RUNNING_SINCE comes with the RUNNING write, no write of its own"
+                );
                 instance = Some(attributes.into_map().into_iter().collect());
             }
             Action::Deregister(_) => {
@@ -885,60 +966,79 @@ fn world() -> impl Strategy<Value = World> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        // Per event: whether it carries `startedAt` (once the task ran), whether it has a time.
+        prop::collection::vec((any::<bool>(), any::<bool>()), 11),
     )
-        .prop_map(|(start, steps, health, tag, aws_like, purged, owner)| {
-            // A forward path through the lifecycle: each step either tells the task to stop or
-            // moves it on by one to three statuses.
-            let mut path = vec![(start, DRunning)];
-            for step in steps {
-                let (mut index, mut desired) = *path.last().unwrap_or(&(start, DRunning));
-                if step == 0 && desired == DRunning {
-                    desired = DStopped;
-                } else {
-                    index = (index + usize::from(step.max(1))).min(STATUSES.len() - 1);
-                }
-                if STATUSES[index].is_stopping() {
-                    desired = DStopped;
-                }
-                if path.last() != Some(&(index, desired)) {
-                    path.push((index, desired));
-                }
-            }
-            let mut events = Vec::new();
-            let mut live = Vec::new();
-            for (i, (index, desired)) in path.into_iter().enumerate() {
-                let version = u64::try_from(i).unwrap_or(0) + 1;
-                let l = lifecycle(STATUSES[index], desired);
-                let mut event = change(version, l);
-                if STATUSES[index] == Provisioning {
-                    event.facts.ipv4 = None; // no ENI yet
-                }
-                events.push(event);
-                live.push(with(described(l), |t| {
-                    t.health = health;
-                    t.weight_tag.clone_from(&tag);
-                    if aws_like {
-                        t.version = Some(version);
-                        t.facts = event_facts();
+        .prop_map(
+            |(start, steps, health, tag, aws_like, purged, owner, stamps)| {
+                // A forward path through the lifecycle: each step either tells the task to stop or
+                // moves it on by one to three statuses.
+                let mut path = vec![(start, DRunning)];
+                for step in steps {
+                    let (mut index, mut desired) = *path.last().unwrap_or(&(start, DRunning));
+                    if step == 0 && desired == DRunning {
+                        desired = DStopped;
+                    } else {
+                        index = (index + usize::from(step.max(1))).min(STATUSES.len() - 1);
                     }
-                }));
-            }
-            let last = if purged {
-                Described::Missing
-            } else {
-                live.last().cloned().unwrap_or(Described::Missing)
-            };
-            World {
-                events,
-                live,
-                last,
-                mode: if owner {
-                    Mode::Owner { port: 50051 }
+                    if STATUSES[index].is_stopping() {
+                        desired = DStopped;
+                    }
+                    if path.last() != Some(&(index, desired)) {
+                        path.push((index, desired));
+                    }
+                }
+                let mut events = Vec::new();
+                let mut live = Vec::new();
+                // startedAt: just before the first event that reports the task running (or past it).
+                let started_at = path
+                    .iter()
+                    .position(|&(index, _)| STATUSES[index] >= Running)
+                    .map(|i| {
+                        now() + Duration::from_secs(10 * (i as u64 + 1))
+                            - Duration::from_millis(300)
+                    });
+                for (i, (index, desired)) in path.into_iter().enumerate() {
+                    let version = u64::try_from(i).unwrap_or(0) + 1;
+                    let l = lifecycle(STATUSES[index], desired);
+                    let ran = STATUSES[index] >= Running;
+                    let (carries_started_at, timed) = stamps[i];
+                    let mut event = change(version, l);
+                    if STATUSES[index] == Provisioning {
+                        event.facts.ipv4 = None; // no ENI yet
+                    }
+                    event.facts.started_at = started_at.filter(|_| ran && carries_started_at);
+                    event.time = timed.then(|| now() + Duration::from_secs(10 * version));
+                    events.push(event);
+                    live.push(with(described(l), |t| {
+                        t.health = health;
+                        t.weight_tag.clone_from(&tag);
+                        if aws_like {
+                            t.version = Some(version);
+                            t.facts = TaskFacts {
+                                started_at: started_at.filter(|_| ran),
+                                ..event_facts()
+                            };
+                        }
+                    }));
+                }
+                let last = if purged {
+                    Described::Missing
                 } else {
-                    Mode::Enrich
-                },
-            }
-        })
+                    live.last().cloned().unwrap_or(Described::Missing)
+                };
+                World {
+                    events,
+                    live,
+                    last,
+                    mode: if owner {
+                        Mode::Owner { port: 50051 }
+                    } else {
+                        Mode::Enrich
+                    },
+                }
+            },
+        )
 }
 
 /// Applies events to one instance and returns its final attributes (`None`: no instance).

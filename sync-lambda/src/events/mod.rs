@@ -23,6 +23,7 @@ mod lenient;
 use std::fmt;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
+use cloudmap_balancer::contract::parse_rfc3339;
 use serde_json::Value;
 
 pub use ecs_task::{
@@ -184,6 +185,11 @@ fn parse_action(action: &Value, object: &serde_json::Map<String, Value>) -> Invo
 }
 
 fn parse_task_change(mut payload: Value) -> Invocation {
+    // Read before the typed parse, which may drop a malformed `time` below.
+    let time = payload
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339);
     if !payload["detail"].is_object() {
         return Invocation::Rejected(Rejection::MalformedDetail(
             "`detail` is not an object".into(),
@@ -209,7 +215,7 @@ fn parse_task_change(mut payload: Value) -> Invocation {
     };
     let resources = event.resources.unwrap_or_default();
     match TaskChange::from_detail(&event.detail, &resources) {
-        Ok(change) => Invocation::TaskChange(Box::new(change)),
+        Ok(change) => Invocation::TaskChange(Box::new(TaskChange { time, ..change })),
         Err(rejection) => Invocation::Rejected(rejection),
     }
 }
@@ -294,7 +300,18 @@ mod tests {
         let mut event = task_event(&detail);
         event["time"] = json!("yesterday");
         event["resources"] = json!("not a list");
-        assert!(matches!(parse(event), Invocation::TaskChange(c) if c.version == 4));
+        assert!(
+            matches!(parse(event), Invocation::TaskChange(c) if c.version == 4 && c.time.is_none())
+        );
+    }
+
+    #[test]
+    fn the_event_time_is_kept() {
+        let event = task_event(&json!({"clusterArn": "prod", "version": 1}));
+        let Invocation::TaskChange(change) = parse(event) else {
+            panic!("not a task change");
+        };
+        assert_eq!(change.time, parse_rfc3339("2026-11-22T14:10:00Z"));
     }
 
     impl Invocation {
