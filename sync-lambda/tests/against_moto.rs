@@ -284,7 +284,9 @@ async fn reconciliation_repairs_missed_events_and_leaves_other_instances_alone()
         running_since: None,
         lambda_owned: false,
     };
-    let written = contract::merge(&stack.ecs_attributes(&tasks[0]), &starting, &[]).unwrap();
+    let written = contract::merge(&stack.ecs_attributes(&tasks[0]), &starting, &[])
+        .unwrap()
+        .attributes;
     stack
         .register(&tasks[0].id, written.into_map().into_iter().collect())
         .await;
@@ -558,6 +560,72 @@ async fn a_permanent_error_is_logged_and_acknowledged() {
         "{metrics}"
     );
     assert!(metrics.contains(r#""Kind":"task_change""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_value_cloud_map_refuses_is_left_out_and_the_state_still_written() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(2, &[]).await;
+    let handler = handler(stack.config(&[]));
+    for task in &tasks {
+        stack.register_like_ecs(task).await;
+    }
+
+    // A capacity provider name with a character Cloud Map refuses.
+    let mut odd_capacity = stack.event("fargate_running.json", &tasks[0], 4);
+    odd_capacity["detail"]["capacityProviderName"] = json!("FARGATE_SPÖT");
+    // A task ARN longer than Cloud Map's 1,024 characters (its ID is an ordinary one).
+    let mut long_arn = stack.event("fargate_running.json", &tasks[1], 4);
+    let arn = format!(
+        "arn:aws:ecs:eu-central-1:123456789012:task/{}/{}",
+        "c".repeat(1100),
+        tasks[1].id
+    );
+    long_arn["detail"]["taskArn"] = json!(arn);
+    long_arn["resources"] = json!([arn]);
+
+    for (event, task, key, reason) in [
+        (odd_capacity, &tasks[0], keys::LB_CAPACITY, "invalid_value"),
+        (long_arn, &tasks[1], keys::LB_TASK_ARN, "value_too_long"),
+    ] {
+        let mut metrics = Vec::new();
+        let response = handler.invoke(event, &mut metrics).await.unwrap();
+        assert_eq!(
+            response["omitted"],
+            json!([{"instance": task.id, "key": key, "reason": reason}]),
+            "{response:#}"
+        );
+        assert_eq!(response["decisions"][0]["action"], "update");
+        let after = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(get(&after, keys::LB_STATE), Some("RUNNING"), "{key}");
+        assert_eq!(get(&after, keys::LB_WEIGHT), Some("200"), "{key}");
+        assert_eq!(get(&after, key), None);
+        let metrics = String::from_utf8(metrics).unwrap();
+        let line = metrics
+            .lines()
+            .find(|l| l.contains("OmittedAttributes"))
+            .unwrap_or_else(|| panic!("no OmittedAttributes metric: {metrics}"));
+        assert!(line.contains(&format!(r#""Key":"{key}""#)), "{line}");
+        assert!(line.contains(&format!(r#""Reason":"{reason}""#)), "{line}");
+    }
+    // The ordinary event's ARN is written again.
+    handler
+        .handle(stack.event("fargate_running.json", &tasks[1], 5))
+        .await
+        .unwrap();
+    let after = stack.attributes(&tasks[1].id).await.unwrap();
+    assert_eq!(get(&after, keys::LB_TASK_ARN), Some(tasks[1].arn.as_str()));
+
+    // A task ID that no Cloud Map instance can have (over 64 characters) is rejected whole.
+    let mut no_instance = stack.event("fargate_running.json", &tasks[0], 6);
+    no_instance["detail"]["taskArn"] = json!(format!(
+        "arn:aws:ecs:eu-central-1:123456789012:task/{}/{}",
+        stack.cluster,
+        "f".repeat(65)
+    ));
+    let response = handler.invoke(no_instance, std::io::sink()).await.unwrap();
+    assert_eq!(response["kind"], "rejected");
+    assert_eq!(response["note"], "invalid_task_id");
 }
 
 #[tokio::test]

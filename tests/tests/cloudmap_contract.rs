@@ -60,7 +60,8 @@ async fn contract_attributes_survive_every_read_path() {
         &lb(LbState::Running, 3),
         &[],
     )
-    .unwrap();
+    .unwrap()
+    .attributes;
     client
         .register_instance()
         .service_id(&service.id)
@@ -123,7 +124,9 @@ async fn contract_attributes_survive_every_read_path() {
 
     // Re-register with a new state: the revision moves, clients see DRAINING.
     let current: HashMap<String, String> = got;
-    let draining = contract::merge(&current, &lb(LbState::Draining, 4), &[]).unwrap();
+    let draining = contract::merge(&current, &lb(LbState::Draining, 4), &[])
+        .unwrap()
+        .attributes;
     client
         .register_instance()
         .service_id(&service.id)

@@ -66,6 +66,24 @@ pub const LAMBDA_OWNED: [&str; 13] = [
     LB_OWNER,
 ];
 
+/// The keys the Lambda may leave out of a write when it cannot write them within Cloud Map's
+/// limits (see [`merge`](super::merge)), in the order it drops them when a set is too large:
+/// first what only informs (the ARN echoes the instance ID; size and capacity are already in the
+/// weight), then what clients read (load, slow start, zone ID, zone), then the owner-mode labels
+/// reconciliation pairs by. Every other key the Lambda writes is required.
+pub const OMITTABLE: [&str; 10] = [
+    LB_TASK_ARN,
+    LB_CAPACITY,
+    LB_MEMORY_MIB,
+    LB_CPU_UNITS,
+    LB_LOAD,
+    LB_RUNNING_SINCE,
+    AVAILABILITY_ZONE_ID,
+    AVAILABILITY_ZONE,
+    ECS_CLUSTER_NAME,
+    ECS_SERVICE_NAME,
+];
+
 /// `LAMBDA` when the sync Lambda registered the instance itself (owner mode) and may deregister
 /// it; absent on instances ECS registered. Written by the Lambda.
 pub const LB_OWNER: &str = "LB_OWNER";

@@ -25,11 +25,13 @@
 //!   a missing, unrecognised or malformed value becomes the default its field documents and never
 //!   drops the instance. [`InstanceAttributes::decode_with_problems`] says what was odd.
 //! - **Encoding is strict.** [`AttributeSet::new`] refuses a map Cloud Map would refuse (see
-//!   [`limits`]) and names the limit, so the Lambda fails with a clear reason instead of
-//!   half-writing.
-//! - **Merging preserves.** [`merge`] replaces the keys in [`keys::LAMBDA_OWNED`] and nothing
-//!   else: `RegisterInstance` replaces all attributes, so whatever ECS or a user wrote must be
-//!   sent back unchanged.
+//!   [`limits`]) and names the limit: nothing that is an `AttributeSet` can be refused.
+//! - **Merging preserves, and writes what it can.** [`merge`] replaces the keys in
+//!   [`keys::LAMBDA_OWNED`] and nothing else: `RegisterInstance` replaces all attributes, so
+//!   whatever ECS or a user wrote must be sent back unchanged. An optional key
+//!   ([`keys::OMITTABLE`]) that cannot be written within the limits is left out and reported in
+//!   [`Merged::omitted`], so the lifecycle, health and weight are still written; only a set that
+//!   does not fit without dropping a required or foreign key is refused.
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -57,7 +59,7 @@
 //!     running_since: None,
 //!     lambda_owned: false,
 //! };
-//! let merged = contract::merge(&existing, &ours, &[])?;
+//! let merged = contract::merge(&existing, &ours, &[])?.attributes;
 //! assert_eq!(merged.as_map()["team"], "payments");
 //!
 //! let seen = InstanceAttributes::decode(&merged);
@@ -76,7 +78,9 @@ mod values;
 mod tests;
 
 pub use decode::{AttributeProblem, AttributeSource, InstanceAttributes, ProblemKind};
-pub use encode::{AttributeSet, LbAttributes, LimitError, limits, merge};
+pub use encode::{
+    AttributeSet, LbAttributes, LimitError, Merged, OmitReason, Omitted, limits, merge,
+};
 pub use time::{format_rfc3339, parse_rfc3339};
 pub use values::{LbHealth, LbState, Load, Weight};
 

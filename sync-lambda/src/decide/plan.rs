@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::contract::{
     self, AttributeSet, InstanceAttributes, LbAttributes, LbHealth, LbState, LimitError, Load,
-    Weight, keys,
+    Merged, Omitted, Weight, keys,
 };
 
 use super::lifecycle::{self, Observed};
@@ -76,6 +76,9 @@ pub struct Decision {
     /// The event's `stopCode` (why ECS stops the task), when the decision is about an event that
     /// carries one.
     pub stop_code: Option<String>,
+    /// Optional keys left out of the write because Cloud Map would refuse them (see
+    /// [`contract::merge`]), for the log and metrics; empty unless the action writes.
+    pub omitted: Vec<Omitted>,
 }
 
 /// The action of a [`Decision`].
@@ -220,6 +223,7 @@ fn event_decision(
         new_state,
         version: Some(change.version),
         stop_code: None,
+        omitted: Vec::new(),
     };
     let ours = match &written {
         Some(w) if !same_task(w, &change.task) => return Ok(skip(SkipReason::OtherTask, None)),
@@ -331,6 +335,7 @@ pub fn on_reconcile(
                 new_state: None,
                 version: None,
                 stop_code: None,
+                omitted: Vec::new(),
             });
         }
         other => other.as_ref(),
@@ -352,6 +357,7 @@ pub fn on_reconcile(
             new_state: None,
             version: None,
             stop_code: None,
+            omitted: Vec::new(),
         });
     };
     // Static facts: what is written stays (it came from an event or an earlier description),
@@ -453,6 +459,7 @@ fn settle(
         new_state: Some(target.state),
         version: target.version,
         stop_code: None,
+        omitted: Vec::new(),
     };
     let Some(existing) = existing else {
         let Mode::Owner { port } = ctx.mode else {
@@ -471,11 +478,14 @@ fn settle(
             (keys::ECS_CLUSTER_NAME, target.task.cluster.clone()),
             (keys::ECS_SERVICE_NAME, ctx.service.to_owned()),
         ];
-        let attributes = attributes(ctx, &target, &HashMap::new(), true, &if_missing)?;
-        return Ok(decision(Action::Register {
-            attributes,
-            create: true,
-        }));
+        let merged = attributes(ctx, &target, &HashMap::new(), true, &if_missing)?;
+        return Ok(Decision {
+            omitted: merged.omitted,
+            ..decision(Action::Register {
+                attributes: merged.attributes,
+                create: true,
+            })
+        });
     };
     let lambda_owned = written.is_some_and(|w| w.lambda_owned);
     if target.state == LbState::Stopped {
@@ -495,22 +505,28 @@ fn settle(
         if_missing.push((keys::AWS_INSTANCE_IPV4, ipv4.to_string()));
     }
     let proposed = attributes(ctx, &target, existing, lambda_owned, &if_missing)?;
-    if proposed.same_as(existing, &[keys::LB_UPDATED_AT]) {
+    if proposed
+        .attributes
+        .same_as(existing, &[keys::LB_UPDATED_AT])
+    {
         return Ok(decision(Action::Skip(SkipReason::Unchanged)));
     }
     // A write happens anyway: it may as well carry the freshest load.
     let attributes_of = attributes;
-    let attributes = match fresh_load {
+    let merged = match fresh_load {
         Some(load) if load != target.load => {
             let target = Target { load, ..target };
             attributes_of(ctx, &target, existing, lambda_owned, &if_missing)?
         }
         _ => proposed,
     };
-    Ok(decision(Action::Register {
-        attributes,
-        create: false,
-    }))
+    Ok(Decision {
+        omitted: merged.omitted,
+        ..decision(Action::Register {
+            attributes: merged.attributes,
+            create: false,
+        })
+    })
 }
 
 fn attributes(
@@ -519,7 +535,7 @@ fn attributes(
     existing: &HashMap<String, String>,
     lambda_owned: bool,
     if_missing: &[(&str, String)],
-) -> Result<AttributeSet, LimitError> {
+) -> Result<Merged, LimitError> {
     let ours = LbAttributes {
         state: target.state,
         health: target.health,
@@ -537,6 +553,9 @@ fn attributes(
     let mut if_missing = if_missing.to_vec();
     if let Some(zone) = &target.facts.zone {
         if_missing.push((keys::AVAILABILITY_ZONE, zone.clone()));
+    }
+    if let Some(zone_id) = &target.facts.zone_id {
+        if_missing.push((keys::AVAILABILITY_ZONE_ID, zone_id.clone()));
     }
     contract::merge(existing, &ours, &if_missing)
 }

@@ -806,6 +806,56 @@ fn enrich_mode_deregisters_a_stopped_leftover_only_after_the_grace_period() {
 }
 
 #[test]
+fn a_value_cloud_map_refuses_is_left_out_and_the_state_still_written() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let mut odd = change(4, l);
+    odd.facts.capacity = Some("FARGATE_SPÖT".into());
+    odd.task = TaskRef::new(
+        &format!(
+            "arn:aws:ecs:eu-central-1:1:task/{}/0a1b2c3d",
+            "c".repeat(1100)
+        ),
+        "prod",
+    )
+    .unwrap();
+    let d = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &odd,
+        &described(l),
+        Some(&ecs_instance()),
+    )
+    .unwrap();
+    let omitted: Vec<(&str, &str)> = d
+        .omitted
+        .iter()
+        .map(|o| (o.key.as_str(), o.reason.as_str()))
+        .collect();
+    assert_eq!(
+        omitted,
+        [
+            (keys::LB_TASK_ARN, "value_too_long"),
+            (keys::LB_CAPACITY, "invalid_value")
+        ]
+    );
+    let attrs = written(&d);
+    assert_eq!(attrs[keys::LB_STATE], "RUNNING");
+    assert_eq!(attrs[keys::LB_WEIGHT], "200");
+    assert!(!attrs.contains_key(keys::LB_CAPACITY));
+    assert!(!attrs.contains_key(keys::LB_TASK_ARN));
+    // The same event again finds nothing to write: the omission is stable, not a write loop.
+    let again = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &odd,
+        &described(l),
+        Some(&attrs),
+    )
+    .unwrap();
+    assert_eq!(again.action, Action::Skip(SkipReason::Stale));
+    assert!(again.omitted.is_empty());
+}
+
+#[test]
 fn an_instance_over_cloud_maps_limits_is_an_error_not_a_partial_write() {
     let policy = Policy::default();
     let l = lifecycle(Running, DRunning);

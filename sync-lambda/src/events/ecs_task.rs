@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
-use cloudmap_balancer::contract::parse_rfc3339;
+use cloudmap_balancer::contract::{limits, parse_rfc3339};
 
 use serde::{Deserialize, Serialize};
 
@@ -158,6 +158,10 @@ impl TaskChange {
             .or_else(|| cluster_from_task_arn(task_arn))
             .ok_or(Rejection::MissingCluster)?;
         let task = TaskRef::new(task_arn, cluster).ok_or(Rejection::MissingTaskArn)?;
+        // ECS's instance ID is the task ID: one Cloud Map cannot hold names no instance.
+        if !limits::is_instance_id(&task.id) {
+            return Err(Rejection::InvalidTaskId(task.id.chars().take(64).collect()));
+        }
         let version = detail.version.ok_or(Rejection::MissingVersion)?;
         Ok(Self {
             task,
@@ -293,6 +297,30 @@ mod tests {
             TaskChange::from_detail(&no_version, &[]),
             Err(Rejection::MissingVersion)
         );
+    }
+
+    #[test]
+    fn a_task_id_no_instance_can_carry_is_rejected() {
+        let long = "f".repeat(65);
+        let d = detail(serde_json::json!({
+            "taskArn": format!("arn:aws:ecs:r:1:task/c/{long}"), "version": 1
+        }));
+        assert_eq!(
+            TaskChange::from_detail(&d, &[]),
+            Err(Rejection::InvalidTaskId("f".repeat(64)))
+        );
+        let d =
+            detail(serde_json::json!({"taskArn": "arn:aws:ecs:r:1:task/c/ab+cd", "version": 1}));
+        assert_eq!(
+            TaskChange::from_detail(&d, &[]).map_err(|r| r.as_str()),
+            Err("invalid_task_id")
+        );
+        // A long ARN with an ordinary ID is fine: the ARN is only left out of the write.
+        let d = detail(serde_json::json!({
+            "taskArn": format!("arn:aws:ecs:r:1:task/{}/abc", "c".repeat(1100)),
+            "clusterArn": "c", "version": 1
+        }));
+        assert_eq!(TaskChange::from_detail(&d, &[]).unwrap().task.id, "abc");
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub enum Rejection {
     MissingCluster,
     /// No `detail.version`: the event cannot be ordered against others.
     MissingVersion,
+    /// The task ID (the ARN's last segment) cannot be a Cloud Map instance ID (1 to 64
+    /// characters of `0-9 a-z A-Z _ / : . @ -`), so no instance can carry it: the value, cut to
+    /// 64 characters.
+    InvalidTaskId(String),
 }
 
 impl Rejection {
@@ -109,6 +113,7 @@ impl Rejection {
             Self::MissingTaskArn => "missing_task_arn",
             Self::MissingCluster => "missing_cluster",
             Self::MissingVersion => "missing_version",
+            Self::InvalidTaskId(_) => "invalid_task_id",
         }
     }
 }
@@ -132,6 +137,10 @@ impl fmt::Display for Rejection {
             Self::MissingTaskArn => f.write_str("the event names no task ARN"),
             Self::MissingCluster => f.write_str("the event names no cluster"),
             Self::MissingVersion => f.write_str("the event has no detail.version"),
+            Self::InvalidTaskId(id) => write!(
+                f,
+                "the task ID {id:?} cannot be a Cloud Map instance ID (1 to 64 characters of 0-9 a-z A-Z _ / : . @ -)"
+            ),
         }
     }
 }

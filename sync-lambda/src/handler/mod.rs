@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::decide::{Action, Decision, Policy};
 use crate::error::SyncError;
 use crate::events::{self, Invocation};
-use crate::observe::{DecisionRecord, InvocationKind, Report, emf};
+use crate::observe::{DecisionRecord, InvocationKind, OmittedAttribute, Report, emf};
 use crate::ports::{Clock, Metrics, Registry, Tasks};
 use crate::task::TaskRef;
 
@@ -169,6 +169,25 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
             }
             Action::Skip(_) => false,
         };
+        if wrote {
+            for omitted in &decision.omitted {
+                // Every write that leaves a key out says so: the cause is in the input (an odd
+                // value, a crowded instance), not in a passing condition.
+                warn!(
+                    task = %task.id,
+                    cloudmap_service = %target.service_id,
+                    instance = instance_id,
+                    key = %omitted.key,
+                    reason = omitted.reason.as_str(),
+                    "attribute left out of the write: Cloud Map would refuse it; the rest was written"
+                );
+                report.omitted.push(OmittedAttribute {
+                    instance: instance_id.to_owned(),
+                    key: omitted.key.clone(),
+                    reason: omitted.reason.as_str(),
+                });
+            }
+        }
         let record = DecisionRecord {
             task: task.id.clone(),
             cloudmap_service: target.service_id.clone(),
