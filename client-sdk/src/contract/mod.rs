@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `AWS_INSTANCE_IPV4`, `AWS_INSTANCE_PORT` | ECS (the Lambda only in owner mode) | address |
 //! | `AVAILABILITY_ZONE` | ECS (the Lambda writes it when missing) | zone name, e.g. `eu-central-1a` |
+//! | `AVAILABILITY_ZONE_ID` | the Lambda, when missing | zone ID, e.g. `euc1-az2` (the same zone in every account), from the task's subnet; missing or blank: zones are matched by name |
 //! | `REGION`, `ECS_CLUSTER_NAME`, `ECS_SERVICE_NAME`, `ECS_TASK_DEFINITION_FAMILY` | ECS | read-only context |
 //! | `LB_STATE` | Lambda | `STARTING`, `RUNNING`, `DRAINING` or `STOPPED` |
 //! | `LB_HEALTH` | Lambda | `HEALTHY`, `UNHEALTHY` or `UNKNOWN` |

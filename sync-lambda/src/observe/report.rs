@@ -78,6 +78,9 @@ pub struct Report {
     pub handled_errors: BTreeMap<&'static str, u32>,
     /// Optional attributes left out of the writes made (each write still carried the rest).
     pub omitted: Vec<OmittedAttribute>,
+    /// Writes that went out without `AVAILABILITY_ZONE_ID` because its lookup failed, by reason
+    /// (`no_subnet`, `subnet_not_found`, `access_denied`, `throttled`, `unavailable`).
+    pub zone_id_unavailable: BTreeMap<&'static str, u32>,
 }
 
 impl Report {
@@ -116,6 +119,11 @@ impl Report {
     /// Counts one handled error: permanent, or `load_unavailable` (see `handled_errors`).
     pub fn handled_error(&mut self, class: &'static str) {
         *self.handled_errors.entry(class).or_insert(0) += 1;
+    }
+
+    /// Counts one write without `AVAILABILITY_ZONE_ID`, by the reason its lookup failed.
+    pub fn zone_id_unavailable(&mut self, reason: &'static str) {
+        *self.zone_id_unavailable.entry(reason).or_insert(0) += 1;
     }
 
     /// Omitted attributes, by key and reason.
