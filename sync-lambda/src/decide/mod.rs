@@ -53,7 +53,13 @@
 //! event's own values come first (moto's `DescribeTasks` lacks the task-level ones), then
 //! `DescribeTasks`', then what was written before; reconciliation keeps what is written and fills
 //! gaps from `DescribeTasks`. On AWS all sources agree; the order only keeps an event and a
-//! reconciliation from flipping a value back and forth where they do not.
+//! reconciliation from flipping a value back and forth where they do not. `AVAILABILITY_ZONE`,
+//! `AVAILABILITY_ZONE_ID` (which the handler derives from the subnet and hands in as a fact) and
+//! the address are only ever added where missing. `LB_RUNNING_SINCE` is the earliest candidate
+//! seen (see `running_since`), another join.
+//!
+//! What no decision does is cut a value to fit: an optional key Cloud Map would refuse is left
+//! out and listed in [`Decision::omitted`] (see `contract::merge`).
 //!
 //! # Modes
 //!

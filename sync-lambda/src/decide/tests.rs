@@ -1018,9 +1018,12 @@ fn world() -> impl Strategy<Value = World> {
         any::<bool>(),
         // Per event: whether it carries `startedAt` (once the task ran), whether it has a time.
         prop::collection::vec((any::<bool>(), any::<bool>()), 11),
+        // Whether the subnet's zone ID lookup works (it is the handler's, the same for every
+        // event with an ENI).
+        any::<bool>(),
     )
         .prop_map(
-            |(start, steps, health, tag, aws_like, purged, owner, stamps)| {
+            |(start, steps, health, tag, aws_like, purged, owner, stamps, zone_ids)| {
                 // A forward path through the lifecycle: each step either tells the task to stop or
                 // moves it on by one to three statuses.
                 let mut path = vec![(start, DRunning)];
@@ -1056,6 +1059,8 @@ fn world() -> impl Strategy<Value = World> {
                     let mut event = change(version, l);
                     if STATUSES[index] == Provisioning {
                         event.facts.ipv4 = None; // no ENI yet
+                    } else if zone_ids {
+                        event.facts.zone_id = Some("euc1-az2".into());
                     }
                     event.facts.started_at = started_at.filter(|_| ran && carries_started_at);
                     event.time = timed.then(|| now() + Duration::from_secs(10 * version));
