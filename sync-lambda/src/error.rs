@@ -44,8 +44,9 @@ pub enum SyncError {
         #[source]
         source: BoxError,
     },
-    /// The attributes to write would exceed Cloud Map's limits (too many user attributes on the
-    /// instance): permanent, nothing is written.
+    /// The attributes to write would exceed Cloud Map's limits even without every optional key
+    /// (users' and ECS's keys leave no room for the required ones): permanent, nothing is
+    /// written.
     #[error("attributes for instance {instance_id} of {service_id} exceed Cloud Map's limits")]
     Limits {
         /// Cloud Map service ID.

@@ -9,7 +9,7 @@
 //! | [`events`] | events in: payload → [`Invocation`](events::Invocation), lenient parsing |
 //! | [`task`] | what is known about a task, from an event or `DescribeTasks` |
 //! | [`decide`] | pure decisions: event/description + attributes → write, deregister or skip; the ordering design |
-//! | [`ports`] | the narrow traits over Cloud Map, ECS, CloudWatch and the clock |
+//! | [`ports`] | the narrow traits over Cloud Map, ECS, CloudWatch, EC2 and the clock |
 //! | [`aws`] | the traits on the AWS SDK |
 //! | [`handler`] | one invocation: the event flow, the edge (retryable vs acknowledged) |
 //! | [`reconcile`] | the scheduled comparison of instances with tasks |
@@ -25,7 +25,14 @@
 //! let config = Config::from_env()?;
 //! let sdk = aws_config::load_from_env().await;
 //! let aws = AwsClients::new(&sdk, &config);
-//! let handler = Handler::new(config, aws.cloudmap, aws.ecs, aws.cloudwatch, SystemClock);
+//! let handler = Handler::new(
+//!     config,
+//!     aws.cloudmap,
+//!     aws.ecs,
+//!     aws.cloudwatch,
+//!     SystemClock,
+//!     aws.ec2,
+//! );
 //! let payload = serde_json::json!({"action": "reconcile"});
 //! let response = handler.invoke(payload, std::io::stdout()).await?;
 //! # Ok(()) }

@@ -19,7 +19,14 @@ async fn main() -> Result<(), Error> {
 
     let sdk = aws_config::load_from_env().await;
     let aws = AwsClients::new(&sdk, &config);
-    let handler = Handler::new(config, aws.cloudmap, aws.ecs, aws.cloudwatch, SystemClock);
+    let handler = Handler::new(
+        config,
+        aws.cloudmap,
+        aws.ecs,
+        aws.cloudwatch,
+        SystemClock,
+        aws.ec2,
+    );
     tracing::info!(
         init_ms = started.elapsed().as_secs_f64() * 1000.0,
         "initialised"

@@ -1,4 +1,4 @@
-//! The narrow traits the handler is generic over: Cloud Map, ECS, CloudWatch and the clock.
+//! The narrow traits the handler is generic over: Cloud Map, ECS, CloudWatch, EC2 and the clock.
 //!
 //! The AWS implementations are in [`crate::aws`]; each method is one AWS operation (or a
 //! paginated/batched series of one), returns parsed domain values, and maps SDK errors to
@@ -128,6 +128,58 @@ pub trait Metrics: Send + Sync {
         queries: &[LoadQuery],
         now: SystemTime,
     ) -> impl Future<Output = Result<HashMap<String, CpuSample>, SyncError>> + Send;
+}
+
+/// Why a task's availability zone ID is not known, for the log and the `ZoneIdUnavailable`
+/// metric. None of these stops a write: the instance is written without `AVAILABILITY_ZONE_ID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ZoneIdGap {
+    /// Neither the event nor `DescribeTasks` names a subnet (no ENI: EC2 bridge or host mode).
+    NoSubnet,
+    /// EC2 does not know the subnet (`InvalidSubnetID.NotFound`), or answered without its zone ID.
+    SubnetNotFound,
+    /// The function may not call `ec2:DescribeSubnets` (`UnauthorizedOperation`), e.g. after an
+    /// upgrade that did not update its role.
+    AccessDenied,
+    /// EC2 throttled the call.
+    Throttled,
+    /// Anything else: a server error, a timeout, an answer that could not be read.
+    Unavailable,
+}
+
+impl ZoneIdGap {
+    /// A short stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSubnet => "no_subnet",
+            Self::SubnetNotFound => "subnet_not_found",
+            Self::AccessDenied => "access_denied",
+            Self::Throttled => "throttled",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A subnet's zone ID could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the zone ID of subnet {subnet} is unknown ({})", gap.as_str())]
+pub struct ZoneIdLookupError {
+    /// The subnet.
+    pub subnet: String,
+    /// Why.
+    pub gap: ZoneIdGap,
+    /// The AWS error, when there was one (not for a subnet EC2 answered without).
+    #[source]
+    pub source: Option<SyncError>,
+}
+
+/// EC2, as far as the Lambda uses it.
+pub trait Subnets: Send + Sync {
+    /// `DescribeSubnets` of one subnet: its `AvailabilityZoneId` (e.g. `euc1-az2`).
+    fn zone_id(
+        &self,
+        subnet_id: &str,
+    ) -> impl Future<Output = Result<String, ZoneIdLookupError>> + Send;
 }
 
 /// The time, injected so tests decide it.

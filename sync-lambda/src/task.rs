@@ -3,6 +3,7 @@
 //! modules read only these.
 
 use std::net::Ipv4Addr;
+use std::time::SystemTime;
 
 use cloudmap_balancer::contract::{LbHealth, LbState, Weight};
 
@@ -181,8 +182,8 @@ impl Lifecycle {
     }
 }
 
-/// Facts about a task that do not change during its life: size, zone, capacity, address.
-/// Every field is optional; sources are layered with [`TaskFacts::or`].
+/// Facts about a task that do not change during its life: size, zone, capacity, address, subnet,
+/// start time. Every field is optional; sources are layered with [`TaskFacts::or`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFacts {
     /// Task CPU units (1024 = one vCPU).
@@ -195,6 +196,14 @@ pub struct TaskFacts {
     pub capacity: Option<String>,
     /// The ENI's private IPv4 address (awsvpc tasks only).
     pub ipv4: Option<Ipv4Addr>,
+    /// The ENI's subnet (`subnetId`; awsvpc tasks only): where the zone ID comes from.
+    pub subnet: Option<String>,
+    /// Availability zone ID, e.g. `euc1-az2`. Neither an event nor `DescribeTasks` carries it: the
+    /// handler derives it from [`TaskFacts::subnet`] (EC2 `DescribeSubnets`) before deciding.
+    pub zone_id: Option<String>,
+    /// ECS `startedAt`: when the task turned RUNNING. Absent before that, and for a task that
+    /// never ran.
+    pub started_at: Option<SystemTime>,
 }
 
 impl TaskFacts {
@@ -207,6 +216,9 @@ impl TaskFacts {
             zone: self.zone.or(fallback.zone),
             capacity: self.capacity.or(fallback.capacity),
             ipv4: self.ipv4.or(fallback.ipv4),
+            subnet: self.subnet.or(fallback.subnet),
+            zone_id: self.zone_id.or(fallback.zone_id),
+            started_at: self.started_at.or(fallback.started_at),
         }
     }
 }

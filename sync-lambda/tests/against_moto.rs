@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cloudmap_balancer::contract::{self, LbAttributes, LbHealth, LbState, Weight, keys};
 use cloudmap_sync::observe::InvocationKind;
 use cloudmap_sync::{ErrorKind, SystemClock};
-use common::{Fixed, Stack, fixture_json, handler, handler_on, put_cpu, sdk_via, without_time};
+use common::{
+    Fixed, Settable, Stack, TaskInfo, fixture_json, handler, handler_on, in_subnet, put_cpu,
+    sdk_via, task_subnet, without_time,
+};
 use local_stack::MotoServer;
 use local_stack::fault::{Fault, FaultProxy};
 use serde_json::json;
@@ -42,6 +45,8 @@ async fn fixture_events_produce_the_expected_attributes() {
                 (keys::LB_CAPACITY, "FARGATE"),
                 (keys::LB_TASK_VERSION, "4"),
                 (keys::LB_SCHEMA, "1"),
+                // The event's startedAt (moto's DescribeTasks has none).
+                (keys::LB_RUNNING_SINCE, "2026-11-22T14:02:16.904Z"),
             ],
         ),
         (
@@ -51,6 +56,7 @@ async fn fixture_events_produce_the_expected_attributes() {
                 (keys::LB_STATE, "STOPPED"),
                 (keys::LB_TASK_VERSION, "8"),
                 (keys::LB_CAPACITY, "FARGATE"),
+                (keys::LB_RUNNING_SINCE, "2026-11-22T14:02:16.904Z"),
             ],
         ),
         (
@@ -175,11 +181,12 @@ async fn any_delivery_order_with_duplicates_ends_like_in_order_delivery() {
         writes += report.writes();
     }
     assert_eq!(
-        writes, 1,
-        "only the first delivery of the newest event writes"
+        writes, 2,
+        "the newest event writes STOPPED; DEPROVISIONING, the first STOPPED event, then labels it \
+         with its version; everything else is already known"
     );
 
-    let normalise = |task: &common::TaskInfo, attrs: HashMap<String, String>| {
+    let normalise = |task: &TaskInfo, attrs: HashMap<String, String>| {
         let mut attrs = without_time(attrs);
         for key in [keys::LB_TASK_ARN, keys::AWS_INSTANCE_IPV4] {
             let value = attrs.remove(key).unwrap();
@@ -194,7 +201,66 @@ async fn any_delivery_order_with_duplicates_ends_like_in_order_delivery() {
     let b = normalise(shuffled, stack.attributes(&shuffled.id).await.unwrap());
     assert_eq!(a, b);
     assert_eq!(get(&a, keys::LB_STATE), Some("STOPPED"));
-    assert_eq!(get(&a, keys::LB_TASK_VERSION), Some("8"));
+    assert_eq!(
+        get(&a, keys::LB_TASK_VERSION),
+        Some("7"),
+        "the version STOPPED was first seen at"
+    );
+}
+
+#[tokio::test]
+async fn a_task_life_writes_once_per_state_change() {
+    let stack = Stack::new().await;
+    let task = stack.run_tasks(1, &[]).await.remove(0);
+    let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
+    let handler = handler_on(&sdk_via(&proxy.endpoint()), stack.config(&[]), SystemClock);
+    let life = [
+        (1, "PROVISIONING", "RUNNING"),
+        (2, "PENDING", "RUNNING"),
+        (3, "ACTIVATING", "RUNNING"),
+        (4, "RUNNING", "RUNNING"),
+        // The health check passes (moto's DescribeTasks reports no health: nothing to write).
+        (5, "RUNNING", "RUNNING"),
+        (6, "RUNNING", "STOPPED"),
+        (7, "DEACTIVATING", "STOPPED"),
+        (8, "STOPPING", "STOPPED"),
+        (9, "DEPROVISIONING", "STOPPED"),
+        (10, "STOPPED", "STOPPED"),
+    ];
+    let mut actions = Vec::new();
+    for (version, last, desired) in life {
+        match version {
+            // ECS registers the instance around RUNNING, and deregisters it while the task stops.
+            4 => drop(stack.register_like_ecs(&task).await),
+            7 => stack.stop_task(&task).await,
+            10 => stack.deregister(&task.id).await,
+            _ => {}
+        }
+        let mut event = stack.status_event(&task, version, last, desired);
+        if version < 4 {
+            event["detail"].as_object_mut().unwrap().remove("startedAt");
+        }
+        let report = handler.handle(event).await.unwrap();
+        actions.push(report.decisions[0].action);
+    }
+    let writes = proxy.count("RegisterInstance");
+    println!("RegisterInstance calls over a task life: {writes} {actions:?}");
+    assert_eq!(
+        actions,
+        [
+            "instance_not_found",
+            "instance_not_found",
+            "instance_not_found",
+            "update",
+            "unchanged",
+            "update",
+            "update",
+            "unchanged",
+            "unchanged",
+            "instance_not_found",
+        ]
+    );
+    assert_eq!(writes, 3, "RUNNING, DRAINING, STOPPED");
 }
 
 #[tokio::test]
@@ -216,12 +282,14 @@ async fn reconciliation_repairs_missed_events_and_leaves_other_instances_alone()
         capacity: Some("FARGATE".into()),
         load: None,
         task_arn: tasks[0].arn.clone(),
-        task_version: 2,
+        task_version: Some(2),
         updated_at: SystemTime::now(),
         running_since: None,
         lambda_owned: false,
     };
-    let written = contract::merge(&stack.ecs_attributes(&tasks[0]), &starting, &[]).unwrap();
+    let written = contract::merge(&stack.ecs_attributes(&tasks[0]), &starting, &[])
+        .unwrap()
+        .attributes;
     stack
         .register(&tasks[0].id, written.into_map().into_iter().collect())
         .await;
@@ -251,8 +319,8 @@ async fn reconciliation_repairs_missed_events_and_leaves_other_instances_alone()
     assert_eq!(get(&t0, keys::LB_STATE), Some("RUNNING"));
     assert_eq!(
         get(&t0, keys::LB_TASK_VERSION),
-        Some("2"),
-        "moto reports no version"
+        None,
+        "moto reports no version: RUNNING's first version is unknown until its event"
     );
     assert_eq!(get(&t0, keys::LB_WEIGHT), Some("750"), "the task tag");
     let t1 = stack.attributes(&tasks[1].id).await.unwrap();
@@ -495,6 +563,253 @@ async fn a_permanent_error_is_logged_and_acknowledged() {
         "{metrics}"
     );
     assert!(metrics.contains(r#""Kind":"task_change""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_value_cloud_map_refuses_is_left_out_and_the_state_still_written() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(2, &[]).await;
+    let handler = handler(stack.config(&[]));
+    for task in &tasks {
+        stack.register_like_ecs(task).await;
+    }
+
+    // A capacity provider name with a character Cloud Map refuses.
+    let mut odd_capacity = stack.event("fargate_running.json", &tasks[0], 4);
+    odd_capacity["detail"]["capacityProviderName"] = json!("FARGATE_SPÖT");
+    // A task ARN longer than Cloud Map's 1,024 characters (its ID is an ordinary one).
+    let mut long_arn = stack.event("fargate_running.json", &tasks[1], 4);
+    let arn = format!(
+        "arn:aws:ecs:eu-central-1:123456789012:task/{}/{}",
+        "c".repeat(1100),
+        tasks[1].id
+    );
+    long_arn["detail"]["taskArn"] = json!(arn);
+    long_arn["resources"] = json!([arn]);
+
+    for (event, task, key, reason) in [
+        (odd_capacity, &tasks[0], keys::LB_CAPACITY, "invalid_value"),
+        (long_arn, &tasks[1], keys::LB_TASK_ARN, "value_too_long"),
+    ] {
+        let mut metrics = Vec::new();
+        let response = handler.invoke(event, &mut metrics).await.unwrap();
+        assert_eq!(
+            response["omitted"],
+            json!([{"instance": task.id, "key": key, "reason": reason}]),
+            "{response:#}"
+        );
+        assert_eq!(response["decisions"][0]["action"], "update");
+        let after = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(get(&after, keys::LB_STATE), Some("RUNNING"), "{key}");
+        assert_eq!(get(&after, keys::LB_WEIGHT), Some("200"), "{key}");
+        assert_eq!(get(&after, key), None);
+        let metrics = String::from_utf8(metrics).unwrap();
+        let line = metrics
+            .lines()
+            .find(|l| l.contains("OmittedAttributes"))
+            .unwrap_or_else(|| panic!("no OmittedAttributes metric: {metrics}"));
+        assert!(line.contains(&format!(r#""Key":"{key}""#)), "{line}");
+        assert!(line.contains(&format!(r#""Reason":"{reason}""#)), "{line}");
+    }
+    // The ordinary event's ARN is written again.
+    handler
+        .handle(stack.event("fargate_running.json", &tasks[1], 5))
+        .await
+        .unwrap();
+    let after = stack.attributes(&tasks[1].id).await.unwrap();
+    assert_eq!(get(&after, keys::LB_TASK_ARN), Some(tasks[1].arn.as_str()));
+
+    // A task ID that no Cloud Map instance can have (over 64 characters) is rejected whole.
+    let mut no_instance = stack.event("fargate_running.json", &tasks[0], 6);
+    no_instance["detail"]["taskArn"] = json!(format!(
+        "arn:aws:ecs:eu-central-1:123456789012:task/{}/{}",
+        stack.cluster,
+        "f".repeat(65)
+    ));
+    let response = handler.invoke(no_instance, std::io::sink()).await.unwrap();
+    assert_eq!(response["kind"], "rejected");
+    assert_eq!(response["note"], "invalid_task_id");
+}
+
+#[tokio::test]
+async fn the_zone_id_comes_from_the_subnet_once_per_subnet_and_is_never_overwritten() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(3, &[]).await;
+    let (subnet, zone_id) = task_subnet().await;
+    let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
+    let handler = handler_on(&sdk_via(&proxy.endpoint()), stack.config(&[]), SystemClock);
+    for task in &tasks[..2] {
+        stack.register_like_ecs(task).await;
+    }
+    // An instance that already has a zone ID keeps it.
+    let mut other = stack.ecs_attributes(&tasks[2]);
+    other.insert(keys::AVAILABILITY_ZONE_ID.into(), "use1-az9".into());
+    stack.register(&tasks[2].id, other).await;
+
+    for task in &tasks {
+        let event = in_subnet(stack.event("fargate_running.json", task, 4), Some(&subnet));
+        let report = handler.handle(event).await.unwrap();
+        assert_eq!(report.writes(), 1, "{report:#?}");
+        assert!(report.zone_id_unavailable.is_empty(), "{report:#?}");
+    }
+    assert_eq!(proxy.count("DescribeSubnets"), 1, "one lookup per subnet");
+    for task in &tasks[..2] {
+        let attrs = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(
+            get(&attrs, keys::AVAILABILITY_ZONE_ID),
+            Some(zone_id.as_str())
+        );
+    }
+    let attrs = stack.attributes(&tasks[2].id).await.unwrap();
+    assert_eq!(get(&attrs, keys::AVAILABILITY_ZONE_ID), Some("use1-az9"));
+}
+
+/// A task, the subnet its event names, the fault injected into `DescribeSubnets`, the reason
+/// expected and the `DescribeSubnets` calls expected.
+type ZoneIdCase<'a> = (
+    &'a TaskInfo,
+    Option<&'a str>,
+    Option<Fault>,
+    &'static str,
+    u64,
+);
+
+#[tokio::test]
+async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(5, &[]).await;
+    let (subnet, zone_id) = task_subnet().await;
+    let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
+    let clock = Settable::at(SystemTime::now());
+    let handler = handler_on(
+        &sdk_via(&proxy.endpoint()),
+        stack.config(&[("SYNC_LOAD_ENABLED", "false")]),
+        clock.clone(),
+    );
+    for task in &tasks {
+        stack.register_like_ecs(task).await;
+    }
+    // A task ECS has forgotten, whose event names no ENI (EC2 bridge mode): no subnet anywhere.
+    let gone = TaskInfo {
+        arn: format!(
+            "{}/{}",
+            tasks[0].arn.rsplit_once('/').unwrap().0,
+            "0f0f0f0f0f0f"
+        ),
+        id: "0f0f0f0f0f0f".into(),
+        ip: "10.0.9.9".into(),
+    };
+    stack.register_like_ecs(&gone).await;
+
+    // Each failure through the handler: the state is written without AVAILABILITY_ZONE_ID, and
+    // the write is counted by reason. (The fault proxy spells query-protocol faults the awsQuery
+    // way, which EC2's SDK does not read: the reasons below come from the HTTP status, as they
+    // would for an answer without a readable code.)
+    let cases: [ZoneIdCase<'_>; 5] = [
+        (&gone, None, None, "no_subnet", 0),
+        // moto's own answer, InvalidSubnetID.NotFound.
+        (
+            &tasks[0],
+            Some("subnet-0000deadbeef"),
+            None,
+            "subnet_not_found",
+            1,
+        ),
+        (
+            &tasks[1],
+            Some(&subnet),
+            Some(Fault::Status {
+                status: 403,
+                code: "UnauthorizedOperation".into(),
+            }),
+            "access_denied",
+            1,
+        ),
+        (
+            &tasks[2],
+            Some(&subnet),
+            Some(Fault::Status {
+                status: 429,
+                code: "RequestLimitExceeded".into(),
+            }),
+            "throttled",
+            1,
+        ),
+        (
+            &tasks[3],
+            Some(&subnet),
+            Some(Fault::ServerError),
+            "unavailable",
+            2,
+        ),
+    ];
+    for (task, subnet, fault, reason, lookups) in cases {
+        proxy.clear();
+        if let Some(fault) = fault {
+            proxy.fail("DescribeSubnets", fault);
+        }
+        // Each case fresh: the previous case's failure is past its retry.
+        clock.advance(Duration::from_secs(61));
+        proxy.reset_counts();
+        let event = in_subnet(stack.event("fargate_running.json", task, 4), subnet);
+        let mut metrics = Vec::new();
+        let response = handler.invoke(event, &mut metrics).await.unwrap();
+        assert_eq!(
+            response["decisions"][0]["action"], "update",
+            "{reason}: {response:#}"
+        );
+        assert_eq!(
+            response["zone_id_unavailable"],
+            json!({reason: 1}),
+            "{response:#}"
+        );
+        assert_eq!(
+            proxy.count("DescribeSubnets"),
+            lookups,
+            "{reason} (the SDK retries a 5xx once)"
+        );
+        let attrs = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(get(&attrs, keys::LB_STATE), Some("RUNNING"), "{reason}");
+        assert_eq!(get(&attrs, keys::AVAILABILITY_ZONE_ID), None, "{reason}");
+        let metrics = String::from_utf8(metrics).unwrap();
+        assert!(
+            metrics.lines().any(|l| l.contains("ZoneIdUnavailable")
+                && l.contains(&format!(r#""Reason":"{reason}""#))),
+            "{reason}: {metrics}"
+        );
+    }
+
+    // Within the retry interval, a failed subnet is not asked again (ServerError is still
+    // injected): the next event costs its 3 calls and writes without the zone ID.
+    proxy.reset_counts();
+    let event = in_subnet(
+        stack.event("fargate_running.json", &tasks[4], 4),
+        Some(&subnet),
+    );
+    let report = handler.handle(event).await.unwrap();
+    assert_eq!(proxy.count("DescribeSubnets"), 0);
+    assert_eq!(report.zone_id_unavailable.get("unavailable"), Some(&1));
+    assert_eq!(report.writes(), 1);
+
+    // Past it, EC2 answering again: the reconciliation looks the subnet up once and fills the
+    // zone ID in wherever it is missing.
+    proxy.clear();
+    clock.advance(Duration::from_secs(61));
+    proxy.reset_counts();
+    let report = handler
+        .handle(json!({"action": "reconcile"}))
+        .await
+        .unwrap();
+    assert_eq!(proxy.count("DescribeSubnets"), 1, "{report:#?}");
+    for task in &tasks {
+        let attrs = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(
+            get(&attrs, keys::AVAILABILITY_ZONE_ID),
+            Some(zone_id.as_str()),
+            "{}",
+            task.id
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,19 +1,24 @@
 //! AWS calls counted for real (the fault proxy counts every request per operation): per event in
 //! steady state, and per reconciliation of a 100-task service, next to the obvious alternatives
-//! (no registry cache; per-task calls). Run with `--nocapture` to see the numbers that
-//! BENCHMARKS.md reports.
+//! (no registry cache; per-task calls), and how long a sweep's writes take from first to last.
+//! Run with `--nocapture` to see the numbers that BENCHMARKS.md reports.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns may unwrap too
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_ecs::types::TaskField;
-use common::{Stack, handler_on, put_cpu, sdk_via};
+use cloudmap_balancer::contract::AttributeSet;
+use cloudmap_sync::aws::{AwsClients, CloudMap};
+use cloudmap_sync::ports::{Instance, Registry};
+use cloudmap_sync::{Handler, SyncError};
+use common::{Stack, handler_on, in_subnet, put_cpu, sdk_via, task_subnet};
 use local_stack::MotoServer;
 use local_stack::fault::FaultProxy;
 use serde_json::json;
@@ -22,10 +27,60 @@ fn total(counts: &BTreeMap<String, u64>) -> u64 {
     counts.values().sum()
 }
 
+/// The real Cloud Map adapter, with the start and end of every `RegisterInstance` noted.
+#[derive(Debug, Clone)]
+struct Timed {
+    inner: CloudMap,
+    writes: Arc<Mutex<Vec<(Instant, Instant)>>>,
+}
+
+impl Registry for Timed {
+    async fn get_instance(
+        &self,
+        service_id: &str,
+        instance_id: &str,
+    ) -> Result<Option<HashMap<String, String>>, SyncError> {
+        self.inner.get_instance(service_id, instance_id).await
+    }
+
+    async fn list_instances(&self, service_id: &str) -> Result<Vec<Instance>, SyncError> {
+        self.inner.list_instances(service_id).await
+    }
+
+    async fn register_instance(
+        &self,
+        service_id: &str,
+        instance_id: &str,
+        attributes: &AttributeSet,
+    ) -> Result<(), SyncError> {
+        let start = Instant::now();
+        let result = self
+            .inner
+            .register_instance(service_id, instance_id, attributes)
+            .await;
+        self.writes.lock().unwrap().push((start, Instant::now()));
+        result
+    }
+
+    async fn deregister_instance(
+        &self,
+        service_id: &str,
+        instance_id: &str,
+    ) -> Result<(), SyncError> {
+        self.inner
+            .deregister_instance(service_id, instance_id)
+            .await
+    }
+}
+
 #[tokio::test]
 async fn calls_per_event_in_steady_state() {
     let stack = Stack::new().await;
-    let tasks = stack.run_tasks(3, &[]).await;
+    let tasks = stack.run_tasks(4, &[]).await;
+    let (subnet, _) = task_subnet().await;
+    let event = |task: &common::TaskInfo| {
+        in_subnet(stack.event("fargate_running.json", task, 4), Some(&subnet))
+    };
     for task in &tasks {
         stack.register_like_ecs(task).await;
     }
@@ -43,13 +98,12 @@ async fn calls_per_event_in_steady_state() {
         let report = handler.handle(event).await.unwrap();
         (proxy.counts(), report.writes())
     };
-    let (cold, _) = measure(&cached, stack.event("fargate_running.json", &tasks[0], 4)).await;
-    let (steady, steady_writes) =
-        measure(&cached, stack.event("fargate_running.json", &tasks[1], 4)).await;
-    let (duplicate, duplicate_writes) =
-        measure(&cached, stack.event("fargate_running.json", &tasks[1], 4)).await;
-    let (uncached_event, _) =
-        measure(&uncached, stack.event("fargate_running.json", &tasks[2], 4)).await;
+    let (cold, _) = measure(&cached, event(&tasks[0])).await;
+    let (steady, steady_writes) = measure(&cached, event(&tasks[1])).await;
+    let (duplicate, duplicate_writes) = measure(&cached, event(&tasks[1])).await;
+    // The uncached handler's subnet lookup warmed first: this measures the registry cache alone.
+    measure(&uncached, event(&tasks[3])).await;
+    let (uncached_event, _) = measure(&uncached, event(&tasks[2])).await;
 
     println!(
         "calls per event, registry cache cold: {} {cold:?}",
@@ -67,8 +121,17 @@ async fn calls_per_event_in_steady_state() {
         "calls per event without the registry cache: {} {uncached_event:?}",
         total(&uncached_event)
     );
-    assert_eq!(total(&cold), 4);
+    assert_eq!(
+        total(&cold),
+        5,
+        "DescribeServices and DescribeSubnets, once each"
+    );
+    assert_eq!(cold.get("DescribeSubnets"), Some(&1));
     assert_eq!(total(&steady), 3);
+    assert_eq!(
+        steady.keys().collect::<Vec<_>>(),
+        ["DescribeTasks", "GetInstance", "RegisterInstance"]
+    );
     assert_eq!(steady_writes, 1);
     assert_eq!(total(&duplicate), 2);
     assert_eq!(duplicate_writes, 0);
@@ -99,18 +162,39 @@ async fn calls_per_reconciliation_of_a_100_task_service() {
     .await;
     let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
     let sdk = sdk_via(&proxy.endpoint());
-    let handler = handler_on(&sdk, stack.config(&[]), cloudmap_sync::SystemClock);
+    let config = stack.config(&[]);
+    let aws = AwsClients::new(&sdk, &config);
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let timed = Timed {
+        inner: aws.cloudmap,
+        writes: Arc::clone(&writes),
+    };
+    let handler = Handler::new(
+        config,
+        timed,
+        aws.ecs,
+        aws.cloudwatch,
+        cloudmap_sync::SystemClock,
+        aws.ec2,
+    );
 
     let reconcile = async || {
         proxy.reset_counts();
+        let started = Instant::now();
         let report = handler
             .handle(json!({"action": "reconcile"}))
             .await
             .unwrap();
-        (proxy.counts(), report.writes())
+        (proxy.counts(), report.writes(), started.elapsed())
     };
-    let (first, first_writes) = reconcile().await;
-    let (steady, steady_writes) = reconcile().await;
+    let (first, first_writes, first_took) = reconcile().await;
+    let burst = {
+        let writes = writes.lock().unwrap();
+        let first_start = writes.iter().map(|w| w.0).min().unwrap();
+        let last_end = writes.iter().map(|w| w.1).max().unwrap();
+        last_end - first_start
+    };
+    let (steady, steady_writes, _) = reconcile().await;
     println!(
         "reconcile 100 tasks, first run: {} calls {first:?}, writes {first_writes}",
         total(&first)
@@ -119,7 +203,16 @@ async fn calls_per_reconciliation_of_a_100_task_service() {
         "reconcile 100 tasks, steady state: {} calls {steady:?}, writes {steady_writes}",
         total(&steady)
     );
+    println!(
+        "reconcile 100 tasks, first run: the 100 writes took {:.0} ms from the first write's start \
+         to the last one's end (the whole run {:.0} ms)",
+        burst.as_secs_f64() * 1000.0,
+        first_took.as_secs_f64() * 1000.0
+    );
     assert_eq!(first_writes, 100);
+    assert_eq!(writes.lock().unwrap().len(), 100);
+    // Back to back: the writes started after every read and nothing else ran between them.
+    assert!(burst <= first_took);
     // The one GetMetricData call carried all 200 queries: every task has its load.
     for i in [0, 37, 99] {
         let attrs = stack.attributes(&tasks[i].id).await.unwrap();
@@ -131,8 +224,8 @@ async fn calls_per_reconciliation_of_a_100_task_service() {
     assert_eq!(first["RegisterInstance"], 100);
     assert_eq!(
         total(&first) - 100,
-        6,
-        "ListServices, DescribeServices + the 4 reads"
+        7,
+        "ListServices, DescribeServices, DescribeSubnets (one subnet) + the 4 reads"
     );
     assert_eq!(steady_writes, 0);
     assert_eq!(

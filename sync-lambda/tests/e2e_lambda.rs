@@ -106,11 +106,16 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
         }
     });
 
-    // A RUNNING event: DescribeServices (then cached), DescribeTasks, GetInstance, RegisterInstance.
+    // A RUNNING event: DescribeServices (then cached), DescribeTasks, GetInstance,
+    // DescribeSubnets (the zone ID, then cached), RegisterInstance.
+    let (subnet, zone_id) = common::task_subnet().await;
+    let event = |fixture, task, version| {
+        common::in_subnet(stack.event(fixture, task, version), Some(&subnet))
+    };
     proxy.reset_counts();
     let first = response(
         &emulator
-            .invoke("_", &stack.event("fargate_running.json", &tasks[0], 4))
+            .invoke("_", &event("fargate_running.json", &tasks[0], 4))
             .await
             .unwrap(),
     );
@@ -121,18 +126,19 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
     let cold_calls = proxy.counts();
     assert_eq!(
         cold_calls.values().sum::<u64>(),
-        4,
-        "DescribeServices, DescribeTasks, GetInstance, RegisterInstance: {cold_calls:?}"
+        5,
+        "DescribeServices, DescribeTasks, GetInstance, DescribeSubnets, RegisterInstance: {cold_calls:?}"
     );
     let attrs = stack.attributes(&tasks[0].id).await.unwrap();
     assert_eq!(attrs[keys::LB_STATE], "RUNNING");
+    assert_eq!(attrs[keys::AVAILABILITY_ZONE_ID], zone_id);
     assert_eq!(attrs["team"], "payments");
 
     // Steady state: another task's event, then its duplicate.
     proxy.reset_counts();
     let second = response(
         &emulator
-            .invoke("_", &stack.event("fargate_running.json", &tasks[1], 4))
+            .invoke("_", &event("fargate_running.json", &tasks[1], 4))
             .await
             .unwrap(),
     );
@@ -146,7 +152,7 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
     proxy.reset_counts();
     let duplicate = response(
         &emulator
-            .invoke("_", &stack.event("fargate_running.json", &tasks[1], 4))
+            .invoke("_", &event("fargate_running.json", &tasks[1], 4))
             .await
             .unwrap(),
     );
@@ -171,7 +177,7 @@ async fn the_binary_under_the_emulator_enriches_and_fails_retryably() {
 
     // Throttled Cloud Map: the invocation fails (Lambda would retry it), nothing is written.
     proxy.fail("RegisterInstance", Fault::Throttle);
-    let spot_warning = stack.event("spot_interruption_warning.json", &tasks[0], 5);
+    let spot_warning = event("spot_interruption_warning.json", &tasks[0], 5);
     let failed = emulator.invoke("_", &spot_warning).await.unwrap();
     assert!(!failed.ok, "{}", failed.stdout);
     let error_text = format!("{}{}", failed.stdout, failed.stderr);

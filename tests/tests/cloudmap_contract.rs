@@ -37,7 +37,7 @@ fn lb(state: LbState, version: u64) -> LbAttributes {
         capacity: Some("FARGATE".to_owned()),
         load: Load::new(42),
         task_arn: "arn:aws:ecs:eu-central-1:123456789012:task/prod/a1b2c3".to_owned(),
-        task_version: version,
+        task_version: Some(version),
         updated_at: UNIX_EPOCH + Duration::from_secs(1_795_356_600),
         running_since: None,
         lambda_owned: false,
@@ -60,7 +60,8 @@ async fn contract_attributes_survive_every_read_path() {
         &lb(LbState::Running, 3),
         &[],
     )
-    .unwrap();
+    .unwrap()
+    .attributes;
     client
         .register_instance()
         .service_id(&service.id)
@@ -123,7 +124,9 @@ async fn contract_attributes_survive_every_read_path() {
 
     // Re-register with a new state: the revision moves, clients see DRAINING.
     let current: HashMap<String, String> = got;
-    let draining = contract::merge(&current, &lb(LbState::Draining, 4), &[]).unwrap();
+    let draining = contract::merge(&current, &lb(LbState::Draining, 4), &[])
+        .unwrap()
+        .attributes;
     client
         .register_instance()
         .service_id(&service.id)

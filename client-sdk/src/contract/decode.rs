@@ -58,8 +58,9 @@ pub struct InstanceAttributes {
     pub load: Option<Load>,
     /// `LB_TASK_ARN`, trimmed; `None` when missing or blank.
     pub task_arn: Option<String>,
-    /// `LB_TASK_VERSION`; `None` when missing or not an unsigned integer (any event then counts as
-    /// newer).
+    /// `LB_TASK_VERSION`: the ECS version at which the task was first seen in `state`. `None` when
+    /// missing or not an unsigned integer (the sync Lambda then takes the next observation of
+    /// that state as the first).
     pub task_version: Option<u64>,
     /// `LB_UPDATED_AT`; `None` when missing or not RFC 3339.
     pub updated_at: Option<SystemTime>,

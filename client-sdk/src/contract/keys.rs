@@ -37,7 +37,8 @@ pub const LB_CAPACITY: &str = "LB_CAPACITY";
 pub const LB_LOAD: &str = "LB_LOAD";
 /// The task's ARN. Written by the Lambda.
 pub const LB_TASK_ARN: &str = "LB_TASK_ARN";
-/// ECS `detail.version` of the task state written. Written by the Lambda.
+/// The ECS task `version` at which the task was first seen in the written `LB_STATE` (later
+/// versions of the same state do not change it); absent when unknown. Written by the Lambda.
 pub const LB_TASK_VERSION: &str = "LB_TASK_VERSION";
 /// RFC 3339 UTC time of the state written. Written by the Lambda.
 pub const LB_UPDATED_AT: &str = "LB_UPDATED_AT";
@@ -63,6 +64,24 @@ pub const LAMBDA_OWNED: [&str; 13] = [
     LB_RUNNING_SINCE,
     LB_SCHEMA,
     LB_OWNER,
+];
+
+/// The keys the Lambda may leave out of a write when it cannot write them within Cloud Map's
+/// limits (see [`merge`](super::merge)), in the order it drops them when a set is too large:
+/// first what only informs (the ARN echoes the instance ID; size and capacity are already in the
+/// weight), then what clients read (load, slow start, zone ID, zone), then the owner-mode labels
+/// reconciliation pairs by. Every other key the Lambda writes is required.
+pub const OMITTABLE: [&str; 10] = [
+    LB_TASK_ARN,
+    LB_CAPACITY,
+    LB_MEMORY_MIB,
+    LB_CPU_UNITS,
+    LB_LOAD,
+    LB_RUNNING_SINCE,
+    AVAILABILITY_ZONE_ID,
+    AVAILABILITY_ZONE,
+    ECS_CLUSTER_NAME,
+    ECS_SERVICE_NAME,
 ];
 
 /// `LAMBDA` when the sync Lambda registered the instance itself (owner mode) and may deregister

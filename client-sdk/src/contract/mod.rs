@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `AWS_INSTANCE_IPV4`, `AWS_INSTANCE_PORT` | ECS (the Lambda only in owner mode) | address |
 //! | `AVAILABILITY_ZONE` | ECS (the Lambda writes it when missing) | zone name, e.g. `eu-central-1a` |
+//! | `AVAILABILITY_ZONE_ID` | the Lambda, when missing | zone ID, e.g. `euc1-az2` (the same zone in every account), from the task's subnet; missing or blank: zones are matched by name |
 //! | `REGION`, `ECS_CLUSTER_NAME`, `ECS_SERVICE_NAME`, `ECS_TASK_DEFINITION_FAMILY` | ECS | read-only context |
 //! | `LB_STATE` | Lambda | `STARTING`, `RUNNING`, `DRAINING` or `STOPPED` |
 //! | `LB_HEALTH` | Lambda | `HEALTHY`, `UNHEALTHY` or `UNKNOWN` |
@@ -13,8 +14,9 @@
 //! | `LB_CAPACITY` | Lambda | capacity provider (`FARGATE`, `FARGATE_SPOT`, ...) or launch type |
 //! | `LB_LOAD` | Lambda | integer 0–100, recent CPU utilisation; absent when unknown |
 //! | `LB_TASK_ARN` | Lambda | the task's ARN |
-//! | `LB_TASK_VERSION` | Lambda | ECS `detail.version` of the state written |
+//! | `LB_TASK_VERSION` | Lambda | the ECS `version` at which the task was first seen in the written `LB_STATE`; absent when unknown |
 //! | `LB_UPDATED_AT` | Lambda | RFC 3339 UTC time of the state written |
+//! | `LB_RUNNING_SINCE` | Lambda | RFC 3339 UTC time the task turned RUNNING (ECS `startedAt`, else the time of its first RUNNING event); absent before, or when unknown. A reader ramps a new task up from it (slow start); missing or malformed: no ramp, full weight |
 //! | `LB_SCHEMA` | Lambda | contract version, `1` |
 //! | `LB_OWNER` | Lambda | `LAMBDA` when the Lambda registered the instance (owner mode); absent otherwise |
 //!
@@ -24,11 +26,13 @@
 //!   a missing, unrecognised or malformed value becomes the default its field documents and never
 //!   drops the instance. [`InstanceAttributes::decode_with_problems`] says what was odd.
 //! - **Encoding is strict.** [`AttributeSet::new`] refuses a map Cloud Map would refuse (see
-//!   [`limits`]) and names the limit, so the Lambda fails with a clear reason instead of
-//!   half-writing.
-//! - **Merging preserves.** [`merge`] replaces the keys in [`keys::LAMBDA_OWNED`] and nothing
-//!   else: `RegisterInstance` replaces all attributes, so whatever ECS or a user wrote must be
-//!   sent back unchanged.
+//!   [`limits`]) and names the limit: nothing that is an `AttributeSet` can be refused.
+//! - **Merging preserves, and writes what it can.** [`merge`] replaces the keys in
+//!   [`keys::LAMBDA_OWNED`] and nothing else: `RegisterInstance` replaces all attributes, so
+//!   whatever ECS or a user wrote must be sent back unchanged. An optional key
+//!   ([`keys::OMITTABLE`]) that cannot be written within the limits is left out and reported in
+//!   [`Merged::omitted`], so the lifecycle, health and weight are still written; only a set that
+//!   does not fit without dropping a required or foreign key is refused.
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -51,12 +55,12 @@
 //!     capacity: Some("FARGATE".into()),
 //!     load: None,
 //!     task_arn: "arn:aws:ecs:eu-central-1:123456789012:task/prod/0123456789abcdef".into(),
-//!     task_version: 3,
+//!     task_version: Some(3),
 //!     updated_at: SystemTime::now(),
 //!     running_since: None,
 //!     lambda_owned: false,
 //! };
-//! let merged = contract::merge(&existing, &ours, &[])?;
+//! let merged = contract::merge(&existing, &ours, &[])?.attributes;
 //! assert_eq!(merged.as_map()["team"], "payments");
 //!
 //! let seen = InstanceAttributes::decode(&merged);
@@ -75,7 +79,9 @@ mod values;
 mod tests;
 
 pub use decode::{AttributeProblem, AttributeSource, InstanceAttributes, ProblemKind};
-pub use encode::{AttributeSet, LbAttributes, LimitError, limits, merge};
+pub use encode::{
+    AttributeSet, LbAttributes, LimitError, Merged, OmitReason, Omitted, limits, merge,
+};
 pub use time::{format_rfc3339, parse_rfc3339};
 pub use values::{LbHealth, LbState, Load, Weight};
 

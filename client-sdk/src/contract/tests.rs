@@ -24,7 +24,7 @@ fn sample() -> LbAttributes {
         capacity: Some("FARGATE_SPOT".to_owned()),
         load: Load::new(37),
         task_arn: "arn:aws:ecs:eu-central-1:123456789012:task/prod/0123456789abcdef0".to_owned(),
-        task_version: 5,
+        task_version: Some(5),
         updated_at: UNIX_EPOCH + Duration::from_millis(1_795_356_600_123),
         running_since: None,
         lambda_owned: false,
@@ -46,7 +46,7 @@ fn ecs_registered() -> HashMap<String, String> {
 #[test]
 fn encode_then_decode_round_trips_every_field() {
     let written = sample();
-    let merged = merge(&ecs_registered(), &written, &[]).unwrap();
+    let merged = merge(&ecs_registered(), &written, &[]).unwrap().attributes;
     let (read, problems) = InstanceAttributes::decode_with_problems(&merged);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(read.state, Some(written.state));
@@ -57,7 +57,7 @@ fn encode_then_decode_round_trips_every_field() {
     assert_eq!(read.capacity, written.capacity);
     assert_eq!(read.load, written.load);
     assert_eq!(read.task_arn.as_deref(), Some(written.task_arn.as_str()));
-    assert_eq!(read.task_version, Some(written.task_version));
+    assert_eq!(read.task_version, written.task_version);
     assert_eq!(read.updated_at, Some(written.updated_at));
     assert_eq!(read.schema, Some(SCHEMA_VERSION));
     assert!(!read.lambda_owned);
@@ -72,7 +72,7 @@ fn encode_then_decode_round_trips_every_field() {
 
 #[test]
 fn encoding_spells_values_as_the_console_shows_them() {
-    let merged = merge(&HashMap::new(), &sample(), &[]).unwrap();
+    let merged = merge(&HashMap::new(), &sample(), &[]).unwrap().attributes;
     let m = merged.as_map();
     assert_eq!(m[keys::LB_STATE], "RUNNING");
     assert_eq!(m[keys::LB_HEALTH], "HEALTHY");
@@ -92,14 +92,17 @@ fn optional_values_that_are_none_are_absent() {
         memory_mib: None,
         capacity: None,
         load: None,
+        task_version: None,
         ..sample()
     };
-    let merged = merge(&HashMap::new(), &written, &[]).unwrap();
+    let merged = merge(&HashMap::new(), &written, &[]).unwrap().attributes;
     for key in [
         keys::LB_CPU_UNITS,
         keys::LB_MEMORY_MIB,
         keys::LB_CAPACITY,
         keys::LB_LOAD,
+        keys::LB_TASK_VERSION,
+        keys::LB_RUNNING_SINCE,
     ] {
         assert!(!merged.as_map().contains_key(key), "{key}");
     }
@@ -117,7 +120,7 @@ fn owner_mode_is_marked_and_read_back() {
         lambda_owned: true,
         ..sample()
     };
-    let merged = merge(&HashMap::new(), &written, &[]).unwrap();
+    let merged = merge(&HashMap::new(), &written, &[]).unwrap().attributes;
     assert_eq!(merged.as_map()[keys::LB_OWNER], OWNER_LAMBDA);
     assert!(InstanceAttributes::decode(&merged).lambda_owned);
     // Anything but LAMBDA is not ownership.
@@ -242,7 +245,7 @@ fn merge_keeps_every_key_it_does_not_own_exactly() {
     existing.insert("lb_state".into(), "lower-case keys are not ours".into());
     existing.insert("LB_FUTURE_KEY".into(), "kept".into());
     existing.insert("EMPTY".into(), String::new());
-    let merged = merge(&existing, &sample(), &[]).unwrap();
+    let merged = merge(&existing, &sample(), &[]).unwrap().attributes;
     for (key, value) in &existing {
         assert_eq!(merged.as_map().get(key), Some(value), "{key}");
     }
@@ -258,7 +261,7 @@ fn merge_replaces_every_owned_key_and_drops_stale_ones() {
         load: None,
         ..sample()
     };
-    let merged = merge(&existing, &written, &[]).unwrap();
+    let merged = merge(&existing, &written, &[]).unwrap().attributes;
     assert_eq!(merged.as_map()[keys::LB_STATE], "RUNNING");
     assert!(
         !merged.as_map().contains_key(keys::LB_LOAD),
@@ -273,7 +276,9 @@ fn merge_fills_only_missing_or_blank_keys() {
         (keys::AVAILABILITY_ZONE, "eu-central-1b".to_owned()),
         (keys::AWS_INSTANCE_IPV4, "10.9.9.9".to_owned()),
     ];
-    let merged = merge(&ecs_registered(), &sample(), &fill).unwrap();
+    let merged = merge(&ecs_registered(), &sample(), &fill)
+        .unwrap()
+        .attributes;
     assert_eq!(
         merged.as_map()[keys::AVAILABILITY_ZONE],
         "eu-central-1a",
@@ -282,20 +287,20 @@ fn merge_fills_only_missing_or_blank_keys() {
     assert_eq!(merged.as_map()[keys::AWS_INSTANCE_IPV4], "10.0.1.17");
 
     let blank_zone = map(&[(keys::AVAILABILITY_ZONE, " ")]);
-    let merged = merge(&blank_zone, &sample(), &fill).unwrap();
+    let merged = merge(&blank_zone, &sample(), &fill).unwrap().attributes;
     assert_eq!(merged.as_map()[keys::AVAILABILITY_ZONE], "eu-central-1b");
     assert_eq!(merged.as_map()[keys::AWS_INSTANCE_IPV4], "10.9.9.9");
 }
 
 #[test]
 fn same_as_ignores_the_listed_keys_only() {
-    let existing = merge(&ecs_registered(), &sample(), &[]).unwrap();
+    let existing = merge(&ecs_registered(), &sample(), &[]).unwrap().attributes;
     let existing: HashMap<_, _> = existing.into_map().into_iter().collect();
     let later = LbAttributes {
         updated_at: sample().updated_at + Duration::from_secs(60),
         ..sample()
     };
-    let merged = merge(&existing, &later, &[]).unwrap();
+    let merged = merge(&existing, &later, &[]).unwrap().attributes;
     assert!(merged.same_as(&existing, &[keys::LB_UPDATED_AT]));
     assert!(!merged.same_as(&existing, &[]));
 
@@ -303,7 +308,7 @@ fn same_as_ignores_the_listed_keys_only() {
         state: LbState::Draining,
         ..later
     };
-    let merged = merge(&existing, &drained, &[]).unwrap();
+    let merged = merge(&existing, &drained, &[]).unwrap().attributes;
     assert!(!merged.same_as(&existing, &[keys::LB_UPDATED_AT]));
 
     let mut fewer = existing.clone();
@@ -311,6 +316,7 @@ fn same_as_ignores_the_listed_keys_only() {
     assert!(
         !merge(&existing, &sample(), &[])
             .unwrap()
+            .attributes
             .same_as(&fewer, &[])
     );
 }
@@ -336,15 +342,124 @@ fn reserved_keys_do_not_count_towards_thirty() {
 }
 
 #[test]
-fn merge_refuses_when_ours_would_push_past_thirty() {
-    // 20 user keys + ECS's 5 custom keys + our 11 = 36.
+fn past_thirty_optional_keys_go_first_and_what_cannot_go_is_refused() {
+    // 15 user keys + ECS's 5 custom keys + our 11 = 31: the ARN goes, the rest is written.
     let mut existing = ecs_registered();
-    existing.extend((0..20).map(|i| (format!("user{i}"), "x".to_owned())));
+    existing.extend((0..15).map(|i| (format!("user{i}"), "x".to_owned())));
+    let merged = merge(&existing, &sample(), &[]).unwrap();
+    assert_eq!(
+        merged.omitted,
+        [Omitted {
+            key: keys::LB_TASK_ARN.into(),
+            reason: OmitReason::TooManyAttributes
+        }]
+    );
+    assert_eq!(merged.attributes.as_map()[keys::LB_STATE], "RUNNING");
+    assert_eq!(merged.attributes.as_map()["user14"], "x");
+
+    // 20 user keys: even without every optional key (31) it does not fit. Users' keys are never
+    // dropped, so nothing is written.
+    existing.extend((15..20).map(|i| (format!("user{i}"), "x".to_owned())));
     let err = merge(&existing, &sample(), &[]).unwrap_err();
     assert!(
-        matches!(err, LimitError::TooManyAttributes { max: 30, .. }),
+        matches!(err, LimitError::TooManyAttributes { count: 31, max: 30 }),
         "{err}"
     );
+}
+
+#[test]
+fn past_the_total_length_optional_keys_go_in_order() {
+    let plain = merge(&ecs_registered(), &sample(), &[]).unwrap().attributes;
+    let used: usize = plain.as_map().iter().map(|(k, v)| k.len() + v.len()).sum();
+    // User values that leave `over` characters too many, in values of at most 1,000.
+    let crowded = |over: usize| {
+        let mut existing = ecs_registered();
+        let mut missing = limits::MAX_TOTAL_LEN - used + over;
+        for i in 0.. {
+            let key = format!("u{i}");
+            let len = missing.saturating_sub(key.len()).min(1000);
+            missing -= key.len() + len;
+            existing.insert(key, "x".repeat(len));
+            if missing == 0 {
+                break;
+            }
+        }
+        existing
+    };
+    // 10 too many: the ARN (the first optional key) goes, nothing else.
+    let merged = merge(&crowded(10), &sample(), &[]).unwrap();
+    assert_eq!(
+        merged.omitted,
+        [Omitted {
+            key: keys::LB_TASK_ARN.into(),
+            reason: OmitReason::TotalTooLong
+        }]
+    );
+    let total: usize = merged
+        .attributes
+        .as_map()
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    assert!(total <= limits::MAX_TOTAL_LEN, "{total}");
+    // More than the ARN: the capacity goes next.
+    let merged = merge(&crowded(85), &sample(), &[]).unwrap();
+    let dropped: Vec<&str> = merged.omitted.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(dropped, [keys::LB_TASK_ARN, keys::LB_CAPACITY]);
+    assert!(merged.attributes.as_map().contains_key(keys::LB_STATE));
+
+    // More than every optional key: no dropping of ours makes room.
+    assert!(matches!(
+        merge(&crowded(400), &sample(), &[]),
+        Err(LimitError::TotalTooLong { .. })
+    ));
+}
+
+#[test]
+fn an_optional_value_cloud_map_refuses_is_left_out_and_the_rest_written() {
+    let odd = LbAttributes {
+        capacity: Some("FARGATE_SPÖT".into()),
+        task_arn: format!("arn:aws:ecs:eu-central-1:1:task/{}/abc", "c".repeat(1100)),
+        ..sample()
+    };
+    let fill = [(keys::AVAILABILITY_ZONE_ID, "euc1\naz2".to_owned())];
+    let merged = merge(&ecs_registered(), &odd, &fill).unwrap();
+    assert_eq!(
+        merged.omitted,
+        [
+            Omitted {
+                key: keys::LB_TASK_ARN.into(),
+                reason: OmitReason::ValueTooLong
+            },
+            Omitted {
+                key: keys::LB_CAPACITY.into(),
+                reason: OmitReason::InvalidValue
+            },
+            Omitted {
+                key: keys::AVAILABILITY_ZONE_ID.into(),
+                reason: OmitReason::InvalidValue
+            },
+        ]
+    );
+    let m = merged.attributes.as_map();
+    for key in [
+        keys::LB_TASK_ARN,
+        keys::LB_CAPACITY,
+        keys::AVAILABILITY_ZONE_ID,
+    ] {
+        assert!(!m.contains_key(key), "{key}");
+    }
+    assert_eq!(m[keys::LB_STATE], "RUNNING");
+    assert_eq!(m[keys::LB_WEIGHT], "400");
+    assert_eq!(m[keys::LB_CPU_UNITS], "1024");
+
+    // A required key is never left out: a value it could not have is refused as a whole. (The
+    // typed fields cannot produce one; a caller's `if_missing` address could.)
+    let bad_address = [(keys::AWS_INSTANCE_IPV4, " 10.0.0.1".to_owned())];
+    assert!(matches!(
+        merge(&HashMap::new(), &sample(), &bad_address),
+        Err(LimitError::InvalidValue { .. })
+    ));
 }
 
 #[test]
@@ -380,10 +495,20 @@ fn value_limits() {
         }
     );
 
-    // Spaces are printable; control characters and non-ASCII are not.
-    assert!(AttributeSet::new(BTreeMap::from([("K".into(), " a b ".into())])).is_ok());
-    assert!(AttributeSet::new(BTreeMap::from([("K".into(), String::new())])).is_ok());
-    for (bad, position) in [("line\nbreak", 4), ("tab\t", 3), ("zoné", 3), ("\u{7f}", 0)] {
+    // The API reference's pattern: printable ASCII; spaces and tabs, but not first.
+    for ok in ["a b ", "a\tb", "", "~"] {
+        assert!(
+            AttributeSet::new(BTreeMap::from([("K".into(), ok.into())])).is_ok(),
+            "{ok:?}"
+        );
+    }
+    for (bad, position) in [
+        ("line\nbreak", 4),
+        (" a b", 0),
+        ("\tx", 0),
+        ("zoné", 3),
+        ("\u{7f}", 0),
+    ] {
         let err = AttributeSet::new(BTreeMap::from([("K".into(), bad.into())])).unwrap_err();
         assert_eq!(
             err,
@@ -420,13 +545,18 @@ fn total_limit() {
 }
 
 #[test]
-fn a_too_long_task_arn_is_refused_by_merge() {
-    let written = LbAttributes {
-        task_arn: "a".repeat(2000),
-        ..sample()
-    };
-    let err = merge(&HashMap::new(), &written, &[]).unwrap_err();
-    assert!(matches!(err, LimitError::ValueTooLong { ref key, .. } if key == keys::LB_TASK_ARN));
+fn instance_ids() {
+    for ok in [
+        "3f9c2a7e1b5d4c8a9e6f0b1d2c3a4e5f",
+        "9f8e-7d6c",
+        "a_b/c:d.e@f-g",
+        &"i".repeat(64),
+    ] {
+        assert!(limits::is_instance_id(ok), "{ok}");
+    }
+    for bad in ["", &"i".repeat(65), "has space", "zoné", "a+b"] {
+        assert!(!limits::is_instance_id(bad), "{bad}");
+    }
 }
 
 fn arbitrary_lb_attributes() -> impl Strategy<Value = LbAttributes> {
@@ -446,7 +576,7 @@ fn arbitrary_lb_attributes() -> impl Strategy<Value = LbAttributes> {
         ),
         (
             "arn:aws:ecs:[a-z0-9-]{1,20}:[0-9]{12}:task/[a-z]{1,10}/[0-9a-f]{32}",
-            any::<u64>(),
+            prop::option::of(any::<u64>()),
         ),
         (0u64..8_000_000_000_000, any::<bool>()),
     )
@@ -491,7 +621,7 @@ proptest! {
 
     #[test]
     fn any_lb_attributes_round_trip(written in arbitrary_lb_attributes()) {
-        let merged = merge(&HashMap::new(), &written, &[]).unwrap();
+        let merged = merge(&HashMap::new(), &written, &[]).unwrap().attributes;
         let (read, problems) = InstanceAttributes::decode_with_problems(&merged);
         prop_assert!(problems.is_empty());
         prop_assert_eq!(read.state, Some(written.state));
@@ -502,26 +632,26 @@ proptest! {
         prop_assert_eq!(read.capacity, written.capacity);
         prop_assert_eq!(read.load, written.load);
         prop_assert_eq!(read.task_arn, Some(written.task_arn));
-        prop_assert_eq!(read.task_version, Some(written.task_version));
+        prop_assert_eq!(read.task_version, written.task_version);
         prop_assert_eq!(read.updated_at, Some(written.updated_at));
         prop_assert_eq!(read.lambda_owned, written.lambda_owned);
     }
 
     #[test]
     fn merge_preserves_foreign_keys_and_is_idempotent(
-        foreign in prop::collection::hash_map("[A-Za-z][A-Za-z0-9_:./-]{0,30}", "[ -~]{0,60}", 0..12),
+        foreign in prop::collection::hash_map("[A-Za-z][A-Za-z0-9_:./-]{0,30}", "([!-~][ -~]{0,59})?", 0..12),
         written in arbitrary_lb_attributes(),
     ) {
         let foreign: HashMap<String, String> = foreign
             .into_iter()
             .filter(|(k, _)| !keys::LAMBDA_OWNED.contains(&k.as_str()))
             .collect();
-        let once = merge(&foreign, &written, &[]).unwrap();
+        let once = merge(&foreign, &written, &[]).unwrap().attributes;
         for (key, value) in &foreign {
             prop_assert_eq!(once.as_map().get(key), Some(value));
         }
         let as_hash: HashMap<_, _> = once.as_map().clone().into_iter().collect();
-        let twice = merge(&as_hash, &written, &[]).unwrap();
+        let twice = merge(&as_hash, &written, &[]).unwrap().attributes;
         prop_assert_eq!(once, twice);
     }
 }

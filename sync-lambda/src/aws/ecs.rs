@@ -237,6 +237,11 @@ pub(crate) fn described_task(
                 .map(str::to_owned)
                 .or_else(|| task.launch_type().map(|l| l.as_str().to_owned())),
             ipv4: ipv4(task),
+            subnet: eni_detail(task, "subnetId").map(str::to_owned),
+            zone_id: None,
+            started_at: task
+                .started_at()
+                .and_then(|at| std::time::SystemTime::try_from(*at).ok()),
         },
         family: task
             .task_definition_arn()
@@ -247,8 +252,8 @@ pub(crate) fn described_task(
     })
 }
 
-/// The ENI's `privateIPv4Address`, else a container network interface's address.
-fn ipv4(task: &Task) -> Option<Ipv4Addr> {
+/// A value of the ENI attachment's details, trimmed; `None` when absent or blank.
+fn eni_detail<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
     task.attachments()
         .iter()
         .filter(|a| {
@@ -257,8 +262,14 @@ fn ipv4(task: &Task) -> Option<Ipv4Addr> {
             })
         })
         .flat_map(|a| a.details())
-        .filter(|d| d.name() == Some("privateIPv4Address"))
-        .find_map(|d| d.value()?.trim().parse().ok())
+        .filter(|d| d.name() == Some(name))
+        .find_map(|d| d.value().map(str::trim).filter(|v| !v.is_empty()))
+}
+
+/// The ENI's `privateIPv4Address`, else a container network interface's address.
+fn ipv4(task: &Task) -> Option<Ipv4Addr> {
+    eni_detail(task, "privateIPv4Address")
+        .and_then(|v| v.parse().ok())
         .or_else(|| {
             task.containers()
                 .iter()
@@ -297,8 +308,15 @@ mod tests {
                             .value("10.1.2.3")
                             .build(),
                     )
+                    .details(
+                        KeyValuePair::builder()
+                            .name("subnetId")
+                            .value("subnet-0a1b")
+                            .build(),
+                    )
                     .build(),
             )
+            .started_at(aws_sdk_ecs::primitives::DateTime::from_secs(1_795_356_600))
             .build();
         let d = described_task(&task, "prod", "lb:weight").unwrap();
         assert_eq!(d.task.id, "abc");
@@ -309,6 +327,11 @@ mod tests {
         assert_eq!(d.facts.zone.as_deref(), Some("eu-central-1c"));
         assert_eq!(d.facts.capacity.as_deref(), Some("FARGATE_SPOT"));
         assert_eq!(d.facts.ipv4, Some([10, 1, 2, 3].into()));
+        assert_eq!(d.facts.subnet.as_deref(), Some("subnet-0a1b"));
+        assert_eq!(
+            d.facts.started_at,
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_356_600))
+        );
         assert_eq!(d.family.as_deref(), Some("echo"));
         assert!(matches!(d.weight_tag, Some(WeightTag::Valid(w)) if w.get() == 250));
     }

@@ -21,7 +21,7 @@ const PERMANENT_CODES: &[&str] = &[
 ];
 
 /// Throttling codes across AWS services (some come with status 400, not 429).
-const THROTTLING_CODES: &[&str] = &[
+pub(crate) const THROTTLING_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",

@@ -7,18 +7,20 @@
 
 mod cloudmap;
 mod cloudwatch;
+mod ec2;
 mod ecs;
 mod errors;
 
 pub use cloudmap::CloudMap;
 pub use cloudwatch::CloudWatch;
+pub use ec2::Ec2;
 pub use ecs::Ecs;
 
 use aws_config::SdkConfig;
 
 use crate::config::Config;
 
-/// The three AWS clients, built once from one SDK configuration.
+/// The four AWS clients, built once from one SDK configuration.
 #[derive(Debug, Clone)]
 pub struct AwsClients {
     /// Cloud Map.
@@ -27,6 +29,8 @@ pub struct AwsClients {
     pub ecs: Ecs,
     /// CloudWatch.
     pub cloudwatch: CloudWatch,
+    /// EC2 (subnets' zone IDs).
+    pub ec2: Ec2,
 }
 
 impl AwsClients {
@@ -36,6 +40,7 @@ impl AwsClients {
             cloudmap: CloudMap::new(aws_sdk_servicediscovery::Client::new(sdk)),
             ecs: Ecs::new(aws_sdk_ecs::Client::new(sdk), config.weight_tag.clone()),
             cloudwatch: CloudWatch::new(aws_sdk_cloudwatch::Client::new(sdk), config.load.clone()),
+            ec2: Ec2::new(aws_sdk_ec2::Client::new(sdk)),
         }
     }
 }

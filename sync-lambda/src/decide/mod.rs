@@ -7,21 +7,34 @@
 //! EventBridge delivers at least once and in any order, and several invocations for one task can
 //! run at the same time. The design that makes the written attributes independent of all that:
 //!
-//! 1. **The state is a join, not the last write.** ECS moves a task only forwards: `lastStatus`
-//!    never goes back and `desiredStatus` only goes from RUNNING to STOPPED. The mapping to
-//!    `LB_STATE` (STARTING < RUNNING < DRAINING < STOPPED) is monotone along that path. So the
-//!    state written is the *furthest* of every observation at hand: the event's, the current
-//!    `DescribeTasks` answer's, and the state already written for this task. A maximum is
-//!    commutative, associative and idempotent, so any order of the same observations, with any
-//!    duplicates, reaches the same state; and a state can never go backwards, even if a stale
-//!    event slips past the version check (a concurrent invocation, a `DescribeTasks` without a
-//!    version).
-//! 2. **Versions drop what is already known.** An event whose `detail.version` is not above the
-//!    written `LB_TASK_VERSION` is skipped before anything is written (it costs the two reads
-//!    only). The version written is the largest known: the event's, or `DescribeTasks`'
-//!    `version` when that is newer (AWS always reports it; moto does not). Because the state
-//!    written already reflects the newest observation, skipping older events loses nothing.
-//! 3. **Level beats edge.** The event only says *which* task changed. Health and tags come from
+//! 1. **The state and its version are a join, not the last write.** ECS moves a task only
+//!    forwards: `lastStatus` never goes back and `desiredStatus` only goes from RUNNING to
+//!    STOPPED. The mapping to `LB_STATE` (STARTING < RUNNING < DRAINING < STOPPED) is monotone
+//!    along that path, and `version` grows with every change. An observation is a pair (state,
+//!    version); pairs are ordered by state, and within one state the **earlier** version is the
+//!    greater (an unknown version is the least). The pair written (`LB_STATE`,
+//!    `LB_TASK_VERSION`) is the maximum of every observation at hand: the event's, the current
+//!    `DescribeTasks` answer's, and the pair already written. So `LB_TASK_VERSION` is the version
+//!    at which the task was first seen in the written state. A maximum is commutative,
+//!    associative and idempotent, so any order of the same observations, with any duplicates,
+//!    reaches the same pair; and a state can never go backwards.
+//! 2. **A version-only change writes nothing.** An event of the state already written, with a
+//!    later version (PENDING after PROVISIONING, STOPPING after DEACTIVATING, a health event
+//!    while RUNNING) leaves the pair as it is, so it writes only when health, weight or a fact
+//!    changed. A task life therefore costs about one write per `LB_STATE`, health or weight
+//!    change (4 or 5, where writing every newer version cost 7 to 9). An earlier event of the
+//!    written state, delivered late, lowers the label to where in-order delivery puts it (one
+//!    write, only when delivery was out of order). `DescribeTasks`' version is the task's
+//!    version *now*, at or after the first of its state, so it never labels a state too early;
+//!    where it gives none (moto) and is ahead of the event, the state is written without a
+//!    version until that state's own event labels it.
+//! 3. **Stale events change nothing.** An event behind what is written (a late event of an
+//!    earlier state, or the written state's own event again) is still decided like any other,
+//!    and the join leaves the pair as it is: it is reported as `stale` when nothing changes.
+//!    Nothing is dropped unseen, so a late event can still fill what the instance lacks (an
+//!    earlier `LB_RUNNING_SINCE` candidate, a missing zone or zone ID) but never moves a state
+//!    back.
+//! 4. **Level beats edge.** The event only says *which* task changed. Health and tags come from
 //!    `DescribeTasks`, which answers with the task as it is now. A late event therefore cannot
 //!    write a stale health, and a task that `DescribeTasks` already reports STOPPED is written
 //!    STOPPED even when the event in hand still says RUNNING.
@@ -29,17 +42,24 @@
 //! What "converge" means here: after every event of a task has been delivered (in any order, any
 //! number of times), the attributes equal those that in-order delivery writes, except
 //! `LB_UPDATED_AT`. When `DescribeTasks` is ahead of the newest event in hand (the task moved on
-//! and its next event is still in flight), the state written is the newer one, labelled with the
-//! event's version (moto) or `DescribeTasks`' version (AWS); the in-flight event then either
-//! raises the label or is dropped as already known. The property test in this module checks
-//! this over random event sequences, permutations and duplications, against in-order delivery
-//! where each event was handled as it happened.
+//! and its next event is still in flight), the state written is the newer one, labelled with
+//! `DescribeTasks`' version (AWS) or with none (moto); the in-flight event then lowers or sets
+//! the label to the first version of that state. The property test in this module checks this
+//! over random event sequences, permutations and duplications, against in-order delivery where
+//! each event was handled as it happened; another test drives a whole task life and counts its
+//! writes.
 //!
 //! Static facts (CPU, memory, zone, capacity, address) do not change during a task's life. An
 //! event's own values come first (moto's `DescribeTasks` lacks the task-level ones), then
 //! `DescribeTasks`', then what was written before; reconciliation keeps what is written and fills
 //! gaps from `DescribeTasks`. On AWS all sources agree; the order only keeps an event and a
-//! reconciliation from flipping a value back and forth where they do not.
+//! reconciliation from flipping a value back and forth where they do not. `AVAILABILITY_ZONE`,
+//! `AVAILABILITY_ZONE_ID` (which the handler derives from the subnet and hands in as a fact) and
+//! the address are only ever added where missing. `LB_RUNNING_SINCE` is the earliest candidate
+//! seen (see `running_since`), another join.
+//!
+//! What no decision does is cut a value to fit: an optional key Cloud Map would refuse is left
+//! out and listed in [`Decision::omitted`] (see `contract::merge`).
 //!
 //! # Modes
 //!
@@ -52,6 +72,7 @@
 mod lifecycle;
 mod load;
 mod plan;
+mod running_since;
 mod weight;
 
 pub use plan::{

@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::contract::{
     self, AttributeSet, InstanceAttributes, LbAttributes, LbHealth, LbState, LimitError, Load,
-    Weight, keys,
+    Merged, Omitted, Weight, keys,
 };
 
-use super::{lifecycle, load, weight};
+use super::lifecycle::{self, Observed};
+use super::{load, running_since, weight};
 use crate::events::TaskChange;
 use crate::task::{Described, DescribedTask, LastStatus, TaskFacts, TaskRef, task_id};
 
@@ -75,6 +76,9 @@ pub struct Decision {
     /// The event's `stopCode` (why ECS stops the task), when the decision is about an event that
     /// carries one.
     pub stop_code: Option<String>,
+    /// Optional keys left out of the write because Cloud Map would refuse them (see
+    /// [`contract::merge`]), for the log and metrics; empty unless the action writes.
+    pub omitted: Vec<Omitted>,
 }
 
 /// The action of a [`Decision`].
@@ -129,8 +133,8 @@ impl DeregisterReason {
 /// Why nothing is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SkipReason {
-    /// The event's version is not newer than the written `LB_TASK_VERSION`: a duplicate or a
-    /// late event.
+    /// The event is already reflected in what is written and brings nothing new: a duplicate
+    /// (the written state's own event) or a late event of an earlier state.
     Stale,
     /// The attributes already say this (ignoring `LB_UPDATED_AT`): writing would only move the
     /// revision every client polls.
@@ -177,11 +181,14 @@ pub enum Measured {
 struct Target<'a> {
     task: &'a TaskRef,
     state: LbState,
-    version: u64,
+    /// The first version at which the task was seen in `state`, when known.
+    version: Option<u64>,
     facts: TaskFacts,
     health: LbHealth,
     weight: Weight,
     load: Option<Load>,
+    /// `LB_RUNNING_SINCE` (see [`running_since`]).
+    running_since: Option<SystemTime>,
 }
 
 /// The decision for an `ECS Task State Change` event.
@@ -216,21 +223,20 @@ fn event_decision(
         new_state,
         version: Some(change.version),
         stop_code: None,
+        omitted: Vec::new(),
     };
     let ours = match &written {
         Some(w) if !same_task(w, &change.task) => return Ok(skip(SkipReason::OtherTask, None)),
         other => other.as_ref(),
     };
-    if let Some(written_version) = ours.and_then(|w| w.task_version)
-        && change.version <= written_version
-    {
-        return Ok(skip(SkipReason::Stale, None));
-    }
     let found = described.found();
-    let Some(state) = lifecycle::join([
-        change.lifecycle.map(|l| l.phase()),
-        found.and_then(|d| d.lifecycle).map(|l| l.phase()),
-        ours.and_then(|w| w.state),
+    let event = change
+        .lifecycle
+        .map(|l| Observed::of(l, Some(change.version)));
+    let Some(joined) = lifecycle::join([
+        event,
+        described_observation(found),
+        written_observation(ours),
     ]) else {
         return Ok(skip(SkipReason::UnknownLifecycle, None));
     };
@@ -241,16 +247,19 @@ fn event_decision(
         .or(written_facts(ours));
     let target = Target {
         task: &change.task,
-        state,
-        version: change
-            .version
-            .max(found.and_then(|d| d.version).unwrap_or(0)),
+        state: joined.state,
+        version: joined.version,
         health: health(found, ours),
         weight: weight_of(ctx, found, ours, facts.cpu_units),
+        running_since: running_since::earliest([
+            running_since::from_event(change),
+            found.and_then(|d| d.facts.started_at),
+            ours.and_then(|w| w.running_since),
+        ]),
         facts,
         load: ours.and_then(|w| w.load),
     };
-    settle(
+    let decision = settle(
         ctx,
         target,
         existing,
@@ -258,7 +267,51 @@ fn event_decision(
         runs_now(described),
         false,
         None,
-    )
+    )?;
+    // Nothing to write: say whether the event was behind what is written (`stale`) or a newer
+    // event that only confirmed it (`unchanged`), for the log and metrics.
+    Ok(match decision.action {
+        Action::Skip(SkipReason::Unchanged) if behind(change, ours) => Decision {
+            action: Action::Skip(SkipReason::Stale),
+            ..decision
+        },
+        _ => decision,
+    })
+}
+
+/// Whether an event is already reflected in the written pair: a late event of an earlier state,
+/// or the written state's own event (same state, same version). An event of unknown status is
+/// behind when its version is not above the written one.
+fn behind(change: &TaskChange, written: Option<&InstanceAttributes>) -> bool {
+    let Some(written) = written else {
+        return false;
+    };
+    match (change.lifecycle.map(|l| l.phase()), written.state) {
+        (Some(event), Some(state)) => {
+            lifecycle::earlier(event, state)
+                || (event == state && written.task_version == Some(change.version))
+        }
+        (Some(_), None) => false,
+        (None, _) => written
+            .task_version
+            .is_some_and(|version| change.version <= version),
+    }
+}
+
+/// `DescribeTasks`' observation: its state and version (AWS reports one; moto does not).
+fn described_observation(found: Option<&DescribedTask>) -> Option<Observed> {
+    let found = found?;
+    found.lifecycle.map(|l| Observed::of(l, found.version))
+}
+
+/// The observation the written attributes stand for: `LB_STATE` first seen at
+/// `LB_TASK_VERSION`.
+fn written_observation(written: Option<&InstanceAttributes>) -> Option<Observed> {
+    let written = written?;
+    written.state.map(|state| Observed {
+        state,
+        version: written.task_version,
+    })
 }
 
 /// The decision of a reconciliation for one task and its instance.
@@ -282,23 +335,29 @@ pub fn on_reconcile(
                 new_state: None,
                 version: None,
                 stop_code: None,
+                omitted: Vec::new(),
             });
         }
         other => other.as_ref(),
     };
     let found = described.found();
     let observed = match found {
-        Some(d) => d.lifecycle.map(|l| l.phase()),
-        // ECS does not know the task any more: it stopped over an hour ago.
-        None => Some(LbState::Stopped),
+        Some(_) => described_observation(found),
+        // ECS does not know the task any more: it stopped over an hour ago, at a version no
+        // source tells any more.
+        None => Some(Observed {
+            state: LbState::Stopped,
+            version: None,
+        }),
     };
-    let Some(state) = lifecycle::join([observed, ours.and_then(|w| w.state)]) else {
+    let Some(joined) = lifecycle::join([observed, written_observation(ours)]) else {
         return Ok(Decision {
             action: Action::Skip(SkipReason::UnknownLifecycle),
             old_state,
             new_state: None,
             version: None,
             stop_code: None,
+            omitted: Vec::new(),
         });
     };
     // Static facts: what is written stays (it came from an event or an earlier description),
@@ -306,18 +365,19 @@ pub fn on_reconcile(
     let facts = written_facts(ours).or(found.map(|d| d.facts.clone()).unwrap_or_default());
     let written_load = ours.and_then(|w| w.load);
     let measured = match load {
-        Measured::Load(measured) if state != LbState::Stopped => Some(measured),
+        Measured::Load(measured) if joined.state != LbState::Stopped => Some(measured),
         _ => None,
     };
     let target = Target {
         task,
-        state,
-        version: ours
-            .and_then(|w| w.task_version)
-            .unwrap_or(0)
-            .max(found.and_then(|d| d.version).unwrap_or(0)),
+        state: joined.state,
+        version: joined.version,
         health: health(found, ours),
         weight: weight_of(ctx, found, ours, facts.cpu_units),
+        running_since: running_since::earliest([
+            found.and_then(|d| d.facts.started_at),
+            ours.and_then(|w| w.running_since),
+        ]),
         facts,
         // Below the step the written load stays, so load noise alone never writes.
         load: match measured {
@@ -397,8 +457,9 @@ fn settle(
         action,
         old_state,
         new_state: Some(target.state),
-        version: Some(target.version),
+        version: target.version,
         stop_code: None,
+        omitted: Vec::new(),
     };
     let Some(existing) = existing else {
         let Mode::Owner { port } = ctx.mode else {
@@ -417,11 +478,14 @@ fn settle(
             (keys::ECS_CLUSTER_NAME, target.task.cluster.clone()),
             (keys::ECS_SERVICE_NAME, ctx.service.to_owned()),
         ];
-        let attributes = attributes(ctx, &target, &HashMap::new(), true, &if_missing)?;
-        return Ok(decision(Action::Register {
-            attributes,
-            create: true,
-        }));
+        let merged = attributes(ctx, &target, &HashMap::new(), true, &if_missing)?;
+        return Ok(Decision {
+            omitted: merged.omitted,
+            ..decision(Action::Register {
+                attributes: merged.attributes,
+                create: true,
+            })
+        });
     };
     let lambda_owned = written.is_some_and(|w| w.lambda_owned);
     if target.state == LbState::Stopped {
@@ -441,22 +505,28 @@ fn settle(
         if_missing.push((keys::AWS_INSTANCE_IPV4, ipv4.to_string()));
     }
     let proposed = attributes(ctx, &target, existing, lambda_owned, &if_missing)?;
-    if proposed.same_as(existing, &[keys::LB_UPDATED_AT]) {
+    if proposed
+        .attributes
+        .same_as(existing, &[keys::LB_UPDATED_AT])
+    {
         return Ok(decision(Action::Skip(SkipReason::Unchanged)));
     }
     // A write happens anyway: it may as well carry the freshest load.
     let attributes_of = attributes;
-    let attributes = match fresh_load {
+    let merged = match fresh_load {
         Some(load) if load != target.load => {
             let target = Target { load, ..target };
             attributes_of(ctx, &target, existing, lambda_owned, &if_missing)?
         }
         _ => proposed,
     };
-    Ok(decision(Action::Register {
-        attributes,
-        create: false,
-    }))
+    Ok(Decision {
+        omitted: merged.omitted,
+        ..decision(Action::Register {
+            attributes: merged.attributes,
+            create: false,
+        })
+    })
 }
 
 fn attributes(
@@ -465,7 +535,7 @@ fn attributes(
     existing: &HashMap<String, String>,
     lambda_owned: bool,
     if_missing: &[(&str, String)],
-) -> Result<AttributeSet, LimitError> {
+) -> Result<Merged, LimitError> {
     let ours = LbAttributes {
         state: target.state,
         health: target.health,
@@ -477,12 +547,15 @@ fn attributes(
         task_arn: target.task.arn.clone(),
         task_version: target.version,
         updated_at: ctx.now,
-        running_since: None,
+        running_since: target.running_since,
         lambda_owned,
     };
     let mut if_missing = if_missing.to_vec();
     if let Some(zone) = &target.facts.zone {
         if_missing.push((keys::AVAILABILITY_ZONE, zone.clone()));
+    }
+    if let Some(zone_id) = &target.facts.zone_id {
+        if_missing.push((keys::AVAILABILITY_ZONE_ID, zone_id.clone()));
     }
     contract::merge(existing, &ours, &if_missing)
 }
@@ -500,8 +573,7 @@ fn written_facts(written: Option<&InstanceAttributes>) -> TaskFacts {
         cpu_units: w.cpu_units,
         memory_mib: w.memory_mib,
         capacity: w.capacity.clone(),
-        zone: None,
-        ipv4: None,
+        ..TaskFacts::default()
     })
 }
 

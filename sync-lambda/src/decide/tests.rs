@@ -36,6 +36,7 @@ fn event_facts() -> TaskFacts {
         zone: Some("eu-central-1b".into()),
         capacity: Some("FARGATE".into()),
         ipv4: Some([10, 0, 2, 9].into()),
+        ..TaskFacts::default()
     }
 }
 
@@ -47,6 +48,7 @@ fn change(version: u64, l: Lifecycle) -> TaskChange {
         lifecycle: Some(l),
         stop_code: None,
         facts: event_facts(),
+        time: None,
     }
 }
 
@@ -176,6 +178,66 @@ fn missing_zone_and_address_are_filled_in_but_never_overwritten() {
 }
 
 #[test]
+fn running_since_is_started_at_else_the_running_events_time_and_the_earliest_stays() {
+    let policy = Policy::default();
+    let c = ctx(Mode::Enrich, &policy);
+    let running = lifecycle(Running, DRunning);
+    let started = now() - Duration::from_secs(30);
+    let running_since = |d: &Decision| written(d).get(keys::LB_RUNNING_SINCE).cloned();
+
+    // No startedAt anywhere (old event, moto): the RUNNING event's own time.
+    let mut event = change(4, running);
+    event.time = Some(now() - Duration::from_secs(29));
+    let first = on_event(&c, &event, &described(running), Some(&ecs_instance())).unwrap();
+    assert_eq!(
+        running_since(&first),
+        Some(format_rfc3339(now() - Duration::from_secs(29)))
+    );
+
+    // DescribeTasks knows startedAt, which is earlier: it wins.
+    let knows = with(described(running), |t| t.facts.started_at = Some(started));
+    let mut health = change(5, running);
+    health.time = Some(now());
+    let d = on_event(&c, &health, &knows, Some(&written(&first))).unwrap();
+    assert_eq!(running_since(&d), Some(format_rfc3339(started)));
+
+    // A later event's time never moves it forward.
+    let current = written(&d);
+    let d = on_event(&c, &health, &described(running), Some(&current)).unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::Unchanged));
+
+    // A PENDING event's time is not a candidate; nor is the time of a reconciliation.
+    let mut pending = change(2, lifecycle(Pending, DRunning));
+    pending.time = Some(now() - Duration::from_secs(60));
+    let d = on_event(
+        &c,
+        &pending,
+        &described(lifecycle(Pending, DRunning)),
+        Some(&ecs_instance()),
+    )
+    .unwrap();
+    assert_eq!(running_since(&d), None);
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &described(running),
+        Some(&ecs_instance()),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(running_since(&d), None);
+    let d = on_reconcile(
+        &c,
+        &task(),
+        &knows,
+        Some(&ecs_instance()),
+        Measured::NotMeasured,
+    )
+    .unwrap();
+    assert_eq!(running_since(&d), Some(format_rfc3339(started)));
+}
+
+#[test]
 fn health_and_weight_come_from_describe_tasks() {
     let policy = Policy::default();
     let l = lifecycle(Running, DRunning);
@@ -240,26 +302,82 @@ fn lifecycle_mapping_through_events() {
 #[test]
 fn stale_and_duplicate_events_are_skipped() {
     let policy = Policy::default();
-    let l = lifecycle(Running, DRunning);
+    let c = ctx(Mode::Enrich, &policy);
+    let running = lifecycle(Running, DRunning);
     let first = written(
         &on_event(
-            &ctx(Mode::Enrich, &policy),
-            &change(5, l),
-            &described(l),
+            &c,
+            &change(4, running),
+            &described(running),
             Some(&ecs_instance()),
         )
         .unwrap(),
     );
-    for version in [5, 4, 1] {
+    // The same event again, and late events of earlier states.
+    for (version, l) in [
+        (4, running),
+        (2, lifecycle(Pending, DRunning)),
+        (1, lifecycle(Provisioning, DRunning)),
+    ] {
+        let d = on_event(&c, &change(version, l), &described(running), Some(&first)).unwrap();
+        assert_eq!(d.action, Action::Skip(SkipReason::Stale), "v{version}");
+    }
+    // A newer event that changes nothing (a health event while health stays unknown).
+    let d = on_event(&c, &change(5, running), &described(running), Some(&first)).unwrap();
+    assert_eq!(d.action, Action::Skip(SkipReason::Unchanged));
+}
+
+#[test]
+fn a_version_only_change_writes_nothing_and_the_first_version_of_a_state_is_kept() {
+    let policy = Policy::default();
+    let c = ctx(Mode::Enrich, &policy);
+    let stopping = |last| lifecycle(last, DStopped);
+    let first = written(
+        &on_event(
+            &c,
+            &change(7, stopping(Deactivating)),
+            &described(stopping(Deactivating)),
+            Some(&ecs_instance()),
+        )
+        .unwrap(),
+    );
+    assert_eq!(first[keys::LB_TASK_VERSION], "7");
+    for (version, last) in [(8, Stopping), (9, Deprovisioning), (10, Stopped)] {
         let d = on_event(
-            &ctx(Mode::Enrich, &policy),
-            &change(version, l),
-            &described(l),
+            &c,
+            &change(version, stopping(last)),
+            &described(stopping(last)),
             Some(&first),
         )
         .unwrap();
-        assert_eq!(d.action, Action::Skip(SkipReason::Stale), "v{version}");
+        assert_eq!(d.action, Action::Skip(SkipReason::Unchanged), "{last:?}");
     }
+
+    // Delivered out of order: STOPPING first, then DEACTIVATING. The earlier event of the same
+    // state lowers the label to where in-order delivery puts it.
+    let late = written(
+        &on_event(
+            &c,
+            &change(8, stopping(Stopping)),
+            &described(stopping(Stopped)),
+            Some(&ecs_instance()),
+        )
+        .unwrap(),
+    );
+    assert_eq!(late[keys::LB_TASK_VERSION], "8");
+    let d = on_event(
+        &c,
+        &change(7, stopping(Deactivating)),
+        &described(stopping(Stopped)),
+        Some(&late),
+    )
+    .unwrap();
+    assert_eq!(without_time(written(&d)), without_time(first));
+}
+
+fn without_time(mut attributes: HashMap<String, String>) -> HashMap<String, String> {
+    attributes.remove(keys::LB_UPDATED_AT);
+    attributes
 }
 
 #[test]
@@ -274,10 +392,12 @@ fn a_late_event_cannot_undo_what_describe_tasks_already_knows() {
         Some(&ecs_instance()),
     )
     .unwrap();
-    assert_eq!(written(&d)[keys::LB_STATE], "STOPPED");
+    let stopped = written(&d);
+    assert_eq!(stopped[keys::LB_STATE], "STOPPED");
+    // moto's DescribeTasks gives no version: STOPPED's first version is not known yet.
+    assert!(!stopped.contains_key(keys::LB_TASK_VERSION));
 
     // Nor can it undo a state written before, when DescribeTasks no longer knows the task.
-    let stopped = written(&d);
     let d = on_event(
         &ctx(Mode::Enrich, &policy),
         &change(4, lifecycle(Running, DRunning)),
@@ -285,8 +405,17 @@ fn a_late_event_cannot_undo_what_describe_tasks_already_knows() {
         Some(&stopped),
     )
     .unwrap();
-    assert_eq!(written(&d)[keys::LB_STATE], "STOPPED");
-    assert_eq!(written(&d)[keys::LB_TASK_VERSION], "4");
+    assert_eq!(d.action, Action::Skip(SkipReason::Stale));
+
+    // STOPPED's own event labels it.
+    let d = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &change(6, lifecycle(Deactivating, DStopped)),
+        &Described::Missing,
+        Some(&stopped),
+    )
+    .unwrap();
+    assert_eq!(written(&d)[keys::LB_TASK_VERSION], "6");
 }
 
 #[test]
@@ -596,10 +725,9 @@ fn reconcile_repairs_missed_events() {
         (Some(LbState::Starting), Some(LbState::Running))
     );
     let current = written(&d);
-    assert_eq!(
-        current[keys::LB_TASK_VERSION],
-        "2",
-        "moto reports no version: the label stays"
+    assert!(
+        !current.contains_key(keys::LB_TASK_VERSION),
+        "moto reports no version: RUNNING's first version is unknown until its event"
     );
 
     // Missed STOPPED: ECS no longer knows the task.
@@ -678,6 +806,56 @@ fn enrich_mode_deregisters_a_stopped_leftover_only_after_the_grace_period() {
 }
 
 #[test]
+fn a_value_cloud_map_refuses_is_left_out_and_the_state_still_written() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let mut odd = change(4, l);
+    odd.facts.capacity = Some("FARGATE_SPÖT".into());
+    odd.task = TaskRef::new(
+        &format!(
+            "arn:aws:ecs:eu-central-1:1:task/{}/0a1b2c3d",
+            "c".repeat(1100)
+        ),
+        "prod",
+    )
+    .unwrap();
+    let d = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &odd,
+        &described(l),
+        Some(&ecs_instance()),
+    )
+    .unwrap();
+    let omitted: Vec<(&str, &str)> = d
+        .omitted
+        .iter()
+        .map(|o| (o.key.as_str(), o.reason.as_str()))
+        .collect();
+    assert_eq!(
+        omitted,
+        [
+            (keys::LB_TASK_ARN, "value_too_long"),
+            (keys::LB_CAPACITY, "invalid_value")
+        ]
+    );
+    let attrs = written(&d);
+    assert_eq!(attrs[keys::LB_STATE], "RUNNING");
+    assert_eq!(attrs[keys::LB_WEIGHT], "200");
+    assert!(!attrs.contains_key(keys::LB_CAPACITY));
+    assert!(!attrs.contains_key(keys::LB_TASK_ARN));
+    // The same event again finds nothing to write: the omission is stable, not a write loop.
+    let again = on_event(
+        &ctx(Mode::Enrich, &policy),
+        &odd,
+        &described(l),
+        Some(&attrs),
+    )
+    .unwrap();
+    assert_eq!(again.action, Action::Skip(SkipReason::Stale));
+    assert!(again.omitted.is_empty());
+}
+
+#[test]
 fn an_instance_over_cloud_maps_limits_is_an_error_not_a_partial_write() {
     let policy = Policy::default();
     let l = lifecycle(Running, DRunning);
@@ -692,6 +870,112 @@ fn an_instance_over_cloud_maps_limits_is_an_error_not_a_partial_write() {
         Some(&crowded),
     );
     assert!(result.is_err(), "{result:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes over a whole task life.
+
+/// One task's life as ECS reports it, one event per change (version = index + 1), with the health
+/// `DescribeTasks` reports at that moment.
+const LIFE: [(LastStatus, DesiredStatus, LbHealth); 10] = [
+    (Provisioning, DRunning, LbHealth::Unknown),
+    (Pending, DRunning, LbHealth::Unknown),
+    (Activating, DRunning, LbHealth::Unknown),
+    (Running, DRunning, LbHealth::Unknown),
+    // The health check passes: ECS sends an event, still RUNNING.
+    (Running, DRunning, LbHealth::Healthy),
+    // Scale-in: told to stop.
+    (Running, DStopped, LbHealth::Healthy),
+    (Deactivating, DStopped, LbHealth::Healthy),
+    (Stopping, DStopped, LbHealth::Healthy),
+    (Deprovisioning, DStopped, LbHealth::Healthy),
+    (Stopped, DStopped, LbHealth::Healthy),
+];
+
+/// When the task of [`LIFE`] turned RUNNING.
+#[allow(non_snake_case)]
+fn STARTED_AT() -> SystemTime {
+    now() + Duration::from_millis(3_500)
+}
+
+/// Delivers [`LIFE`] in order, each event with `DescribeTasks` as AWS answers at that moment
+/// (version, health, size). `ecs_registers` are the event indices at which, in enrich mode, ECS's
+/// instance exists (ECS registers around RUNNING and deregisters while the task stops). Returns
+/// the `RegisterInstance` and `DeregisterInstance` calls made.
+fn writes_over_a_life(mode: Mode, ecs_registers: std::ops::Range<usize>) -> (usize, usize) {
+    let policy = Policy::default();
+    let c = ctx(mode, &policy);
+    let mut instance: Option<HashMap<String, String>> = None;
+    let (mut registers, mut deregisters) = (0, 0);
+    for (i, &(last, desired, health)) in LIFE.iter().enumerate() {
+        let version = u64::try_from(i).unwrap() + 1;
+        if mode == Mode::Enrich {
+            if i == ecs_registers.start {
+                instance = Some(ecs_instance());
+            }
+            if i == ecs_registers.end {
+                instance = None;
+            }
+        }
+        let l = lifecycle(last, desired);
+        let mut event = change(version, l);
+        if last == Provisioning {
+            event.facts.ipv4 = None;
+        }
+        // Every event from RUNNING on carries `startedAt`, as does DescribeTasks.
+        let started = (last >= Running).then_some(STARTED_AT());
+        event.facts.started_at = started;
+        event.time = Some(now() + Duration::from_secs(version));
+        let now = with(described(l), |t| {
+            t.version = Some(version);
+            t.health = Some(health);
+            t.facts = TaskFacts {
+                started_at: started,
+                ..event_facts()
+            };
+        });
+        let decision = on_event(&c, &event, &now, instance.as_ref()).unwrap();
+        match decision.action {
+            Action::Register { attributes, .. } => {
+                registers += 1;
+                let running = attributes.as_map().get(keys::LB_RUNNING_SINCE).cloned();
+                assert_eq!(
+                    running,
+                    (last >= Running).then(|| format_rfc3339(STARTED_AT())),
+                    "{last:?}: LB_RUNNING_SINCE comes with the RUNNING write, no write of its own"
+                );
+                instance = Some(attributes.into_map().into_iter().collect());
+            }
+            Action::Deregister(_) => {
+                deregisters += 1;
+                instance = None;
+            }
+            Action::Skip(_) => {}
+        }
+    }
+    (registers, deregisters)
+}
+
+#[test]
+fn a_task_life_costs_one_write_per_state_or_health_change() {
+    // ECS registers at RUNNING and deregisters before STOPPED: RUNNING, HEALTHY, DRAINING,
+    // STOPPED. The version-only events (PENDING, ACTIVATING, STOPPING, DEPROVISIONING) write
+    // nothing.
+    assert_eq!(writes_over_a_life(Mode::Enrich, 3..9), (4, 0));
+    // ECS registers while the task is still provisioning: STARTING too.
+    assert_eq!(writes_over_a_life(Mode::Enrich, 0..10), (5, 0));
+    // Owner mode: created when RUNNING, deregistered when stopped.
+    assert_eq!(
+        writes_over_a_life(Mode::Owner { port: 50051 }, 0..0),
+        (3, 1)
+    );
+    for (registers, deregisters) in [
+        writes_over_a_life(Mode::Enrich, 3..9),
+        writes_over_a_life(Mode::Enrich, 0..10),
+        writes_over_a_life(Mode::Owner { port: 50051 }, 0..0),
+    ] {
+        assert!(registers + deregisters <= 5, "{registers} + {deregisters}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -732,60 +1016,84 @@ fn world() -> impl Strategy<Value = World> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        // Per event: whether it carries `startedAt` (once the task ran), whether it has a time.
+        prop::collection::vec((any::<bool>(), any::<bool>()), 11),
+        // Whether the subnet's zone ID lookup works (it is the handler's, the same for every
+        // event with an ENI).
+        any::<bool>(),
     )
-        .prop_map(|(start, steps, health, tag, aws_like, purged, owner)| {
-            // A forward path through the lifecycle: each step either tells the task to stop or
-            // moves it on by one to three statuses.
-            let mut path = vec![(start, DRunning)];
-            for step in steps {
-                let (mut index, mut desired) = *path.last().unwrap_or(&(start, DRunning));
-                if step == 0 && desired == DRunning {
-                    desired = DStopped;
-                } else {
-                    index = (index + usize::from(step.max(1))).min(STATUSES.len() - 1);
-                }
-                if STATUSES[index].is_stopping() {
-                    desired = DStopped;
-                }
-                if path.last() != Some(&(index, desired)) {
-                    path.push((index, desired));
-                }
-            }
-            let mut events = Vec::new();
-            let mut live = Vec::new();
-            for (i, (index, desired)) in path.into_iter().enumerate() {
-                let version = u64::try_from(i).unwrap_or(0) + 1;
-                let l = lifecycle(STATUSES[index], desired);
-                let mut event = change(version, l);
-                if STATUSES[index] == Provisioning {
-                    event.facts.ipv4 = None; // no ENI yet
-                }
-                events.push(event);
-                live.push(with(described(l), |t| {
-                    t.health = health;
-                    t.weight_tag.clone_from(&tag);
-                    if aws_like {
-                        t.version = Some(version);
-                        t.facts = event_facts();
+        .prop_map(
+            |(start, steps, health, tag, aws_like, purged, owner, stamps, zone_ids)| {
+                // A forward path through the lifecycle: each step either tells the task to stop or
+                // moves it on by one to three statuses.
+                let mut path = vec![(start, DRunning)];
+                for step in steps {
+                    let (mut index, mut desired) = *path.last().unwrap_or(&(start, DRunning));
+                    if step == 0 && desired == DRunning {
+                        desired = DStopped;
+                    } else {
+                        index = (index + usize::from(step.max(1))).min(STATUSES.len() - 1);
                     }
-                }));
-            }
-            let last = if purged {
-                Described::Missing
-            } else {
-                live.last().cloned().unwrap_or(Described::Missing)
-            };
-            World {
-                events,
-                live,
-                last,
-                mode: if owner {
-                    Mode::Owner { port: 50051 }
+                    if STATUSES[index].is_stopping() {
+                        desired = DStopped;
+                    }
+                    if path.last() != Some(&(index, desired)) {
+                        path.push((index, desired));
+                    }
+                }
+                let mut events = Vec::new();
+                let mut live = Vec::new();
+                // startedAt: just before the first event that reports the task running (or past it).
+                let started_at = path
+                    .iter()
+                    .position(|&(index, _)| STATUSES[index] >= Running)
+                    .map(|i| {
+                        now() + Duration::from_secs(10 * (i as u64 + 1))
+                            - Duration::from_millis(300)
+                    });
+                for (i, (index, desired)) in path.into_iter().enumerate() {
+                    let version = u64::try_from(i).unwrap_or(0) + 1;
+                    let l = lifecycle(STATUSES[index], desired);
+                    let ran = STATUSES[index] >= Running;
+                    let (carries_started_at, timed) = stamps[i];
+                    let mut event = change(version, l);
+                    if STATUSES[index] == Provisioning {
+                        event.facts.ipv4 = None; // no ENI yet
+                    } else if zone_ids {
+                        event.facts.zone_id = Some("euc1-az2".into());
+                    }
+                    event.facts.started_at = started_at.filter(|_| ran && carries_started_at);
+                    event.time = timed.then(|| now() + Duration::from_secs(10 * version));
+                    events.push(event);
+                    live.push(with(described(l), |t| {
+                        t.health = health;
+                        t.weight_tag.clone_from(&tag);
+                        if aws_like {
+                            t.version = Some(version);
+                            t.facts = TaskFacts {
+                                started_at: started_at.filter(|_| ran),
+                                ..event_facts()
+                            };
+                        }
+                    }));
+                }
+                let last = if purged {
+                    Described::Missing
                 } else {
-                    Mode::Enrich
-                },
-            }
-        })
+                    live.last().cloned().unwrap_or(Described::Missing)
+                };
+                World {
+                    events,
+                    live,
+                    last,
+                    mode: if owner {
+                        Mode::Owner { port: 50051 }
+                    } else {
+                        Mode::Enrich
+                    },
+                }
+            },
+        )
 }
 
 /// Applies events to one instance and returns its final attributes (`None`: no instance).

@@ -2,6 +2,9 @@
 //! [`TaskChange`] the rest of the crate works with.
 
 use std::net::Ipv4Addr;
+use std::time::SystemTime;
+
+use cloudmap_balancer::contract::{limits, parse_rfc3339};
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +53,9 @@ pub struct TaskStateDetail {
     /// Task-level `memory` in MiB, a string.
     #[serde(deserialize_with = "lenient::text")]
     pub memory: Option<String>,
+    /// `startedAt`: when the task turned RUNNING (RFC 3339); absent before.
+    #[serde(deserialize_with = "lenient::text")]
+    pub started_at: Option<String>,
     /// `stopCode`, e.g. `ServiceSchedulerInitiated`, `SpotInterruption`.
     #[serde(deserialize_with = "lenient::text")]
     pub stop_code: Option<String>,
@@ -122,8 +128,11 @@ pub struct TaskChange {
     pub lifecycle: Option<Lifecycle>,
     /// `stopCode`, for the decision log (see [`crate::decide::Decision::stop_code`]).
     pub stop_code: Option<String>,
-    /// Size, zone, capacity, address as the event tells them.
+    /// Size, zone, capacity, address, subnet and start time as the event tells them.
     pub facts: TaskFacts,
+    /// The envelope's `time`: when EventBridge received the event. `None` when absent or not
+    /// RFC 3339 (and from [`TaskChange::from_detail`], which sees only the detail).
+    pub time: Option<SystemTime>,
 }
 
 impl TaskChange {
@@ -149,6 +158,10 @@ impl TaskChange {
             .or_else(|| cluster_from_task_arn(task_arn))
             .ok_or(Rejection::MissingCluster)?;
         let task = TaskRef::new(task_arn, cluster).ok_or(Rejection::MissingTaskArn)?;
+        // ECS's instance ID is the task ID: one Cloud Map cannot hold names no instance.
+        if !limits::is_instance_id(&task.id) {
+            return Err(Rejection::InvalidTaskId(task.id.chars().take(64).collect()));
+        }
         let version = detail.version.ok_or(Rejection::MissingVersion)?;
         Ok(Self {
             task,
@@ -160,6 +173,7 @@ impl TaskChange {
             ),
             stop_code: detail.stop_code.clone(),
             facts: facts(detail),
+            time: None,
         })
     }
 }
@@ -203,23 +217,31 @@ fn facts(detail: &TaskStateDetail) -> TaskFacts {
             .clone()
             .or_else(|| detail.launch_type.clone()),
         ipv4: eni_ipv4(detail),
+        subnet: eni_detail(detail, "subnetId").map(str::to_owned),
+        zone_id: None,
+        started_at: detail.started_at.as_deref().and_then(parse_rfc3339),
     }
+}
+
+/// A value of the ENI attachment's details, trimmed; `None` when absent or blank.
+fn eni_detail<'a>(detail: &'a TaskStateDetail, name: &str) -> Option<&'a str> {
+    detail
+        .attachments
+        .iter()
+        .filter(|a| a.kind.as_deref().is_some_and(is_eni))
+        .flat_map(|a| &a.details)
+        .filter(|d| d.name.as_deref() == Some(name))
+        .find_map(|d| d.value.as_deref().map(str::trim).filter(|v| !v.is_empty()))
+}
+
+fn is_eni(kind: &str) -> bool {
+    kind.eq_ignore_ascii_case("eni") || kind.eq_ignore_ascii_case("ElasticNetworkInterface")
 }
 
 /// The task's private IPv4: the ENI attachment's `privateIPv4Address`, else a container network
 /// interface's `privateIpv4Address`.
 fn eni_ipv4(detail: &TaskStateDetail) -> Option<Ipv4Addr> {
-    let from_attachments = detail
-        .attachments
-        .iter()
-        .filter(|a| {
-            a.kind.as_deref().is_some_and(|k| {
-                k.eq_ignore_ascii_case("eni") || k.eq_ignore_ascii_case("ElasticNetworkInterface")
-            })
-        })
-        .flat_map(|a| &a.details)
-        .filter(|d| d.name.as_deref() == Some("privateIPv4Address"))
-        .find_map(|d| d.value.as_deref()?.parse().ok());
+    let from_attachments = eni_detail(detail, "privateIPv4Address").and_then(|v| v.parse().ok());
     from_attachments.or_else(|| {
         detail
             .containers
@@ -278,6 +300,30 @@ mod tests {
     }
 
     #[test]
+    fn a_task_id_no_instance_can_carry_is_rejected() {
+        let long = "f".repeat(65);
+        let d = detail(serde_json::json!({
+            "taskArn": format!("arn:aws:ecs:r:1:task/c/{long}"), "version": 1
+        }));
+        assert_eq!(
+            TaskChange::from_detail(&d, &[]),
+            Err(Rejection::InvalidTaskId("f".repeat(64)))
+        );
+        let d =
+            detail(serde_json::json!({"taskArn": "arn:aws:ecs:r:1:task/c/ab+cd", "version": 1}));
+        assert_eq!(
+            TaskChange::from_detail(&d, &[]).map_err(|r| r.as_str()),
+            Err("invalid_task_id")
+        );
+        // A long ARN with an ordinary ID is fine: the ARN is only left out of the write.
+        let d = detail(serde_json::json!({
+            "taskArn": format!("arn:aws:ecs:r:1:task/{}/abc", "c".repeat(1100)),
+            "clusterArn": "c", "version": 1
+        }));
+        assert_eq!(TaskChange::from_detail(&d, &[]).unwrap().task.id, "abc");
+    }
+
+    #[test]
     fn the_task_arn_may_come_from_resources() {
         let d =
             detail(serde_json::json!({"clusterArn": "arn:aws:ecs:r:1:cluster/c", "version": 2}));
@@ -286,6 +332,29 @@ mod tests {
             TaskChange::from_detail(&d, &resources).unwrap().task.id,
             "xyz"
         );
+    }
+
+    #[test]
+    fn started_at_is_read_when_it_is_rfc_3339() {
+        let d = detail(serde_json::json!({
+            "taskArn": "arn:aws:ecs:r:1:task/c/abc", "version": 4,
+            "startedAt": "2026-11-22T14:02:16.904Z"
+        }));
+        let started = TaskChange::from_detail(&d, &[]).unwrap().facts.started_at;
+        assert_eq!(started, parse_rfc3339("2026-11-22T14:02:16.904Z"));
+        for odd in [
+            serde_json::json!("soon"),
+            serde_json::json!(1_795_356_600),
+            serde_json::json!(null),
+        ] {
+            let d = detail(serde_json::json!({
+                "taskArn": "arn:aws:ecs:r:1:task/c/abc", "version": 4, "startedAt": odd
+            }));
+            assert_eq!(
+                TaskChange::from_detail(&d, &[]).unwrap().facts.started_at,
+                None
+            );
+        }
     }
 
     #[test]
@@ -307,10 +376,9 @@ mod tests {
                 {"name": "privateIPv4Address", "value": "10.0.3.7"}
             ]}]
         }));
-        assert_eq!(
-            TaskChange::from_detail(&d, &[]).unwrap().facts.ipv4,
-            Some([10, 0, 3, 7].into())
-        );
+        let facts = TaskChange::from_detail(&d, &[]).unwrap().facts;
+        assert_eq!(facts.ipv4, Some([10, 0, 3, 7].into()));
+        assert_eq!(facts.subnet.as_deref(), Some("subnet-1"));
         let d = detail(serde_json::json!({
             "taskArn": "arn:aws:ecs:r:1:task/c/abc", "version": 1, "attachments": [],
             "containers": [{"networkInterfaces": [{"privateIpv4Address": "10.0.3.8"}]}]

@@ -23,6 +23,7 @@ mod lenient;
 use std::fmt;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
+use cloudmap_balancer::contract::parse_rfc3339;
 use serde_json::Value;
 
 pub use ecs_task::{
@@ -93,6 +94,10 @@ pub enum Rejection {
     MissingCluster,
     /// No `detail.version`: the event cannot be ordered against others.
     MissingVersion,
+    /// The task ID (the ARN's last segment) cannot be a Cloud Map instance ID (1 to 64
+    /// characters of `0-9 a-z A-Z _ / : . @ -`), so no instance can carry it: the value, cut to
+    /// 64 characters.
+    InvalidTaskId(String),
 }
 
 impl Rejection {
@@ -108,6 +113,7 @@ impl Rejection {
             Self::MissingTaskArn => "missing_task_arn",
             Self::MissingCluster => "missing_cluster",
             Self::MissingVersion => "missing_version",
+            Self::InvalidTaskId(_) => "invalid_task_id",
         }
     }
 }
@@ -131,6 +137,10 @@ impl fmt::Display for Rejection {
             Self::MissingTaskArn => f.write_str("the event names no task ARN"),
             Self::MissingCluster => f.write_str("the event names no cluster"),
             Self::MissingVersion => f.write_str("the event has no detail.version"),
+            Self::InvalidTaskId(id) => write!(
+                f,
+                "the task ID {id:?} cannot be a Cloud Map instance ID (1 to 64 characters of 0-9 a-z A-Z _ / : . @ -)"
+            ),
         }
     }
 }
@@ -184,6 +194,11 @@ fn parse_action(action: &Value, object: &serde_json::Map<String, Value>) -> Invo
 }
 
 fn parse_task_change(mut payload: Value) -> Invocation {
+    // Read before the typed parse, which may drop a malformed `time` below.
+    let time = payload
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339);
     if !payload["detail"].is_object() {
         return Invocation::Rejected(Rejection::MalformedDetail(
             "`detail` is not an object".into(),
@@ -209,7 +224,7 @@ fn parse_task_change(mut payload: Value) -> Invocation {
     };
     let resources = event.resources.unwrap_or_default();
     match TaskChange::from_detail(&event.detail, &resources) {
-        Ok(change) => Invocation::TaskChange(Box::new(change)),
+        Ok(change) => Invocation::TaskChange(Box::new(TaskChange { time, ..change })),
         Err(rejection) => Invocation::Rejected(rejection),
     }
 }
@@ -294,7 +309,18 @@ mod tests {
         let mut event = task_event(&detail);
         event["time"] = json!("yesterday");
         event["resources"] = json!("not a list");
-        assert!(matches!(parse(event), Invocation::TaskChange(c) if c.version == 4));
+        assert!(
+            matches!(parse(event), Invocation::TaskChange(c) if c.version == 4 && c.time.is_none())
+        );
+    }
+
+    #[test]
+    fn the_event_time_is_kept() {
+        let event = task_event(&json!({"clusterArn": "prod", "version": 1}));
+        let Invocation::TaskChange(change) = parse(event) else {
+            panic!("not a task change");
+        };
+        assert_eq!(change.time, parse_rfc3339("2026-11-22T14:10:00Z"));
     }
 
     impl Invocation {

@@ -11,8 +11,10 @@
 
 mod targets;
 mod task_change;
+mod zone_ids;
 
 pub(crate) use targets::{ManagedService, Target, TargetCache, enrich_targets};
+pub(crate) use zone_ids::{ZoneIdCache, count_gap, wanted as zone_id_wanted};
 
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
@@ -24,31 +26,35 @@ use crate::config::Config;
 use crate::decide::{Action, Decision, Policy};
 use crate::error::SyncError;
 use crate::events::{self, Invocation};
-use crate::observe::{DecisionRecord, InvocationKind, Report, emf};
-use crate::ports::{Clock, Metrics, Registry, Tasks};
+use crate::observe::{DecisionRecord, InvocationKind, OmittedAttribute, Report, emf};
+use crate::ports::{Clock, Metrics, Registry, Subnets, Tasks};
 use crate::task::TaskRef;
 
 /// The sync Lambda's handler.
 #[derive(Debug)]
-pub struct Handler<R, T, M, C> {
+pub struct Handler<R, T, M, C, S> {
     pub(crate) config: Config,
     pub(crate) registry: R,
     pub(crate) tasks: T,
     pub(crate) metrics: M,
     pub(crate) clock: C,
+    pub(crate) subnets: S,
     pub(crate) cache: Mutex<TargetCache>,
+    pub(crate) zone_ids: Mutex<ZoneIdCache>,
 }
 
-impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
-    /// A handler over the given Cloud Map, ECS, CloudWatch and clock.
-    pub fn new(config: Config, registry: R, tasks: T, metrics: M, clock: C) -> Self {
+impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Subnets> Handler<R, T, M, C, S> {
+    /// A handler over the given Cloud Map, ECS, CloudWatch, clock and EC2 (subnets' zone IDs).
+    pub fn new(config: Config, registry: R, tasks: T, metrics: M, clock: C, subnets: S) -> Self {
         Self {
             config,
             registry,
             tasks,
             metrics,
             clock,
+            subnets,
             cache: Mutex::new(TargetCache::default()),
+            zone_ids: Mutex::new(ZoneIdCache::default()),
         }
     }
 
@@ -169,6 +175,25 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
             }
             Action::Skip(_) => false,
         };
+        if wrote {
+            for omitted in &decision.omitted {
+                // Every write that leaves a key out says so: the cause is in the input (an odd
+                // value, a crowded instance), not in a passing condition.
+                warn!(
+                    task = %task.id,
+                    cloudmap_service = %target.service_id,
+                    instance = instance_id,
+                    key = %omitted.key,
+                    reason = omitted.reason.as_str(),
+                    "attribute left out of the write: Cloud Map would refuse it; the rest was written"
+                );
+                report.omitted.push(OmittedAttribute {
+                    instance: instance_id.to_owned(),
+                    key: omitted.key.clone(),
+                    reason: omitted.reason.as_str(),
+                });
+            }
+        }
         let record = DecisionRecord {
             task: task.id.clone(),
             cloudmap_service: target.service_id.clone(),

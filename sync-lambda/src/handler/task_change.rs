@@ -1,10 +1,14 @@
 //! The event flow: one `ECS Task State Change` → at most `DescribeTasks`, `GetInstance`,
-//! `RegisterInstance` per Cloud Map service (the registries lookup is cached).
+//! `RegisterInstance` per Cloud Map service (the registries lookup is cached), and
+//! `DescribeSubnets` once per subnet in the warm Lambda's life, only when an instance lacks
+//! `AVAILABILITY_ZONE_ID`.
 //!
 //! The reads are ordered to keep the read-then-write window short: `DescribeTasks` first, then
 //! `GetInstance` immediately before the write, so that ECS deregistering the instance between
-//! the read and the write (which would re-create it) needs to happen within one round trip. All
-//! reads of all targets happen before any write, so a failed read writes nothing.
+//! the read and the write (which would re-create it) needs to happen within one round trip (two
+//! on the one event per subnet that looks its zone ID up). All reads of all targets happen
+//! before any write, so a failed read writes nothing; a failed zone ID lookup is no failure (see
+//! [`super::zone_ids`]).
 
 use tracing::{debug, warn};
 
@@ -13,10 +17,10 @@ use crate::decide::{self, Context};
 use crate::error::SyncError;
 use crate::events::TaskChange;
 use crate::observe::Report;
-use crate::ports::{Clock, Metrics, Registry, Tasks};
-use crate::task::{Described, WeightTag};
+use crate::ports::{Clock, Metrics, Registry, Subnets, Tasks};
+use crate::task::{Described, TaskFacts, WeightTag};
 
-impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
+impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Subnets> Handler<R, T, M, C, S> {
     pub(crate) async fn on_task_change(
         &self,
         change: &TaskChange,
@@ -64,6 +68,34 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
             }
         }
 
+        // The zone ID, only where a write could add it.
+        let mut gap = None;
+        let mut enriched = None;
+        if targets
+            .iter()
+            .zip(&current)
+            .any(|(target, existing)| super::zone_id_wanted(existing.as_ref(), target.mode))
+        {
+            let subnet = change
+                .facts
+                .subnet
+                .as_deref()
+                .or_else(|| described.found().and_then(|d| d.facts.subnet.as_deref()));
+            match self.zone_id(subnet).await {
+                Ok(zone_id) => {
+                    enriched = Some(TaskChange {
+                        facts: TaskFacts {
+                            zone_id: Some(zone_id),
+                            ..change.facts.clone()
+                        },
+                        ..change.clone()
+                    });
+                }
+                Err(why) => gap = Some(why),
+            }
+        }
+        let change = enriched.as_ref().unwrap_or(change);
+
         let now = self.clock.now();
         for (target, existing) in targets.iter().zip(&current) {
             let ctx = Context {
@@ -74,8 +106,10 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
             };
             match decide::on_event(&ctx, change, &described, existing.as_ref()) {
                 Ok(decision) => {
+                    let counted = decision.clone();
                     self.apply(task, service, target, &task.id, decision, report)
                         .await?;
+                    super::count_gap(&counted, gap, report);
                 }
                 Err(limit) => {
                     let error = SyncError::Limits {

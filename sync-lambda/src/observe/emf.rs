@@ -7,7 +7,11 @@
 //!   metrics `Events`, `Reconciliations`, `Writes`, `Creates`, `Deregistrations`, `Skips`,
 //!   `Errors`, `Rejected`;
 //! - one line per skip reason, dimensions `Kind` and `Reason`, metric `Skips`;
-//! - one line per error class, dimensions `Kind` and `ErrorClass`, metric `Errors`.
+//! - one line per error class, dimensions `Kind` and `ErrorClass`, metric `Errors`;
+//! - one line per attribute key and reason the writes left out, dimensions `Kind`, `Key` and
+//!   `Reason`, metric `OmittedAttributes`;
+//! - one line per reason writes went out without `AVAILABILITY_ZONE_ID`, dimensions `Kind` and
+//!   `Reason`, metric `ZoneIdUnavailable`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -60,6 +64,27 @@ pub fn render(
             millis,
             &[("Kind", kind), ("ErrorClass", class)],
             &[("Errors", *count)],
+        )
+    }));
+    lines.extend(
+        report
+            .omitted_by_key()
+            .iter()
+            .map(|((key, reason), count)| {
+                document(
+                    namespace,
+                    millis,
+                    &[("Kind", kind), ("Key", key), ("Reason", reason)],
+                    &[("OmittedAttributes", *count)],
+                )
+            }),
+    );
+    lines.extend(report.zone_id_unavailable.iter().map(|(reason, count)| {
+        document(
+            namespace,
+            millis,
+            &[("Kind", kind), ("Reason", reason)],
+            &[("ZoneIdUnavailable", *count)],
         )
     }));
     lines
@@ -131,6 +156,12 @@ mod tests {
             record("stale", false),
         ];
         report.handled_error("limits");
+        report.omitted.push(crate::observe::OmittedAttribute {
+            instance: "t".into(),
+            key: "LB_CAPACITY".into(),
+            reason: "invalid_value",
+        });
+        report.zone_id_unavailable("access_denied");
         let failure = SyncError::Aws {
             service: "servicediscovery",
             operation: "RegisterInstance",
@@ -143,7 +174,7 @@ mod tests {
             .iter()
             .map(|l| parse(l))
             .collect();
-        assert_eq!(lines.len(), 1 + 2 + 2);
+        assert_eq!(lines.len(), 1 + 2 + 2 + 1 + 1);
 
         let main = &lines[0];
         assert_eq!(main["_aws"]["Timestamp"], 1_795_356_600_123u64);
@@ -194,6 +225,19 @@ mod tests {
         let error = |class: &str| lines.iter().find(|l| l["ErrorClass"] == class).cloned();
         assert_eq!(error("aws_retryable").unwrap()["Errors"], 1);
         assert_eq!(error("limits").unwrap()["Errors"], 1);
+        let omitted = lines.iter().find(|l| l["Key"] == "LB_CAPACITY").unwrap();
+        assert_eq!(omitted["Reason"], "invalid_value");
+        assert_eq!(omitted["OmittedAttributes"], 1);
+        let zone = lines
+            .iter()
+            .find(|l| l["ZoneIdUnavailable"].is_number())
+            .unwrap();
+        assert_eq!(zone["Reason"], "access_denied");
+        assert_eq!(zone["ZoneIdUnavailable"], 1);
+        assert_eq!(
+            omitted["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Kind", "Key", "Reason"]])
+        );
     }
 
     #[test]

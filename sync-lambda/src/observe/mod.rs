@@ -8,7 +8,7 @@
 pub mod emf;
 mod report;
 
-pub use report::{DecisionRecord, InvocationKind, Report};
+pub use report::{DecisionRecord, InvocationKind, OmittedAttribute, Report};
 
 use tracing_subscriber::EnvFilter;
 

@@ -51,6 +51,17 @@ pub struct DecisionRecord {
     pub new_state: Option<&'static str>,
 }
 
+/// An optional attribute left out of a write (Cloud Map would refuse it), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OmittedAttribute {
+    /// Instance ID.
+    pub instance: String,
+    /// The key, e.g. `LB_CAPACITY`.
+    pub key: String,
+    /// `invalid_value`, `value_too_long`, `too_many_attributes` or `total_too_long`.
+    pub reason: &'static str,
+}
+
 /// What one invocation did.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Report {
@@ -65,6 +76,11 @@ pub struct Report {
     /// permanent errors, and `load_unavailable` (reconciliation could not read CloudWatch, even
     /// for a retryable reason, and kept the written load).
     pub handled_errors: BTreeMap<&'static str, u32>,
+    /// Optional attributes left out of the writes made (each write still carried the rest).
+    pub omitted: Vec<OmittedAttribute>,
+    /// Writes that went out without `AVAILABILITY_ZONE_ID` because its lookup failed, by reason
+    /// (`no_subnet`, `subnet_not_found`, `access_denied`, `throttled`, `unavailable`).
+    pub zone_id_unavailable: BTreeMap<&'static str, u32>,
 }
 
 impl Report {
@@ -103,6 +119,20 @@ impl Report {
     /// Counts one handled error: permanent, or `load_unavailable` (see `handled_errors`).
     pub fn handled_error(&mut self, class: &'static str) {
         *self.handled_errors.entry(class).or_insert(0) += 1;
+    }
+
+    /// Counts one write without `AVAILABILITY_ZONE_ID`, by the reason its lookup failed.
+    pub fn zone_id_unavailable(&mut self, reason: &'static str) {
+        *self.zone_id_unavailable.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Omitted attributes, by key and reason.
+    pub fn omitted_by_key(&self) -> BTreeMap<(&str, &'static str), u32> {
+        let mut counts = BTreeMap::new();
+        for o in &self.omitted {
+            *counts.entry((o.key.as_str(), o.reason)).or_insert(0) += 1;
+        }
+        counts
     }
 
     fn count(&self, f: impl Fn(&DecisionRecord) -> bool) -> u32 {

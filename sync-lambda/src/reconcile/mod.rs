@@ -12,7 +12,12 @@
 //! 2. one `DescribeTasks` per 100 of the listed tasks and of the tasks the instances claim
 //!    (a task that is draining or stopped is not listed but still described);
 //! 3. one `GetMetricData` per 250 running tasks (two queries each), when load is enabled;
-//! 4. a [`decide::on_reconcile`] per task/instance pair, and the writes it asks for.
+//! 4. `DescribeSubnets` per subnet not yet cached, only for tasks whose instance lacks
+//!    `AVAILABILITY_ZONE_ID` (a failure writes without it, see the handler's zone IDs);
+//! 5. a [`decide::on_reconcile`] per task/instance pair; then the writes they ask for, issued
+//!    back to back, so that a service's load (and other) writes of one sweep move its revision in
+//!    one burst: a client polling the revision sees it move once per sweep unless its poll lands
+//!    inside that burst.
 //!
 //! A 100-task service in steady state costs 4 calls and no write. A failed read writes nothing
 //! for that service (except CloudWatch: without load data the state is still repaired and the
@@ -32,10 +37,10 @@ use crate::error::SyncError;
 use crate::events::ReconcileScope;
 use crate::handler::{Handler, ManagedService, Target, enrich_targets};
 use crate::observe::Report;
-use crate::ports::{Clock, Instance, LoadQuery, Metrics, Registry, Tasks};
+use crate::ports::{Clock, Instance, LoadQuery, Metrics, Registry, Subnets, Tasks, ZoneIdGap};
 use crate::task::{Described, last_segment, task_id};
 
-impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
+impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Subnets> Handler<R, T, M, C, S> {
     pub(crate) async fn reconcile(
         &self,
         scope: &ReconcileScope,
@@ -165,7 +170,7 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
                 to_describe.push(claim.task_id.clone());
             }
         }
-        let described = self.tasks.describe_tasks(cluster, &to_describe).await?;
+        let mut described = self.tasks.describe_tasks(cluster, &to_describe).await?;
         let samples = if self.config.load.is_some() {
             let queries: Vec<LoadQuery> = described
                 .values()
@@ -199,8 +204,37 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
             None
         };
 
-        // Decisions and writes.
+        // Zone IDs, for the tasks whose instance a write could add one to (cached per subnet).
+        let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+        for (target, claims) in targets.iter().zip(&claims) {
+            for pair in pairing::pairs(cluster, &listed, claims, &described) {
+                let Some(task) = pair.described.found() else {
+                    continue;
+                };
+                if crate::handler::zone_id_wanted(pair.instance.map(|i| &i.attributes), target.mode)
+                {
+                    wanted.push((task.task.id.clone(), task.facts.subnet.clone()));
+                }
+            }
+        }
+        let mut gaps: HashMap<String, ZoneIdGap> = HashMap::new();
+        for (task_id, subnet) in wanted {
+            match self.zone_id(subnet.as_deref()).await {
+                Ok(zone_id) => {
+                    if let Some(Described::Found(task)) = described.get_mut(&task_id) {
+                        task.facts.zone_id = Some(zone_id);
+                    }
+                }
+                Err(gap) => {
+                    gaps.insert(task_id, gap);
+                }
+            }
+        }
+
+        // Decisions, then the writes back to back: load moves a Cloud Map service's revision
+        // in one burst per sweep, not spread over the sweep.
         let now = self.clock.now();
+        let mut decided = Vec::new();
         for (target, claims) in targets.iter().zip(&claims) {
             let ctx = Context {
                 mode: target.mode,
@@ -230,8 +264,9 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
                     .map_or(pair.task.id.as_str(), |i| i.id.as_str());
                 match decide::on_reconcile(&ctx, &pair.task, pair.described, existing, load) {
                     Ok(decision) => {
-                        self.apply(&pair.task, service, target, instance_id, decision, report)
-                            .await?;
+                        let gap = gaps.get(&pair.task.id).copied();
+                        let instance_id = instance_id.to_owned();
+                        decided.push((pair.task, target, instance_id, decision, gap));
                     }
                     Err(limit) => self.absorb(
                         SyncError::Limits {
@@ -243,6 +278,12 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock> Handler<R, T, M, C> {
                     )?,
                 }
             }
+        }
+        for (task, target, instance_id, decision, gap) in decided {
+            let counted = decision.clone();
+            self.apply(&task, service, target, &instance_id, decision, report)
+                .await?;
+            crate::handler::count_gap(&counted, gap, report);
         }
         Ok(())
     }

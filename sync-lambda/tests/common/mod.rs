@@ -15,13 +15,13 @@ use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, LaunchType, NetworkMode, ServiceRegistry, Tag,
 };
 use cloudmap_balancer::contract::keys;
-use cloudmap_sync::aws::{AwsClients, CloudMap, CloudWatch, Ecs};
+use cloudmap_sync::aws::{AwsClients, CloudMap, CloudWatch, Ec2, Ecs};
 use cloudmap_sync::{Clock, Config, Handler, SystemClock};
 use local_stack::{MotoServer, cloudmap, unique_name};
 use serde_json::Value;
 
 /// The handler as tests build it: the real AWS implementations.
-pub type AwsHandler<C = SystemClock> = Handler<CloudMap, Ecs, CloudWatch, C>;
+pub type AwsHandler<C = SystemClock> = Handler<CloudMap, Ecs, CloudWatch, C, Ec2>;
 
 /// A clock the test sets.
 #[derive(Debug, Clone, Copy)]
@@ -293,7 +293,14 @@ pub fn fixture_json(name: &str) -> Value {
 /// A handler on clients built from `sdk`, the way the binary builds them.
 pub fn handler_on<C: Clock>(sdk: &SdkConfig, config: Config, clock: C) -> AwsHandler<C> {
     let aws = AwsClients::new(sdk, &config);
-    Handler::new(config, aws.cloudmap, aws.ecs, aws.cloudwatch, clock)
+    Handler::new(
+        config,
+        aws.cloudmap,
+        aws.ecs,
+        aws.cloudwatch,
+        clock,
+        aws.ec2,
+    )
 }
 
 /// Puts Container Insights CPU data (`CpuUtilized`, `CpuReserved`, dimensions `ClusterName`,
@@ -342,4 +349,64 @@ pub fn sdk_via(endpoint: &str) -> SdkConfig {
 pub fn without_time(mut attributes: HashMap<String, String>) -> HashMap<String, String> {
     attributes.remove(keys::LB_UPDATED_AT);
     attributes
+}
+
+/// The subnet [`Stack::run_tasks`] starts tasks in (the first zone's default subnet), and its
+/// zone ID as moto's EC2 reports it.
+pub async fn task_subnet() -> (String, String) {
+    let moto = MotoServer::shared();
+    let subnet = moto.default_subnets().unwrap().remove(0).id;
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config());
+    let zone_id = ec2
+        .describe_subnets()
+        .subnet_ids(&subnet)
+        .send()
+        .await
+        .unwrap()
+        .subnets()[0]
+        .availability_zone_id()
+        .unwrap()
+        .to_owned();
+    (subnet, zone_id)
+}
+
+/// The event with `subnet` as its ENI's `subnetId` (the fixtures name a subnet moto does not
+/// have); `None` removes the attachment, as in bridge mode.
+pub fn in_subnet(mut event: Value, subnet: Option<&str>) -> Value {
+    let detail = &mut event["detail"];
+    match subnet {
+        Some(subnet) => {
+            for attachment in detail["attachments"].as_array_mut().into_iter().flatten() {
+                for pair in attachment["details"].as_array_mut().into_iter().flatten() {
+                    if pair["name"] == "subnetId" {
+                        pair["value"] = Value::String(subnet.to_owned());
+                    }
+                }
+            }
+        }
+        None => detail["attachments"] = serde_json::json!([]),
+    }
+    event
+}
+
+/// A clock the test moves on.
+#[derive(Debug, Clone)]
+pub struct Settable(std::sync::Arc<std::sync::Mutex<SystemTime>>);
+
+impl Settable {
+    /// A clock at `at`.
+    pub fn at(at: SystemTime) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(at)))
+    }
+
+    /// Moves the clock on by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for Settable {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
 }
