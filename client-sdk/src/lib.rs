@@ -130,7 +130,7 @@ mod balance;
 #[cfg(feature = "tonic")]
 pub mod zone;
 
-pub use error::{BoxError, Error};
+pub use error::{BoxError, CloudMapErrorKind, Error};
 pub use instance::{CloudMapHealth, Instance, Unroutable};
 pub use picker::{AdaptiveOptions, ZoneMode};
 

@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use super::Inner;
 use super::endpoint::{ConnectFailure, Endpoint, InFlight};
-use super::state::{Picked, Shared, no_table};
+use super::state::{Picked, Shared};
 use crate::error::Error;
 
 /// The balanced channel: what a generated tonic client is built on
@@ -96,13 +96,7 @@ async fn first_call(
     request: http::Request<Body>,
     seed: u64,
 ) -> Result<http::Response<Body>, Status> {
-    let table = match inner.shared.first_table().await {
-        Ok(table) => table,
-        Err(why) => {
-            let last = inner.discovery.status().last_error;
-            return Err(no_table(&inner.shared, why, last).into());
-        }
-    };
+    let table = inner.first_table().await?;
     let mut rng = Rng::with_seed(seed);
     match inner.shared.pick(&table, &mut rng) {
         Some(picked) => send(inner, picked, request, seed.rotate_left(17)).await,
