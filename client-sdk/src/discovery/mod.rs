@@ -111,25 +111,21 @@ pub struct DiscoveryOptions {
     /// Longest wait between failing attempts. Default 30 s.
     pub backoff_max: Duration,
     /// Longest wait while Cloud Map throttles (`RequestLimitExceeded`): the n-th throttled
-    /// attempt in a row waits `poll_interval × 2^(n−1)`, at most this, times a uniform draw in
-    /// [0.5, 1.5). At least `poll_interval`. Default 2 minutes.
+    /// attempt in a row waits `poll_interval × 2^(n−1)`, at most this (or `poll_interval`,
+    /// when that is longer), times a uniform draw in [0.5, 1.5). Default 50 s.
     pub throttle_backoff_max: Duration,
-    /// After a revision change, wait a uniform draw in [0, this) before listing. Zero (the
-    /// default) lists in the same attempt. At most `poll_interval`.
-    pub refetch_delay: Duration,
 }
 
 impl Default for DiscoveryOptions {
     fn default() -> Self {
         Self {
-            poll_interval: Duration::from_secs(20),
+            poll_interval: Duration::from_secs(25),
             poll_jitter_percent: 5,
             full_refresh_interval: Duration::from_secs(60),
             full_refresh_interval_with_lb_health: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
-            throttle_backoff_max: Duration::from_secs(120),
-            refetch_delay: Duration::ZERO,
+            throttle_backoff_max: Duration::from_secs(50),
         }
     }
 }
@@ -163,12 +159,6 @@ impl DiscoveryOptions {
         }
         if self.backoff_max < self.backoff_base {
             return invalid("backoff_max", "must be at least backoff_base");
-        }
-        if self.throttle_backoff_max < self.poll_interval {
-            return invalid("throttle_backoff_max", "must be at least poll_interval");
-        }
-        if self.refetch_delay > self.poll_interval {
-            return invalid("refetch_delay", "must be at most poll_interval");
         }
         Ok(())
     }

@@ -99,9 +99,6 @@ impl Poller {
             if current.is_some() && current == memory.revision {
                 return Ok(Outcome::Unchanged);
             }
-            if !self.options.refetch_delay.is_zero() {
-                return Ok(Outcome::Changed);
-            }
         }
         self.metrics.lists.increment(1);
         self.record(|s| s.lists += 1);

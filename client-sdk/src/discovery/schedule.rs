@@ -5,9 +5,8 @@
 //! | outcome | next attempt after |
 //! |---|---|
 //! | revision unchanged, or a listing arrived | `poll_interval ± poll_jitter_percent` |
-//! | revision moved, `refetch_delay` set | a uniform draw in `[0, refetch_delay)`, then a listing |
 //! | empty listing held for confirmation | `backoff_base`, then a listing |
-//! | throttled, n-th time in a row | `poll_interval × 2^(n−1)`, at most `throttle_backoff_max`, × a uniform draw in `[0.5, 1.5)` |
+//! | throttled, n-th time in a row | `poll_interval × 2^(n−1)`, at most `throttle_backoff_max` (or `poll_interval` if longer), × a uniform draw in `[0.5, 1.5)` |
 //! | configuration error | `poll_interval ± poll_jitter_percent` (the service may be created later) |
 //! | any other failure, n-th in a row | `backoff_base × 2^(n−1)`, at most `backoff_max`, ±10 % |
 //!
@@ -27,8 +26,6 @@ use super::DiscoveryOptions;
 pub(super) enum Outcome {
     /// The revision is the one the snapshot in service was listed at.
     Unchanged,
-    /// The revision moved; the listing waits for the refetch delay.
-    Changed,
     /// A listing arrived; `carries_lb_health` when every instance in it has `LB_HEALTH`.
     Listed { carries_lb_health: bool },
     /// An empty listing arrived while the snapshot in service has instances: it is held until
@@ -82,12 +79,6 @@ impl Schedule {
                 self.throttles = 0;
                 self.poll(draw)
             }
-            Outcome::Changed => {
-                self.failures = 0;
-                self.throttles = 0;
-                self.list_next = true;
-                options.refetch_delay.mul_f64(draw)
-            }
             Outcome::Listed { carries_lb_health } => {
                 self.failures = 0;
                 self.throttles = 0;
@@ -109,7 +100,7 @@ impl Schedule {
             Outcome::Throttled => {
                 self.throttles = self.throttles.saturating_add(1);
                 let nominal = doubled(options.poll_interval, self.throttles)
-                    .min(options.throttle_backoff_max);
+                    .min(options.throttle_backoff_max.max(options.poll_interval));
                 nominal.mul_f64(0.5 + draw)
             }
             Outcome::Failed => {
@@ -151,7 +142,6 @@ mod tests {
             backoff_base: secs(1.0),
             backoff_max: secs(30.0),
             throttle_backoff_max: secs(120.0),
-            refetch_delay: Duration::ZERO,
         }
     }
 
@@ -241,20 +231,5 @@ mod tests {
         assert!(schedule.list_due(now + secs(1.0)));
         schedule.after(listed, now + secs(1.0), 0.5);
         assert!(!schedule.list_due(now + secs(2.0)));
-    }
-
-    #[test]
-    fn a_refetch_delay_defers_the_listing_after_a_change() {
-        let mut schedule = Schedule::new(DiscoveryOptions {
-            refetch_delay: secs(2.0),
-            ..options()
-        });
-        let now = Instant::now();
-        let listed = Outcome::Listed {
-            carries_lb_health: false,
-        };
-        schedule.after(listed, now, 0.5);
-        assert_eq!(schedule.after(Outcome::Changed, now, 0.25), secs(0.5));
-        assert!(schedule.list_due(now + secs(0.5)));
     }
 }

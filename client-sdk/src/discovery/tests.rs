@@ -542,20 +542,6 @@ fn options_are_validated() {
         }),
         "backoff_max"
     );
-    assert_eq!(
-        invalid(DiscoveryOptions {
-            throttle_backoff_max: secs(19),
-            ..base()
-        }),
-        "throttle_backoff_max"
-    );
-    assert_eq!(
-        invalid(DiscoveryOptions {
-            refetch_delay: secs(21),
-            ..base()
-        }),
-        "refetch_delay"
-    );
     let fastest = DiscoveryOptions {
         poll_interval: secs(1),
         poll_jitter_percent: 50,
