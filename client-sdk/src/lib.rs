@@ -61,10 +61,12 @@
 //! | [`Options::zone_mode`] | `Adaptive` | `Adaptive` (Envoy's plan with a caller fleet, else load-driven), `Fixed { local_percent }`, `Off` |
 //! | [`Options::panic_threshold`] | 0.5 | below this share of eligible weight, pick among everything not stopped |
 //! | [`Options::load_max_age`] | 5 min | `LB_LOAD` older than this is ignored |
-//! | `options.discovery.poll_interval` | 5 s (±10 %) | `DiscoverInstancesRevision` interval (≥ 1 s) |
-//! | `options.discovery.full_refresh_interval` | 60 s | `DiscoverInstances` at least this often (≥ 1 s) |
-//! | `options.discovery.backoff_base` / `backoff_max` | 1 s / 30 s | retry backoff while Cloud Map fails |
-//! | [`Options::first_snapshot_timeout`] | 5 s | calls before the first snapshot wait this long, then fail `UNAVAILABLE` |
+//! | `options.discovery.poll_interval` / `poll_jitter_percent` | 25 s / ±5 % | `DiscoverInstancesRevision` interval (≥ 1 s) and its jitter (0–50 %): one call per pair per poll, $0.104 per pair-month |
+//! | `options.discovery.full_refresh_interval` | 60 s | `DiscoverInstances` at least this often (≥ 1 s), for Cloud Map health changes |
+//! | `options.discovery.full_refresh_interval_with_lb_health` | 5 min | the same while every instance carries `LB_HEALTH` (its changes move the revision) |
+//! | `options.discovery.backoff_base` / `backoff_max` | 1 s / 30 s | retry backoff while Cloud Map fails (outages, network errors) |
+//! | `options.discovery.throttle_backoff_max` | 50 s | while throttled (`RequestLimitExceeded`): waits double from the poll interval up to this, ×[0.5, 1.5) |
+//! | [`Options::first_snapshot_timeout`] | 5 s | calls before the first snapshot wait this long, then fail `UNAVAILABLE`; a configuration error (no such service or namespace, access denied) fails them and [`Balancer::ready`] at once, `FAILED_PRECONDITION` |
 //! | [`Options::connect_timeout`] | 1 s | per-instance connection timeout |
 //! | [`Options::ejection_base`] / [`Options::ejection_max`] | 1 s / 30 s | ejection after connection failures, doubling per consecutive failure; at most half the instances |
 //! | [`Options::keep_alive_interval`] / [`Options::keep_alive_timeout`] | 30 s / 10 s | HTTP/2 pings that find dead connections |
@@ -82,7 +84,8 @@
 //!
 //! # Modules
 //!
-//! - [`discovery`]: Cloud Map polling into immutable snapshots, static stability.
+//! - [`discovery`]: Cloud Map polling into immutable snapshots (HTTP and DNS namespaces), one
+//!   poller per service per process, static stability, what it costs in API calls.
 //! - [`picker`]: eligibility, weights, zone choice (Envoy's zone-aware routing, the adaptive
 //!   controller) and power of two choices. Pure.
 //! - [`Balancer`] and [`BalancedChannel`]: the tonic integration (connections, ejection,
@@ -97,10 +100,15 @@
 //! `cloudmap_balancer_calls_total{locality}`, `cloudmap_balancer_spills_total`,
 //! `cloudmap_balancer_panic_picks_total`, `cloudmap_balancer_connect_failures_total`,
 //! `cloudmap_balancer_ejections_total`, `cloudmap_balancer_repicks_total`,
-//! `cloudmap_balancer_discovery_polls_total{kind}`, `cloudmap_balancer_discovery_errors_total`
-//! and the gauges `cloudmap_balancer_discovery_instances`, `cloudmap_balancer_instances`, `cloudmap_balancer_eligible_instances`,
-//! `cloudmap_balancer_local_share`, all labelled with `namespace` and `service`.
-//! [`Balancer::stats`] reads the same counters plus per-instance and per-zone pick counts.
+//! `cloudmap_balancer_discovery_polls_total{kind}`, `cloudmap_balancer_discovery_errors_total{cause}`
+//! and the gauges `cloudmap_balancer_discovery_instances`,
+//! `cloudmap_balancer_discovery_unroutable_instances`,
+//! `cloudmap_balancer_discovery_attribute_problems`, `cloudmap_balancer_instances`,
+//! `cloudmap_balancer_eligible_instances`, `cloudmap_balancer_local_share`, all labelled with
+//! `namespace` and `service`. [`Balancer::stats`] reads the same counters plus per-instance and
+//! per-zone pick counts; its snapshot lists the instances that could not be routed
+//! ([`Snapshot::unroutable`](discovery::Snapshot::unroutable)) and those with odd attributes
+//! ([`Snapshot::attribute_problems`](discovery::Snapshot::attribute_problems)).
 //!
 //! # Features
 //!

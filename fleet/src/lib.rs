@@ -21,7 +21,7 @@
 //!   seed fixes everything (the plan, the start times, each pair's jitter), so a run is
 //!   reproducible to the call.
 //!
-//! What it measures, over a window ([`run`]): calls per second per operation and the busiest
+//! What it measures, over a window ([`run`](mod@run)): calls per second per operation and the busiest
 //! second's share of each quota, throttled calls, staleness (for each write, the time until the
 //! last pair received a listing that holds it: p50, p99, max over the writes), and the monthly
 //! bill at $1 per million calls ([`report`]).

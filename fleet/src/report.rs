@@ -63,6 +63,8 @@ pub struct Row {
     pub staleness: Option<Staleness>,
     /// The whole fleet's discovery bill for a month at the window's rate.
     pub dollars_per_month: f64,
+    /// Pairs without a snapshot at the end of the run.
+    pub pairs_without_snapshot: usize,
 }
 
 impl Row {
@@ -125,6 +127,7 @@ impl Row {
             dollars_per_month: (lists.per_second + revisions.per_second)
                 * SECONDS_PER_MONTH
                 * DOLLARS_PER_CALL,
+            pairs_without_snapshot: outcome.pairs_without_snapshot,
         }
     }
 }
@@ -214,19 +217,27 @@ pub fn line(row: &Row) -> String {
             text
         },
     );
+    let mut throttled = thousands(row.lists.throttled + row.revisions.throttled);
+    if row.pairs_without_snapshot > 0 {
+        let _ = write!(
+            throttled,
+            " ({} pairs without a snapshot)",
+            row.pairs_without_snapshot
+        );
+    }
     format!(
         "| {} | {} | {} ({}, {}) · {} | {:.1} · {:.0} % | {:.1} · {:.0} % | {} | {} | {} | ${:.3} |",
         thousands(row.pairs as u64),
         row.scenario,
-        row.writes,
-        row.lifecycle_writes,
+        thousands(row.writes as u64),
+        thousands(row.lifecycle_writes as u64),
         row.ecs_writes,
         row.peak_writes_per_minute,
         row.lists.per_second,
         row.lists.peak_share * 100.0,
         row.revisions.per_second,
         row.revisions.peak_share * 100.0,
-        thousands(row.lists.throttled + row.revisions.throttled),
+        throttled,
         staleness,
         dollars(row.dollars_per_month),
         row.dollars_per_pair_month(),

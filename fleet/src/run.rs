@@ -65,6 +65,9 @@ pub struct Outcome {
     pub observed: Observed,
     /// What the Lambda did over the whole run.
     pub lambda: LambdaCounts,
+    /// Pairs that had no snapshot in service when the run ended (static stability: 0 unless a
+    /// pair never got its first listing).
+    pub pairs_without_snapshot: usize,
 }
 
 /// Something that happens at an instant of the run.
@@ -178,11 +181,13 @@ async fn drive(config: &Config) -> Outcome {
             Happening::End => break,
         }
     }
+    let pairs_without_snapshot = pairs.iter().filter(|d| d.snapshot().is_none()).count();
     drop(pairs);
     Outcome {
         config: config.clone(),
         observed: cloud_map.observed(),
         lambda: world.lambda.counts,
+        pairs_without_snapshot,
     }
 }
 

@@ -102,6 +102,7 @@ fn past_the_quota_the_fleet_slows_down_and_every_write_still_arrives() {
     let (aware, row) = throttled(&tight);
     assert!(aware > 0, "{row:?}");
     assert_eq!(row.staleness.unwrap().incomplete, 0, "{row:?}");
+    assert_eq!(row.pairs_without_snapshot, 0, "static stability");
     // A client that takes throttling for an outage retries after 1 s and is throttled far
     // more often.
     let (blind, _) = throttled(&Config {

@@ -39,7 +39,8 @@ pub struct Options {
     /// How discovery polls Cloud Map.
     pub discovery: DiscoveryOptions,
     /// How long a call made before the first snapshot waits for it before failing
-    /// `UNAVAILABLE`. Default 5 s.
+    /// `UNAVAILABLE`. A configuration error from Cloud Map (no such service or namespace,
+    /// access denied) fails such calls at once, `FAILED_PRECONDITION`. Default 5 s.
     pub first_snapshot_timeout: Duration,
     /// Connection timeout per instance (TCP and TLS; the HTTP/2 handshake gets as long again).
     /// Default 1 s: instances are in the same VPC.

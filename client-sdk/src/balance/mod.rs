@@ -83,9 +83,11 @@ impl std::fmt::Debug for Balancer {
 }
 
 impl Balancer {
-    /// A builder for balancing over `service` in the Cloud Map HTTP namespace `namespace`,
-    /// discovered with the credentials, region and endpoint of `config` (an `SdkConfig` pointed
-    /// at moto or LocalStack works; see [`crate::aws`]).
+    /// A builder for balancing over `service` in the Cloud Map namespace `namespace` (HTTP or
+    /// DNS, as ECS service discovery creates it), discovered with the credentials, region and
+    /// endpoint of `config` (an `SdkConfig` pointed at moto or LocalStack works; see
+    /// [`crate::aws`]). Balancers of one process that name the same service the same way share
+    /// one poller (see [`discovery`](crate::discovery)).
     pub fn builder(
         config: &aws_types::SdkConfig,
         namespace: impl Into<String>,

@@ -27,10 +27,12 @@ use crate::error::Error;
 /// Cheap to clone (an `Arc` and a random number generator seed); each clone picks independently.
 /// It is always ready: each call picks an instance, waits for that instance's connection, and
 /// applies backpressure there. A call made before the first snapshot arrived waits for it up to
-/// the first-snapshot timeout.
+/// the first-snapshot timeout, or fails at once when Cloud Map answered with a configuration
+/// error.
 ///
-/// Errors are [`tonic::Status`]es: `UNAVAILABLE` with a message naming namespace and service when
-/// there is nothing to call, `UNAVAILABLE` naming the instance and its address when connecting
+/// Errors are [`tonic::Status`]es: `FAILED_PRECONDITION` when Cloud Map says the service or
+/// namespace does not exist or access is denied (before any snapshot), `UNAVAILABLE` with a
+/// message naming namespace and service when there is nothing to call, `UNAVAILABLE` naming the instance and its address when connecting
 /// failed before the request was sent, and whatever tonic's own `Channel` reports for other
 /// transport failures.
 pub struct BalancedChannel {

@@ -40,7 +40,7 @@ pub struct AttributeProblems {
     /// The odd values, and how each was decoded.
     pub problems: Vec<AttributeProblem>,
     /// `LB_STATE` was not recognised under `LB_SCHEMA` 1, so the instance is taken as
-    /// `DRAINING` (see the [module docs](self)).
+    /// `DRAINING` (see [discovery](super), "Odd answers").
     pub taken_as_draining: bool,
 }
 

@@ -1,23 +1,81 @@
 //! Discovery: keeping a current, immutable [`Snapshot`] of a service's instances.
 //!
-//! A background task polls an [`InstanceSource`], in production [`CloudMapSource`]:
+//! A background task polls an [`InstanceSource`], in production [`CloudMapSource`]. The
+//! discovery API answers by namespace and service name for every namespace type: HTTP and
+//! private DNS namespaces (what ECS service discovery usually creates) are tested against moto;
+//! public DNS namespaces use the same calls.
 //!
-//! - every [`poll_interval`](DiscoveryOptions::poll_interval) (default 5 s, ±10 % jitter) it
+//! - every [`poll_interval`](DiscoveryOptions::poll_interval) (default 25 s, ±5 % jitter) it
 //!   asks for the cheap `DiscoverInstancesRevision` and lists the instances
-//!   (`DiscoverInstances`, `HEALTHY_OR_ELSE_ALL`) only when the revision changed;
-//! - every [`full_refresh_interval`](DiscoveryOptions::full_refresh_interval) (default 60 s) it
-//!   lists anyway, because Cloud Map health changes do not move the revision;
+//!   (`DiscoverInstances`, `HEALTHY_OR_ELSE_ALL`) only when the revision changed. Revisions
+//!   are compared with `!=`, never ordered: Cloud Map promises a change, not a direction (and
+//!   moto's revision goes down when an instance is deregistered);
+//! - it lists anyway every [`full_refresh_interval`](DiscoveryOptions::full_refresh_interval)
+//!   (default 60 s), because Cloud Map health changes do not move the revision; every
+//!   [`full_refresh_interval_with_lb_health`](DiscoveryOptions::full_refresh_interval_with_lb_health)
+//!   (default 5 minutes) while every instance carries the sync Lambda's `LB_HEALTH`, whose
+//!   changes are attribute writes and so move the revision;
 //! - each new listing that differs from the one in service becomes a new [`Snapshot`], published
 //!   atomically: readers never lock and never see a half-applied change.
 //!
-//! **Static stability:** any error (throttling, an outage, a deleted service) keeps the last
-//! good snapshot in service. The error is logged, counted and kept for
-//! [`DiscoveryStatus::last_error`], and the next attempt waits
-//! [`backoff_base`](DiscoveryOptions::backoff_base) × 2^(n−1) after the n-th consecutive
-//! failure, capped at [`backoff_max`](DiscoveryOptions::backoff_max).
+//! # Cost and quotas
 //!
-//! An empty listing is published as it is: the service really has no instances, and calls then
-//! fail `UNAVAILABLE` rather than go to instances Cloud Map no longer lists.
+//! Every poll is one API call, so a client-service pair costs 2,592,000 / `poll_interval` calls
+//! a month at rest, $0.104 at the default 25 s ($1 per million). Every write to the service
+//! (ECS registering a task, the Lambda writing a state) moves the revision, so while a service
+//! deploys every pair lists at every poll: `pairs / poll_interval` `DiscoverInstances` a second
+//! against the account's 1,000/s. The defaults keep 10,000 pairs under a quarter of either quota
+//! at rest and under half during a rolling deployment of 100 tasks, measured by the fleet model
+//! (`scripts/fleet`; README, "Capacity"). A lower poll rate does not slow draining: the sync
+//! Lambda's `DRAINING` arrives within one poll, and the balancer's health watch on each
+//! connection sees a draining task's `NOT_SERVING` within milliseconds.
+//!
+//! **One poller per service per process.** Balancers built by
+//! [`Balancer::builder`](crate::Balancer::builder) share one poller for each Cloud Map service
+//! they name, as the balanced service or as a `caller_service`, when they read it the same way:
+//! the same credentials provider (its identity-cache partition, shared by its clones only), region,
+//! endpoint URL, FIPS and dual-stack settings, [`DiscoveryOptions`] and Tokio runtime. Balancers
+//! for other accounts, roles, regions or endpoints never share. Custom sources are never shared.
+//!
+//! # Failures
+//!
+//! **Static stability:** no failure (throttling, an outage, a deleted service) takes the last
+//! good snapshot out of service. Each is logged (a warning when a streak starts, then debug),
+//! counted by cause, and kept for [`DiscoveryStatus::last_error`]; [`CloudMapErrorKind`](crate::CloudMapErrorKind) says
+//! which kind it was, from the AWS error code:
+//!
+//! - **throttled** (`RequestLimitExceeded`): the n-th throttled attempt in a row waits
+//!   `poll_interval × 2^(n−1)`, at most [`throttle_backoff_max`](DiscoveryOptions::throttle_backoff_max),
+//!   times a uniform draw in [0.5, 1.5): a throttled fleet never calls faster than a healthy one;
+//! - **configuration errors** (`ServiceNotFound`, `NamespaceNotFound`, `AccessDenied`,
+//!   `InvalidInput`): retried at the poll interval, so a service created later is found at the
+//!   next poll. Before the first snapshot, [`Discovery::configuration_error`] resolves with the
+//!   error, and the balancer's `ready()` and calls fail at once with it (`FAILED_PRECONDITION`);
+//! - **anything else** (an outage, a network error): the next attempt waits
+//!   [`backoff_base`](DiscoveryOptions::backoff_base) × 2^(n−1), capped at
+//!   [`backoff_max`](DiscoveryOptions::backoff_max), ±10 %.
+//!
+//! The SDK's own retries are off for the discovery calls: the poller is the retry loop, so one
+//! attempt is one request.
+//!
+//! # Odd answers
+//!
+//! - **An empty listing right after a non-empty one** is held: the snapshot in service stays
+//!   until a second listing, `backoff_base` later, confirms it (a glitch costs one listing, not
+//!   an outage). A confirmed empty listing is published as it is: the service really has no
+//!   instances, and calls then fail `UNAVAILABLE` rather than go to instances Cloud Map no longer
+//!   lists.
+//! - **A revision that goes backwards** is a change like any other: listed and published.
+//! - **A listing of more than 1,000 instances** (Cloud Map's quota per service and
+//!   `DiscoverInstances`' maximum; a custom source may list more) is taken whole: nothing is
+//!   dropped, and the picker works on any number. A Cloud Map answer of exactly 1,000 is logged
+//!   as possibly incomplete, since `DiscoverInstances` has no pagination.
+//! - **Instances that cannot be used as written** are never dropped silently: an instance
+//!   without a usable address or port is left out of the picker and listed in
+//!   [`Snapshot::unroutable`] with the reason; an instance with odd attribute values is listed
+//!   in [`Snapshot::attribute_problems`]; an unrecognised `LB_STATE` under `LB_SCHEMA` 1 (a
+//!   typo such as `DRAINNG`) makes the instance `DRAINING`. Each is logged once when it appears,
+//!   and gauges count them.
 
 mod cloud_map;
 mod decode;

@@ -1,7 +1,6 @@
 //! The polling loop: makes the calls the schedule asks for, publishes snapshots, keeps the last
 //! good one through every failure.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -229,12 +228,7 @@ impl Poller {
         let (added, removed) = current
             .as_ref()
             .map_or((listing.instances().len(), 0), |old| {
-                let old_ids: HashSet<&str> = old.instances().iter().map(|i| &*i.id).collect();
-                let new_ids: HashSet<&str> = listing.instances().iter().map(|i| &*i.id).collect();
-                (
-                    new_ids.difference(&old_ids).count(),
-                    old_ids.difference(&new_ids).count(),
-                )
+                added_and_removed(old.instances(), listing.instances())
             });
         tracing::info!(
             namespace = %self.ident.namespace,
@@ -299,5 +293,61 @@ impl Poller {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         change(&mut status);
+    }
+}
+
+/// How many instance IDs are in `new` but not `old`, and the other way round; both are ordered
+/// by ID (see [`Listing`]).
+fn added_and_removed(old: &[crate::Instance], new: &[crate::Instance]) -> (usize, usize) {
+    let (mut added, mut removed) = (0, 0);
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (o.peek(), n.peek()) {
+            (Some(a), Some(b)) => match a.id.cmp(&b.id) {
+                std::cmp::Ordering::Less => {
+                    removed += 1;
+                    o.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    added += 1;
+                    n.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    o.next();
+                    n.next();
+                }
+            },
+            (Some(_), None) => {
+                removed += o.count();
+                return (added, removed);
+            }
+            (None, Some(_)) => {
+                added += n.count();
+                return (added, removed);
+            }
+            (None, None) => return (added, removed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_and_removed_instances_are_counted_by_id() {
+        let listing = |ids: &[&str]| {
+            Listing::new(
+                None,
+                ids.iter()
+                    .map(|id| crate::Instance::new(*id, "10.0.0.1:1".parse().unwrap()))
+                    .collect(),
+            )
+        };
+        let old = listing(&["a", "b", "d"]);
+        let new = listing(&["b", "c", "d", "e"]);
+        assert_eq!(added_and_removed(old.instances(), new.instances()), (2, 1));
+        assert_eq!(added_and_removed(&[], new.instances()), (4, 0));
+        assert_eq!(added_and_removed(old.instances(), &[]), (0, 3));
     }
 }

@@ -93,3 +93,96 @@ pub(crate) fn discovery(key: Key, start: impl FnOnce() -> Discovery) -> Discover
     pollers.insert(key, Arc::downgrade(&discovery.inner));
     discovery
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_credential_types::Credentials;
+    use aws_types::region::Region;
+    use aws_types::sdk_config::{SdkConfig, SharedCredentialsProvider};
+
+    use super::*;
+
+    fn config(
+        region: &str,
+        endpoint: Option<&str>,
+        credentials: SharedCredentialsProvider,
+    ) -> SdkConfig {
+        let mut builder = SdkConfig::builder()
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(credentials);
+        if let Some(endpoint) = endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        builder.build()
+    }
+
+    #[test]
+    fn only_the_same_caller_at_the_same_place_is_the_same_identity() {
+        let credentials = SharedCredentialsProvider::new(Credentials::for_tests());
+        let base = ClientIdentity::of(&config("eu-central-1", None, credentials.clone()));
+        // A clone of the provider (what every SdkConfig from one load_defaults holds).
+        assert_eq!(
+            base,
+            ClientIdentity::of(&config("eu-central-1", None, credentials.clone()))
+        );
+        let others = [
+            config("eu-west-1", None, credentials.clone()),
+            config(
+                "eu-central-1",
+                Some("http://127.0.0.1:4566"),
+                credentials.clone(),
+            ),
+            // The same keys in another provider: it may resolve to another role at any time.
+            config(
+                "eu-central-1",
+                None,
+                SharedCredentialsProvider::new(Credentials::for_tests()),
+            ),
+            config("eu-central-1", None, credentials)
+                .to_builder()
+                .use_fips(true)
+                .build(),
+        ];
+        for other in &others {
+            assert_ne!(base, ClientIdentity::of(other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_key_separates_services_and_schedules() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let credentials = SharedCredentialsProvider::new(Credentials::for_tests());
+        let client = ClientIdentity::of(&config("eu-central-1", None, credentials));
+        let ident = |service: &str| Ident {
+            namespace: "ns".into(),
+            service: service.into(),
+        };
+        let options = DiscoveryOptions::default();
+        let key = Key::new(runtime.handle(), &client, &ident("echo"), &options);
+        assert_eq!(
+            key,
+            Key::new(runtime.handle(), &client, &ident("echo"), &options)
+        );
+        assert_ne!(
+            key,
+            Key::new(runtime.handle(), &client, &ident("other"), &options)
+        );
+        let faster = DiscoveryOptions {
+            poll_interval: std::time::Duration::from_secs(5),
+            ..DiscoveryOptions::default()
+        };
+        assert_ne!(
+            key,
+            Key::new(runtime.handle(), &client, &ident("echo"), &faster)
+        );
+        let elsewhere = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_ne!(
+            key,
+            Key::new(elsewhere.handle(), &client, &ident("echo"), &options)
+        );
+    }
+}

@@ -236,7 +236,14 @@ fn main() -> ExitCode {
         }
         println!();
     }
-    println!("{}", report::header());
+    if args.compare {
+        println!(
+            "{}",
+            report::header().replacen("| pairs |", "| configuration: pairs |", 1)
+        );
+    } else {
+        println!("{}", report::header());
+    }
     for variant in &variants {
         for &pairs in &args.pairs {
             for &scenario in &args.scenarios {
@@ -253,7 +260,8 @@ fn main() -> ExitCode {
                 let row = Row::of(&outcome);
                 let mut line = report::line(&row);
                 if args.compare {
-                    line = format!("| {} {}", variant.label, &line[1..]);
+                    // The first cell names the configuration too.
+                    line = line.replacen("| ", &format!("| {}: ", variant.label), 1);
                 }
                 println!("{line}");
                 eprintln!(
