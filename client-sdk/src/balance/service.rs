@@ -32,9 +32,9 @@ use crate::error::Error;
 ///
 /// Errors are [`tonic::Status`]es: `FAILED_PRECONDITION` when Cloud Map says the service or
 /// namespace does not exist or access is denied (before any snapshot), `UNAVAILABLE` with a
-/// message naming namespace and service when there is nothing to call, `UNAVAILABLE` naming the instance and its address when connecting
-/// failed before the request was sent, and whatever tonic's own `Channel` reports for other
-/// transport failures.
+/// message naming namespace and service when there is nothing to call, `UNAVAILABLE` naming the
+/// instance and its address when connecting failed before the request was sent, and whatever
+/// tonic's own `Channel` reports for other transport failures.
 pub struct BalancedChannel {
     inner: Arc<Inner>,
     rng: Rng,
