@@ -23,7 +23,9 @@ pub enum Error {
     /// The balancer was built outside a Tokio runtime (it spawns its background tasks there).
     #[error("the balancer must be built inside a Tokio runtime")]
     NoRuntime,
-    /// A Cloud Map call failed.
+    /// A Cloud Map call failed. [`CloudMapErrorKind`] says how, and so what discovery does
+    /// about it: keep polling gently (throttled), back off (unavailable), or, for a
+    /// configuration error, fail the first snapshot at once (see [`Error::cloud_map_kind`]).
     #[error("Cloud Map {operation} for service `{service}` in namespace `{namespace}` failed")]
     CloudMap {
         /// `DiscoverInstances` or `DiscoverInstancesRevision`.
@@ -32,17 +34,19 @@ pub enum Error {
         namespace: String,
         /// The service.
         service: String,
-        /// The SDK's error.
+        /// What kind of failure, from the AWS error code.
+        kind: CloudMapErrorKind,
+        /// The SDK's error: for an error Cloud Map answered, its code and message.
         #[source]
         source: BoxError,
     },
     /// A custom instance source failed.
     #[error("the instance source failed")]
     Source(#[source] BoxError),
-    /// No snapshot of the service arrived within the first-snapshot timeout.
-    #[error(
-        "no instances of service `{service}` in namespace `{namespace}` discovered within {waited:?}"
-    )]
+    /// No snapshot of the service arrived within the first-snapshot timeout. When discovery
+    /// failed meanwhile, the message names the wait and the failure names the service (each
+    /// once).
+    #[error("{}", not_discovered(.namespace, .service, .waited, .last_error.is_some()))]
     NotDiscovered {
         /// The namespace.
         namespace: String,
@@ -134,12 +138,117 @@ pub enum Error {
     },
 }
 
+fn not_discovered(namespace: &str, service: &str, waited: &Duration, failed: bool) -> String {
+    if failed {
+        format!("nothing discovered within {waited:?}")
+    } else {
+        format!(
+            "no instances of service `{service}` in namespace `{namespace}` discovered within {waited:?}"
+        )
+    }
+}
+
+/// How a Cloud Map call failed, from the AWS error code. Discovery reacts to each differently
+/// (see [`discovery`](crate::discovery)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloudMapErrorKind {
+    /// `RequestLimitExceeded` (or another throttling code): the account's discovery quota is
+    /// spent. Discovery keeps its snapshot and polls more slowly, with jitter.
+    Throttled,
+    /// `ServiceNotFound`: no such service in the namespace.
+    ServiceNotFound,
+    /// `NamespaceNotFound`: no such namespace.
+    NamespaceNotFound,
+    /// `AccessDeniedException`: the credentials may not call discovery on this service.
+    AccessDenied,
+    /// `InvalidInput`: Cloud Map refuses the namespace or service name.
+    InvalidInput,
+    /// Anything else: an outage, a timeout, a network error, an unexpected answer. Discovery
+    /// backs off and retries.
+    Unavailable,
+}
+
+impl CloudMapErrorKind {
+    /// Classifies an AWS error code; `None` (no code: the call did not get an answer) is
+    /// [`Unavailable`](Self::Unavailable).
+    pub fn from_code(code: Option<&str>) -> Self {
+        match code {
+            // The codes the AWS SDKs treat as throttling; Cloud Map answers the first.
+            Some(
+                "RequestLimitExceeded"
+                | "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException"
+                | "RequestThrottled"
+                | "RequestThrottledException",
+            ) => Self::Throttled,
+            Some("ServiceNotFound") => Self::ServiceNotFound,
+            Some("NamespaceNotFound") => Self::NamespaceNotFound,
+            Some("AccessDeniedException" | "AccessDenied") => Self::AccessDenied,
+            Some("InvalidInput") => Self::InvalidInput,
+            _ => Self::Unavailable,
+        }
+    }
+
+    /// Whether this is a configuration error: the service or namespace does not exist, the
+    /// credentials may not read it, or its name is invalid. No retry fixes it by itself (though
+    /// the service may be created later, which discovery notices at its next poll).
+    pub fn is_configuration(self) -> bool {
+        matches!(
+            self,
+            Self::ServiceNotFound
+                | Self::NamespaceNotFound
+                | Self::AccessDenied
+                | Self::InvalidInput
+        )
+    }
+
+    /// A short stable name for logs and metric labels, e.g. `service_not_found`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::ServiceNotFound => "service_not_found",
+            Self::NamespaceNotFound => "namespace_not_found",
+            Self::AccessDenied => "access_denied",
+            Self::InvalidInput => "invalid_input",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for CloudMapErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// How Cloud Map failed, when this error is (or hands on, as [`Error::Discovery`]) a failed
+    /// Cloud Map call. A configuration error ([`CloudMapErrorKind::is_configuration`]) is what
+    /// [`Balancer::ready`](crate::Balancer) and calls before the first snapshot fail with at
+    /// once.
+    pub fn cloud_map_kind(&self) -> Option<CloudMapErrorKind> {
+        match self {
+            Self::CloudMap { kind, .. } => Some(*kind),
+            Self::Discovery(error) => error.cloud_map_kind(),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(feature = "tonic")]
 impl Error {
-    /// The gRPC status code a call sees for this error: `UNAVAILABLE` for everything a retry
-    /// may fix (discovery, connection, no instances), `INTERNAL` otherwise.
+    /// The gRPC status code a call sees for this error: `FAILED_PRECONDITION` for a Cloud Map
+    /// configuration error (the service or namespace does not exist, access is denied: a retry
+    /// does not help until someone fixes it, and unlike `NOT_FOUND` it cannot be mistaken for an
+    /// answer of the called service), `UNAVAILABLE` for everything a retry may fix (discovery,
+    /// connection, no instances), `INTERNAL` otherwise.
     pub fn code(&self) -> tonic::Code {
         match self {
+            Self::CloudMap { kind, .. } if kind.is_configuration() => {
+                tonic::Code::FailedPrecondition
+            }
             Self::CloudMap { .. }
             | Self::Source(_)
             | Self::NotDiscovered { .. }
@@ -195,6 +304,7 @@ mod tests {
             operation: "DiscoverInstances",
             namespace: "ns".into(),
             service: "echo".into(),
+            kind: CloudMapErrorKind::Throttled,
             source: Box::new(Error::Source("throttled".into())),
         });
         let owned = Error::Discovery(Arc::clone(&shared));
@@ -207,5 +317,69 @@ mod tests {
         );
         let internal = Error::Discovery(Arc::new(Error::NoRuntime));
         assert_eq!(internal.code(), tonic::Code::Internal);
+        assert_eq!(owned.cloud_map_kind(), Some(CloudMapErrorKind::Throttled));
+    }
+
+    #[test]
+    fn configuration_errors_do_not_invite_retries() {
+        let missing = Error::Discovery(Arc::new(Error::CloudMap {
+            operation: "DiscoverInstances",
+            namespace: "ns".into(),
+            service: "echo".into(),
+            kind: CloudMapErrorKind::from_code(Some("ServiceNotFound")),
+            source: "ServiceNotFound: echo".into(),
+        }));
+        assert_eq!(missing.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            missing.cloud_map_kind(),
+            Some(CloudMapErrorKind::ServiceNotFound)
+        );
+        for (code, kind) in [
+            ("RequestLimitExceeded", CloudMapErrorKind::Throttled),
+            ("ThrottlingException", CloudMapErrorKind::Throttled),
+            ("NamespaceNotFound", CloudMapErrorKind::NamespaceNotFound),
+            ("AccessDeniedException", CloudMapErrorKind::AccessDenied),
+            ("InvalidInput", CloudMapErrorKind::InvalidInput),
+            ("InternalFailure", CloudMapErrorKind::Unavailable),
+        ] {
+            assert_eq!(CloudMapErrorKind::from_code(Some(code)), kind, "{code}");
+        }
+        assert_eq!(
+            CloudMapErrorKind::from_code(None),
+            CloudMapErrorKind::Unavailable
+        );
+        assert!(!CloudMapErrorKind::Throttled.is_configuration());
+        assert!(CloudMapErrorKind::AccessDenied.is_configuration());
+    }
+
+    #[test]
+    fn a_timed_out_first_snapshot_says_each_thing_once() {
+        let failed = Error::NotDiscovered {
+            namespace: "ns".into(),
+            service: "echo".into(),
+            waited: Duration::from_secs(5),
+            last_error: Some(Arc::new(Error::CloudMap {
+                operation: "DiscoverInstances",
+                namespace: "ns".into(),
+                service: "echo".into(),
+                kind: CloudMapErrorKind::Unavailable,
+                source: "dispatch failure".into(),
+            })),
+        };
+        assert_eq!(
+            Chain(&failed).to_string(),
+            "nothing discovered within 5s: Cloud Map DiscoverInstances for service `echo` in \
+             namespace `ns` failed: dispatch failure"
+        );
+        let slow = Error::NotDiscovered {
+            namespace: "ns".into(),
+            service: "echo".into(),
+            waited: Duration::from_secs(5),
+            last_error: None,
+        };
+        assert_eq!(
+            slow.to_string(),
+            "no instances of service `echo` in namespace `ns` discovered within 5s"
+        );
     }
 }

@@ -78,10 +78,12 @@
 //! | [`Options::zone_mode`] | `Adaptive` | `Adaptive` (Envoy's plan with a caller fleet, else load-driven), `Fixed { local_percent }`, `Off` |
 //! | [`Options::panic_threshold`] | 0.5 | below this share of eligible weight, pick among everything not stopped |
 //! | [`Options::load_max_age`] | 5 min | `LB_LOAD` older than this is ignored |
-//! | `options.discovery.poll_interval` | 5 s (±10 %) | `DiscoverInstancesRevision` interval (≥ 1 s) |
-//! | `options.discovery.full_refresh_interval` | 60 s | `DiscoverInstances` at least this often (≥ 1 s) |
-//! | `options.discovery.backoff_base` / `backoff_max` | 1 s / 30 s | retry backoff while Cloud Map fails |
-//! | [`Options::first_snapshot_timeout`] | 5 s | calls before the first snapshot wait this long, then fail `UNAVAILABLE` |
+//! | `options.discovery.poll_interval` / `poll_jitter_percent` | 25 s / ±5 % | `DiscoverInstancesRevision` interval (≥ 1 s) and its jitter (0–50 %): one call per pair per poll, $0.104 per pair-month |
+//! | `options.discovery.full_refresh_interval` | 60 s | `DiscoverInstances` at least this often (≥ 1 s), for Cloud Map health changes |
+//! | `options.discovery.full_refresh_interval_with_lb_health` | 5 min | the same while every instance carries `LB_HEALTH` (its changes move the revision) |
+//! | `options.discovery.backoff_base` / `backoff_max` | 1 s / 30 s | retry backoff while Cloud Map fails (outages, network errors) |
+//! | `options.discovery.throttle_backoff_max` | 50 s | while throttled (`RequestLimitExceeded`): waits double from the poll interval up to this, ×[0.5, 1.5) |
+//! | [`Options::first_snapshot_timeout`] | 5 s | calls before the first snapshot wait this long, then fail `UNAVAILABLE`; a configuration error (no such service or namespace, access denied) fails them and [`Balancer::ready`] at once, `FAILED_PRECONDITION` |
 //! | [`Options::connect_timeout`] | 1 s | per-instance connection timeout |
 //! | [`Options::ejection_base`] / [`Options::ejection_max`] | 1 s / 30 s | ejection after connection failures, doubling per consecutive failure |
 //! | [`Options::max_ejection_percent`] | 50 | ejections of every kind together never exceed this share of the instances |
@@ -145,7 +147,8 @@
 //!
 //! # Modules
 //!
-//! - [`discovery`]: Cloud Map polling into immutable snapshots, static stability.
+//! - [`discovery`]: Cloud Map polling into immutable snapshots (HTTP and DNS namespaces), one
+//!   poller per service per process, static stability, what it costs in API calls.
 //! - [`picker`]: eligibility, weights, zone choice (Envoy's zone-aware routing, the adaptive
 //!   controller) and power of two choices. Pure.
 //! - [`Balancer`] and [`BalancedChannel`]: the tonic integration (connections, health watch,
@@ -164,15 +167,19 @@
 //! `cloudmap_balancer_ejections_total{reason}`, `cloudmap_balancer_retries_total{kind}`,
 //! `cloudmap_balancer_retries_throttled_total`, `cloudmap_balancer_failed_calls_total`,
 //! `cloudmap_balancer_health_changes_total{status}`,
-//! `cloudmap_balancer_discovery_polls_total{kind}`, `cloudmap_balancer_discovery_errors_total`
-//! and the gauges `cloudmap_balancer_discovery_instances`, `cloudmap_balancer_instances`,
+//! `cloudmap_balancer_discovery_polls_total{kind}`,
+//! `cloudmap_balancer_discovery_errors_total{cause}` and the gauges
+//! `cloudmap_balancer_discovery_instances`, `cloudmap_balancer_discovery_unroutable_instances`,
+//! `cloudmap_balancer_discovery_attribute_problems`, `cloudmap_balancer_instances`,
 //! `cloudmap_balancer_eligible_instances`, `cloudmap_balancer_not_serving_instances`,
 //! `cloudmap_balancer_ejected_instances`, `cloudmap_balancer_local_share`, all labelled with
-//! `namespace` and `service`; per instance (labels `instance`, `zone`, `zone_id`): its health, ejections by
-//! reason, retries, throttled retries and slow-start factor. The full table is in the
-//! `telemetry` module's source, and in the README. [`Balancer::stats`] reads the same counters
-//! plus per-instance and per-zone pick counts, each instance's health-watch status, ejection
-//! reason, retries and slow-start factor.
+//! `namespace` and `service`; per instance (labels `instance`, `zone`, `zone_id`): its health,
+//! ejections by reason, retries, throttled retries and slow-start factor. The full table is in
+//! the `telemetry` module's source, and in the README. [`Balancer::stats`] reads the same
+//! counters plus per-instance and per-zone pick counts, each instance's health-watch status,
+//! ejection reason, retries and slow-start factor; its snapshot lists the instances that could
+//! not be routed ([`Snapshot::unroutable`](discovery::Snapshot::unroutable)) and those with odd
+//! attributes ([`Snapshot::attribute_problems`](discovery::Snapshot::attribute_problems)).
 //!
 //! # Features
 //!
@@ -208,7 +215,7 @@ pub mod retry;
 #[cfg(feature = "tonic")]
 pub mod zone;
 
-pub use error::{BoxError, Error};
+pub use error::{BoxError, CloudMapErrorKind, Error};
 pub use instance::{CloudMapHealth, Instance, Unroutable};
 pub use picker::{AdaptiveOptions, ZoneMode};
 

@@ -14,8 +14,10 @@
 //! | `cloudmap_balancer_failed_calls_total` | counter | | calls that failed in the balancer or the transport (not the service's own statuses) |
 //! | `cloudmap_balancer_health_changes_total` | counter | `status` = `serving`, `not-serving` | health watch changes of an instance's eligibility |
 //! | `cloudmap_balancer_discovery_polls_total` | counter | `kind` = `revision`, `list` | Cloud Map calls made |
-//! | `cloudmap_balancer_discovery_errors_total` | counter | | Cloud Map calls that failed (the last snapshot stays in service) |
+//! | `cloudmap_balancer_discovery_errors_total` | counter | `cause` = `throttled`, `service_not_found`, `namespace_not_found`, `access_denied`, `invalid_input`, `unavailable`, `source` (a custom source's error) | Cloud Map calls that failed (the last snapshot stays in service) |
 //! | `cloudmap_balancer_discovery_instances` | gauge | | instances in the latest listing that could be called |
+//! | `cloudmap_balancer_discovery_unroutable_instances` | gauge | | instances in the latest listing that cannot be called (no usable address or port), left out of the snapshot |
+//! | `cloudmap_balancer_discovery_attribute_problems` | gauge | | instances in the latest listing with attribute values that were not understood |
 //! | `cloudmap_balancer_instances` | gauge | | instances in the picker's current snapshot |
 //! | `cloudmap_balancer_eligible_instances` | gauge | | instances the picker can pick |
 //! | `cloudmap_balancer_local_share` | gauge | | share of calls the zone plan keeps local |
@@ -73,19 +75,49 @@ impl Ident {
 pub(crate) struct DiscoveryMetrics {
     pub(crate) revision_polls: Counter,
     pub(crate) lists: Counter,
-    pub(crate) errors: Counter,
+    errors: Vec<(&'static str, Counter)>,
     pub(crate) instances: Gauge,
+    pub(crate) unroutable: Gauge,
+    pub(crate) attribute_problems: Gauge,
 }
+
+/// The `cause` label values of `cloudmap_balancer_discovery_errors_total`.
+const ERROR_CAUSES: [&str; 7] = [
+    "throttled",
+    "service_not_found",
+    "namespace_not_found",
+    "access_denied",
+    "invalid_input",
+    "unavailable",
+    "source",
+];
 
 impl DiscoveryMetrics {
     pub(crate) fn new(ident: &Ident) -> Self {
         let polls = "cloudmap_balancer_discovery_polls_total";
+        let errors = "cloudmap_balancer_discovery_errors_total";
         Self {
             revision_polls: ident.counter(polls, Some(("kind", "revision"))),
             lists: ident.counter(polls, Some(("kind", "list"))),
-            errors: ident.counter("cloudmap_balancer_discovery_errors_total", None),
+            errors: ERROR_CAUSES
+                .iter()
+                .map(|&cause| (cause, ident.counter(errors, Some(("cause", cause)))))
+                .collect(),
             instances: ident.gauge("cloudmap_balancer_discovery_instances"),
+            unroutable: ident.gauge("cloudmap_balancer_discovery_unroutable_instances"),
+            attribute_problems: ident.gauge("cloudmap_balancer_discovery_attribute_problems"),
         }
+    }
+
+    /// The error counter for `cause` (one of [`ERROR_CAUSES`]; anything else counts as
+    /// `source`).
+    pub(crate) fn error(&self, cause: &str) -> &Counter {
+        let index = self
+            .errors
+            .iter()
+            .position(|(c, _)| *c == cause)
+            .unwrap_or(self.errors.len() - 1);
+        &self.errors[index].1
     }
 }
 

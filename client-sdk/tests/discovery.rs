@@ -1,5 +1,8 @@
-//! Discovery against Cloud Map (moto's server, through the real AWS SDK): revision changes,
-//! attributes, and static stability through an outage, with calls to real tonic servers.
+//! Discovery against Cloud Map (moto's server, through the real AWS SDK, with the fault proxy
+//! where a test needs errors or call counts): revision changes in both directions, attributes
+//! and what cannot be used of them, static stability through an outage and a
+//! `RequestLimitExceeded` storm, configuration errors that fail fast, one poller per service per
+//! process, and a private DNS namespace, with calls to real tonic servers.
 
 #![cfg(feature = "tonic")]
 #![allow(clippy::unwrap_used)]
@@ -7,12 +10,17 @@
 mod support;
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use aws_sdk_servicediscovery::Client;
-use cloudmap_balancer::contract::keys;
+use aws_sdk_servicediscovery::types::{
+    DnsConfig, DnsRecord, HealthCheckCustomConfig, OperationStatus, OperationTargetType, RecordType,
+};
+use cloudmap_balancer::contract::{LbState, keys};
 use cloudmap_balancer::picker::Exclusion;
-use cloudmap_balancer::{Balancer, Options};
+use cloudmap_balancer::{Balancer, CloudMapErrorKind, Error, Options, Unroutable};
+use local_stack::fault::{Fault, FaultProxy};
 use local_stack::{MotoServer, cloudmap, unique_name};
 use support::{TestServer, call};
 use tonic_health::pb::health_client::HealthClient;
@@ -52,7 +60,33 @@ fn fast_polling() -> Options {
     options.discovery.poll_interval = Duration::from_secs(1);
     options.discovery.backoff_base = Duration::from_secs(1);
     options.discovery.backoff_max = Duration::from_secs(2);
+    options.discovery.throttle_backoff_max = Duration::from_secs(2);
     options
+}
+
+/// moto's SDK configuration pointed at `proxy` instead.
+fn through(proxy: &FaultProxy, moto: &MotoServer) -> aws_types::SdkConfig {
+    moto.sdk_config()
+        .into_builder()
+        .endpoint_url(proxy.endpoint())
+        .build()
+}
+
+/// A namespace and service with the given instances registered, each one of `servers`.
+async fn service_with(
+    client: &Client,
+    servers: &[&TestServer],
+) -> (cloudmap::Namespace, cloudmap::Service) {
+    let namespace = cloudmap::create_http_namespace(client, &unique_name("ns"))
+        .await
+        .unwrap();
+    let service = cloudmap::create_service(client, &namespace, "echo", false)
+        .await
+        .unwrap();
+    for (i, server) in servers.iter().enumerate() {
+        register(client, &service.id, &format!("task-{i}"), server, &[]).await;
+    }
+    (namespace, service)
 }
 
 /// Waits (up to 10 s) until the balancer's snapshot satisfies `done`.
@@ -223,5 +257,448 @@ async fn without_any_snapshot_calls_fail_unavailable_naming_the_service() {
         message.contains("DiscoverInstances"),
         "the cause is named: {message}"
     );
+    assert_eq!(message.matches("`payments`").count(), 1, "once: {message}");
+    assert!(
+        message.starts_with("nothing discovered within 1.5s: "),
+        "{message}"
+    );
     assert!(balancer.ready().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_goes_down_is_a_change_too() {
+    // moto's revision is a sum over the instances listed, so a deregistration lowers it;
+    // Cloud Map compares revisions with `!=`, and so does the client.
+    let moto = MotoServer::shared();
+    let client = moto.servicediscovery();
+    let servers = [
+        TestServer::start("eu-central-1a"),
+        TestServer::start("eu-central-1a"),
+    ];
+    let (namespace, service) = service_with(&client, &[&servers[0], &servers[1]]).await;
+    let balancer = Balancer::builder(&moto.sdk_config(), &namespace.name, &service.name)
+        .local_zone("eu-central-1a")
+        .options(fast_polling())
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+    let before = balancer.snapshot().unwrap();
+    assert_eq!(before.instances().len(), 2);
+    let lists_before = balancer.stats().discovery.lists;
+
+    client
+        .deregister_instance()
+        .service_id(&service.id)
+        .instance_id("task-1")
+        .send()
+        .await
+        .unwrap();
+    wait_for(&balancer, |s| s.instances.len() == 1).await;
+    let after = balancer.snapshot().unwrap();
+    assert!(after.revision() < before.revision(), "{after:?}");
+    // Seen by the revision check, long before the 60 s full refresh.
+    assert_eq!(balancer.stats().discovery.lists - lists_before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_that_cannot_be_used_as_written_are_listed_in_stats() {
+    let moto = MotoServer::shared();
+    let client = moto.servicediscovery();
+    let servers = [
+        TestServer::start("eu-central-1a"),
+        TestServer::start("eu-central-1a"),
+        TestServer::start("eu-central-1a"),
+    ];
+    let (namespace, service) = service_with(&client, &[&servers[0]]).await;
+    register(
+        &client,
+        &service.id,
+        "bad-port",
+        &servers[1],
+        &[(keys::AWS_INSTANCE_PORT, "abc")],
+    )
+    .await;
+    register(
+        &client,
+        &service.id,
+        "typo",
+        &servers[2],
+        &[(keys::LB_STATE, "DRAINNG"), (keys::LB_SCHEMA, "1")],
+    )
+    .await;
+    let balancer = Balancer::builder(&moto.sdk_config(), &namespace.name, &service.name)
+        .local_zone("eu-central-1a")
+        .options(fast_polling())
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+
+    let stats = balancer.stats();
+    let snapshot = stats.snapshot.as_ref().unwrap();
+    let [unroutable] = snapshot.unroutable() else {
+        panic!("{:?}", snapshot.unroutable())
+    };
+    assert_eq!(unroutable.id, "bad-port");
+    assert_eq!(unroutable.reason, Unroutable::NoPort);
+    assert_eq!(unroutable.problems[0].value, "abc");
+    let [odd] = snapshot.attribute_problems() else {
+        panic!("{:?}", snapshot.attribute_problems())
+    };
+    assert_eq!(odd.id, "typo");
+    assert!(odd.taken_as_draining);
+    let typo = stats
+        .instances
+        .iter()
+        .find(|i| i.instance.id == "typo")
+        .unwrap();
+    assert_eq!(typo.instance.state, Some(LbState::Draining));
+    assert_eq!(typo.exclusion, Some(Exclusion::Draining));
+
+    let mut health = HealthClient::new(balancer.channel());
+    for _ in 0..30 {
+        call(&mut health).await.unwrap();
+    }
+    assert_eq!(
+        servers[0].served(),
+        30,
+        "only the instance written as meant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_limit_exceeded_storm_keeps_the_snapshot_and_no_call_fails() {
+    let moto = MotoServer::shared();
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    let client = moto.servicediscovery();
+    let servers = [
+        TestServer::start("eu-central-1a"),
+        TestServer::start("eu-central-1b"),
+        TestServer::start("eu-central-1a"),
+    ];
+    let (namespace, service) = service_with(&client, &[&servers[0], &servers[1]]).await;
+    let balancer = Balancer::builder(&through(&proxy, moto), &namespace.name, &service.name)
+        .local_zone("eu-central-1a")
+        .options(fast_polling())
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+    let mut health = HealthClient::new(balancer.channel());
+
+    let throttled = Fault::Status {
+        status: 400,
+        code: "RequestLimitExceeded".into(),
+    };
+    proxy.fail("DiscoverInstancesRevision", throttled.clone());
+    proxy.fail("DiscoverInstances", throttled);
+    // A change Cloud Map will not tell about while it throttles.
+    register(&client, &service.id, "task-new", &servers[2], &[]).await;
+    let started = tokio::time::Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(5) || balancer.stats().discovery.throttled < 3 {
+        call(&mut health).await.unwrap();
+        calls += 1;
+    }
+    let stats = balancer.stats();
+    assert_eq!(stats.calls.failed, 0, "{calls} calls");
+    assert_eq!(
+        stats.instances.len(),
+        2,
+        "the last snapshot stays in service"
+    );
+    assert_eq!(stats.discovery.errors, stats.discovery.throttled);
+    let error = stats.discovery.last_error.clone().unwrap();
+    assert_eq!(error.cloud_map_kind(), Some(CloudMapErrorKind::Throttled));
+    // One request per attempt, no SDK retries on top (an attempt may be in flight between the
+    // two reads); how long throttled attempts wait is the schedule's unit tests' business.
+    let requests = proxy.faults_served().values().sum::<u64>();
+    assert!(
+        requests.abs_diff(balancer.stats().discovery.throttled) <= 1,
+        "{requests} requests, {:?}",
+        balancer.stats().discovery
+    );
+
+    proxy.clear();
+    wait_for(&balancer, |s| s.instances.len() == 3).await;
+    assert_eq!(balancer.stats().discovery.consecutive_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balancers_naming_one_service_share_one_poller() {
+    let moto = MotoServer::shared();
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    let client = moto.servicediscovery();
+    let server = TestServer::start("eu-central-1a");
+    let (namespace, service) = service_with(&client, &[&server]).await;
+    let callers = cloudmap::create_service(&client, &namespace, "frontend", false)
+        .await
+        .unwrap();
+    register(&client, &callers.id, "caller-0", &server, &[]).await;
+    let config = through(&proxy, moto);
+    let build = |config: &aws_types::SdkConfig, service: &str| {
+        Balancer::builder(config, &namespace.name, service)
+            .local_zone("eu-central-1a")
+            .options(fast_polling())
+    };
+    // Two balancers of the service, both naming the callers' fleet, and one balancer of the
+    // callers' service itself: two pollers between them.
+    let a = build(&config, &service.name)
+        .caller_service(&namespace.name, &callers.name)
+        .build()
+        .unwrap();
+    let b = build(&config, &service.name)
+        .caller_service(&namespace.name, &callers.name)
+        .build()
+        .unwrap();
+    let c = build(&config, &callers.name).build().unwrap();
+    for balancer in [&a, &b, &c] {
+        balancer.ready().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (echo, frontend) = (a.stats().discovery, c.stats().discovery);
+    assert_eq!(b.stats().discovery.revision_polls, echo.revision_polls);
+    // Read at the proxy: exactly the calls of one poller per service (a poll may be in flight
+    // between the two reads, hence the tolerance of one).
+    let revisions = proxy.count("DiscoverInstancesRevision");
+    let lists = proxy.count("DiscoverInstances");
+    let expected = (
+        echo.revision_polls + frontend.revision_polls,
+        echo.lists + frontend.lists,
+    );
+    assert!(
+        revisions.abs_diff(expected.0) <= 1 && lists.abs_diff(expected.1) <= 1,
+        "proxy {revisions}/{lists}, pollers {expected:?}"
+    );
+    assert!(echo.revision_polls >= 2 && lists == 2, "{echo:?} {lists}");
+
+    // Other credentials are another identity: that balancer polls on its own.
+    let other = config
+        .to_builder()
+        .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::for_tests(),
+        ))
+        .build();
+    let d = build(&other, &service.name).build().unwrap();
+    d.ready().await.unwrap();
+    assert_eq!(proxy.count("DiscoverInstances"), 3);
+    assert_eq!(d.stats().discovery.lists, 1);
+    drop((a, b, c, d));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_service_fails_ready_and_calls_at_once_and_is_picked_up_once_created() {
+    let moto = MotoServer::shared();
+    let client = moto.servicediscovery();
+    let namespace = cloudmap::create_http_namespace(&client, &unique_name("ns"))
+        .await
+        .unwrap();
+    let mut options = fast_polling();
+    // Far longer than the test waits: failing fast must not wait for it.
+    options.first_snapshot_timeout = Duration::from_secs(120);
+    let balancer = Balancer::builder(&moto.sdk_config(), &namespace.name, "not-yet")
+        .local_zone("eu-central-1a")
+        .options(options.clone())
+        .build()
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), balancer.ready())
+        .await
+        .expect("ready() ends at once")
+        .unwrap_err();
+    assert_eq!(
+        error.cloud_map_kind(),
+        Some(CloudMapErrorKind::ServiceNotFound)
+    );
+    let message = cloudmap_balancer_chain(&error);
+    assert_eq!(message.matches("ServiceNotFound").count(), 1, "{message}");
+    assert!(message.starts_with("Cloud Map DiscoverInstances for service `not-yet`"));
+
+    let mut health = HealthClient::new(balancer.channel());
+    let status = tokio::time::timeout(Duration::from_secs(20), call(&mut health))
+        .await
+        .expect("the call fails at once")
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(status.message().matches("ServiceNotFound").count(), 1);
+
+    // Created after the client started: the next poll finds it, no restart.
+    let server = TestServer::start("eu-central-1a");
+    let service = cloudmap::create_service(&client, &namespace, "not-yet", false)
+        .await
+        .unwrap();
+    register(&client, &service.id, "task-0", &server, &[]).await;
+    wait_for(&balancer, |s| s.instances.len() == 1).await;
+    call(&mut health).await.unwrap();
+    assert_eq!(server.served(), 1);
+
+    // A namespace that does not exist fails the same way, with its own kind.
+    let lost = Balancer::builder(&moto.sdk_config(), unique_name("no-ns"), "echo")
+        .local_zone("eu-central-1a")
+        .options(options)
+        .build()
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), lost.ready())
+        .await
+        .expect("ready() ends at once")
+        .unwrap_err();
+    assert_eq!(
+        error.cloud_map_kind(),
+        Some(CloudMapErrorKind::NamespaceNotFound)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_fails_ready_at_once() {
+    let moto = MotoServer::shared();
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    let client = moto.servicediscovery();
+    let server = TestServer::start("eu-central-1a");
+    let (namespace, service) = service_with(&client, &[&server]).await;
+    proxy.fail(
+        "DiscoverInstances",
+        Fault::Status {
+            status: 400,
+            code: "AccessDeniedException".into(),
+        },
+    );
+    let mut options = fast_polling();
+    options.first_snapshot_timeout = Duration::from_secs(120);
+    let balancer = Balancer::builder(&through(&proxy, moto), &namespace.name, &service.name)
+        .local_zone("eu-central-1a")
+        .options(options)
+        .build()
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), balancer.ready())
+        .await
+        .expect("ready() ends at once")
+        .unwrap_err();
+    assert_eq!(
+        error.cloud_map_kind(),
+        Some(CloudMapErrorKind::AccessDenied)
+    );
+    assert_eq!(proxy.count("DiscoverInstances"), 1, "no SDK retries on top");
+    // Granted (the policy fixed): the next poll lists, and ready() is fine from then on.
+    proxy.clear();
+    wait_for(&balancer, |s| s.instances.len() == 1).await;
+    balancer.ready().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_in_a_private_dns_namespace_is_discovered_and_balanced() {
+    // What ECS service discovery creates: a private DNS namespace in the VPC, a service with A
+    // records. DiscoverInstances answers by name for every namespace type.
+    let moto = MotoServer::shared();
+    let client = moto.servicediscovery();
+    let vpc = create_vpc(moto);
+    let name = format!("{}.internal", unique_name("dns"));
+    let operation = client
+        .create_private_dns_namespace()
+        .name(&name)
+        .vpc(&vpc)
+        .send()
+        .await
+        .unwrap()
+        .operation_id
+        .unwrap();
+    let namespace_id = namespace_of(&client, &operation).await;
+    let service = client
+        .create_service()
+        .name("echo")
+        .namespace_id(&namespace_id)
+        .dns_config(
+            DnsConfig::builder()
+                .dns_records(
+                    DnsRecord::builder()
+                        .r#type(RecordType::A)
+                        .ttl(10)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .health_check_custom_config(HealthCheckCustomConfig::builder().build())
+        .send()
+        .await
+        .unwrap()
+        .service
+        .unwrap();
+    let service_id = service.id.unwrap();
+    let servers = [
+        TestServer::start("eu-central-1a"),
+        TestServer::start("eu-central-1a"),
+    ];
+    register(&client, &service_id, "task-a", &servers[0], &[]).await;
+    register(&client, &service_id, "task-b", &servers[1], &[]).await;
+
+    let balancer = Balancer::builder(&moto.sdk_config(), &name, "echo")
+        .local_zone("eu-central-1a")
+        .options(fast_polling())
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+    assert_eq!(balancer.stats().instances.len(), 2);
+    let mut health = HealthClient::new(balancer.channel());
+    for _ in 0..40 {
+        call(&mut health).await.unwrap();
+    }
+    assert!(
+        servers.iter().all(|s| s.served() > 0),
+        "both instances serve"
+    );
+    assert_eq!(servers[0].served() + servers[1].served(), 40);
+}
+
+/// The whole error chain, `a: b: c`.
+fn cloudmap_balancer_chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Waits for a Cloud Map operation and returns the namespace it created.
+async fn namespace_of(client: &Client, operation_id: &str) -> String {
+    for _ in 0..100 {
+        let operation = client
+            .get_operation()
+            .operation_id(operation_id)
+            .send()
+            .await
+            .unwrap()
+            .operation
+            .unwrap();
+        if operation.status == Some(OperationStatus::Success) {
+            return operation.targets.unwrap()[&OperationTargetType::Namespace].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("namespace creation did not finish");
+}
+
+/// A new VPC in moto (one private DNS namespace per VPC there), through EC2's query API: a
+/// helper of this test rather than of `local_stack`, the one place that needs it.
+fn create_vpc(moto: &MotoServer) -> String {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = format!("Action=CreateVpc&CidrBlock=10.{n}.0.0%2F16&Version=2016-11-15");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", moto.port())).unwrap();
+    // moto reads the region from the credential scope and does not check the signature.
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=local/20260101/{region}/ec2/aws4_request, \
+         SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n{body}",
+        port = moto.port(),
+        region = local_stack::REGION,
+        length = body.len(),
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let start = response.find("<vpcId>").expect(&response) + "<vpcId>".len();
+    let end = response[start..].find("</vpcId>").unwrap() + start;
+    response[start..end].to_owned()
 }

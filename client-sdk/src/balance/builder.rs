@@ -9,6 +9,7 @@ use super::health::HealthCheck;
 use super::state::{self, EndpointFactory, Settings, Shared};
 use super::{Balancer, Inner};
 use crate::aws::sdk;
+use crate::discovery::shared::{self, ClientIdentity};
 use crate::discovery::{AbortOnDrop, CloudMapSource, Discovery, DiscoveryOptions, InstanceSource};
 use crate::error::Error;
 use crate::outlier::{Limits, OutlierOptions};
@@ -42,7 +43,8 @@ pub struct Options {
     /// How discovery polls Cloud Map.
     pub discovery: DiscoveryOptions,
     /// How long a call made before the first snapshot waits for it before failing
-    /// `UNAVAILABLE`. Default 5 s.
+    /// `UNAVAILABLE`. A configuration error from Cloud Map (no such service or namespace,
+    /// access denied) fails such calls at once, `FAILED_PRECONDITION`. Default 5 s.
     pub first_snapshot_timeout: Duration,
     /// Connection timeout per instance (TCP and TLS; the HTTP/2 handshake gets as long again).
     /// Default 1 s: instances are in the same VPC.
@@ -192,7 +194,8 @@ type Configure =
 pub struct Builder {
     source: Arc<dyn InstanceSource>,
     ident: Ident,
-    client: Option<sdk::Client>,
+    /// Cloud Map builders: the client, and who it reads as (the key of shared pollers).
+    client: Option<(sdk::Client, ClientIdentity)>,
     caller: Option<(Arc<dyn InstanceSource>, Ident)>,
     caller_service: Option<(String, String)>,
     zone: OwnZone,
@@ -224,7 +227,7 @@ impl Builder {
         let client = crate::aws::servicediscovery_client(config);
         let source = CloudMapSource::from_client(client.clone(), &namespace, &service);
         let mut builder = Self::with_source(Arc::new(source), namespace, service);
-        builder.client = Some(client);
+        builder.client = Some((client, ClientIdentity::of(config)));
         builder
     }
 
@@ -337,9 +340,15 @@ impl Builder {
 
     /// Starts discovery and the balancer's background task on the current Tokio runtime.
     ///
+    /// A builder from [`Balancer::builder`] joins the process's poller for its service when
+    /// one runs (another balancer, or another balancer's `caller_service`, naming the same
+    /// service with the same credentials, region, endpoint and discovery options; see
+    /// [`discovery`](crate::discovery)), and so does its caller fleet.
+    ///
     /// Fails on invalid options or outside a Tokio runtime; never on Cloud Map errors (those
-    /// are retried in the background, and calls fail `UNAVAILABLE` after the first-snapshot
-    /// timeout while nothing was discovered).
+    /// are retried in the background; [`Balancer::ready`] and calls made before the first
+    /// snapshot fail at once with a configuration error, and `UNAVAILABLE` after the
+    /// first-snapshot timeout otherwise).
     pub fn build(self) -> Result<Balancer, Error> {
         self.options.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
@@ -353,10 +362,11 @@ impl Builder {
             options.imds_timeout,
         );
 
+        // The caller fleet, and whether it is read from Cloud Map (then it may be shared).
         let caller = match (self.caller, self.caller_service) {
-            (Some(caller), _) => Some(caller),
+            (Some((source, ident)), _) => Some((source, ident, false)),
             (None, Some((namespace, service))) => {
-                let Some(client) = self.client.clone() else {
+                let Some((client, _)) = self.client.clone() else {
                     return Err(Error::InvalidOption {
                         name: "caller_service",
                         reason: "needs a Cloud Map builder (Balancer::builder); use caller_source"
@@ -367,6 +377,7 @@ impl Builder {
                 Some((
                     Arc::new(source) as Arc<dyn InstanceSource>,
                     Ident { namespace, service },
+                    true,
                 ))
             }
             (None, None) => None,
@@ -407,21 +418,40 @@ impl Builder {
             probe_share: options.adaptive.probe_share,
         };
         let shared = Arc::new(Shared::new(self.ident.clone(), settings, limits, seed));
-        let discovery = Discovery::spawn(
-            self.source,
-            options.discovery.clone(),
-            self.ident,
-            seed ^ 0x5EED_0001,
-            &runtime,
-        );
-        let caller = caller.map(|(source, ident)| {
-            Discovery::spawn(
-                source,
-                options.discovery.clone(),
-                ident,
-                seed ^ 0x5EED_0002,
-                &runtime,
-            )
+        // Cloud Map pollers are shared within the process (see `discovery::shared`); custom
+        // sources are the caller's own.
+        let identity = self.client.as_ref().map(|(_, identity)| identity.clone());
+        let start = |source: Arc<dyn InstanceSource>, ident: Ident, seed: u64| {
+            let spawn = || {
+                Discovery::spawn(
+                    source,
+                    options.discovery.clone(),
+                    ident.clone(),
+                    seed,
+                    &runtime,
+                )
+            };
+            match &identity {
+                Some(identity) => shared::discovery(
+                    shared::Key::new(&runtime, identity, &ident, &options.discovery),
+                    spawn,
+                ),
+                None => spawn(),
+            }
+        };
+        let discovery = start(self.source, self.ident, seed ^ 0x5EED_0001);
+        let caller = caller.map(|(source, ident, cloud_map)| {
+            if cloud_map {
+                start(source, ident, seed ^ 0x5EED_0002)
+            } else {
+                Discovery::spawn(
+                    source,
+                    options.discovery.clone(),
+                    ident,
+                    seed ^ 0x5EED_0002,
+                    &runtime,
+                )
+            }
         });
         let task = runtime.spawn(state::run(
             Arc::clone(&shared),

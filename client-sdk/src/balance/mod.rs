@@ -65,6 +65,20 @@ struct Inner {
     _task: AbortOnDrop,
 }
 
+impl Inner {
+    /// The table, once there is one: waits up to the first-snapshot timeout, and fails at once
+    /// when discovery is stuck on a configuration error.
+    async fn first_table(&self) -> Result<Arc<state::Table>, Error> {
+        tokio::select! {
+            biased;
+            table = self.shared.first_table() => table.map_err(|why| {
+                state::no_table(&self.shared, why, self.discovery.status().last_error)
+            }),
+            error = self.discovery.configuration_error() => Err(Error::Discovery(error)),
+        }
+    }
+}
+
 impl std::fmt::Debug for Balancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Balancer")
@@ -75,9 +89,11 @@ impl std::fmt::Debug for Balancer {
 }
 
 impl Balancer {
-    /// A builder for balancing over `service` in the Cloud Map HTTP namespace `namespace`,
-    /// discovered with the credentials, region and endpoint of `config` (an `SdkConfig` pointed
-    /// at moto or LocalStack works; see [`crate::aws`]).
+    /// A builder for balancing over `service` in the Cloud Map namespace `namespace` (HTTP or
+    /// DNS, as ECS service discovery creates it), discovered with the credentials, region and
+    /// endpoint of `config` (an `SdkConfig` pointed at moto or LocalStack works; see
+    /// [`crate::aws`]). Balancers of one process that name the same service the same way share
+    /// one poller (see [`discovery`](crate::discovery)).
     pub fn builder(
         config: &aws_types::SdkConfig,
         namespace: impl Into<String>,
@@ -103,15 +119,13 @@ impl Balancer {
 
     /// Waits until the first snapshot is in service, up to the first-snapshot timeout. Calls do
     /// this by themselves; use it to fail fast at start-up.
+    ///
+    /// Ends at once with the discovery error (an [`Error::Discovery`] whose
+    /// [`Error::cloud_map_kind`] is a configuration error, status `FAILED_PRECONDITION`) when
+    /// Cloud Map answers that the service or namespace does not exist or that access is denied.
+    /// Discovery keeps polling: a service created later is picked up at the next poll.
     pub async fn ready(&self) -> Result<(), Error> {
-        match self.inner.shared.first_table().await {
-            Ok(_) => Ok(()),
-            Err(why) => Err(state::no_table(
-                &self.inner.shared,
-                why,
-                self.inner.discovery.status().last_error,
-            )),
-        }
+        self.inner.first_table().await.map(|_| ())
     }
 
     /// Lists the instances now (instead of at the next poll) and returns once the picker works

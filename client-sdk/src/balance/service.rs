@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use super::Inner;
 use super::call;
-use super::state::{Shared, no_table};
+use super::state::Shared;
 use crate::error::Error;
 
 /// The balanced channel: what a generated tonic client is built on
@@ -22,13 +22,15 @@ use crate::error::Error;
 /// Cheap to clone (an `Arc` and a random number generator seed); each clone picks independently.
 /// It is always ready: each call picks an instance, waits for that instance's connection, and
 /// applies backpressure there. A call made before the first snapshot arrived waits for it up to
-/// the first-snapshot timeout.
+/// the first-snapshot timeout, or fails at once when Cloud Map answered with a configuration
+/// error.
 ///
-/// Errors are [`tonic::Status`]es: `UNAVAILABLE` with a message naming namespace and service when
-/// there is nothing to call; `UNAVAILABLE` naming the instance and its address when connecting
-/// failed or the connection broke (see the [crate docs](crate#resilience) for which failures
-/// are retried); `DEADLINE_EXCEEDED` when the call's deadline passed first; and the service's
-/// own statuses as the server sent them.
+/// Errors are [`tonic::Status`]es: `FAILED_PRECONDITION` when Cloud Map says the service or
+/// namespace does not exist or access is denied (before any snapshot); `UNAVAILABLE` with a
+/// message naming namespace and service when there is nothing to call; `UNAVAILABLE` naming the
+/// instance and its address when connecting failed or the connection broke (see the
+/// [crate docs](crate#resilience) for which failures are retried); `DEADLINE_EXCEEDED` when the
+/// call's deadline passed first; and the service's own statuses as the server sent them.
 pub struct BalancedChannel {
     inner: Arc<Inner>,
     rng: Rng,
@@ -93,12 +95,11 @@ async fn first_call(
     request: http::Request<Body>,
     seed: u64,
 ) -> Result<http::Response<Body>, Status> {
-    let table = match inner.shared.first_table().await {
+    let table = match inner.first_table().await {
         Ok(table) => table,
-        Err(why) => {
-            let last = inner.discovery.status().last_error;
+        Err(error) => {
             inner.shared.count_failed();
-            return Err(no_table(&inner.shared, why, last).into());
+            return Err(error.into());
         }
     };
     let mut rng = Rng::with_seed(seed);

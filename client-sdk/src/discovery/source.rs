@@ -1,9 +1,11 @@
-//! Where instances come from: the narrow trait the poller drives, and a static source.
+//! Where instances come from: the narrow trait the poller drives, one listing, and a static
+//! source.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use super::decode::{AttributeProblems, UnroutableInstance};
 use crate::error::Error;
 use crate::instance::Instance;
 
@@ -11,14 +13,92 @@ use crate::instance::Instance;
 /// object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// One complete listing of a service's instances.
+/// One complete listing of a service's instances, with what could not be used as it was.
+///
+/// Built by [`Listing::new`] from instances, or by [`Listing::decode`] from Cloud Map's
+/// attribute maps (the way [`CloudMapSource`](super::CloudMapSource) does). Instances are kept
+/// ordered by ID. Cloning is cheap: the parts are shared.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
+    pub(super) revision: Option<i64>,
+    pub(super) instances: Arc<[Instance]>,
+    pub(super) unroutable: Arc<[UnroutableInstance]>,
+    pub(super) attribute_problems: Arc<[AttributeProblems]>,
+    pub(super) carries_lb_health: bool,
+}
+
+impl Listing {
+    /// A listing of `instances` at `revision` (`None` when the source has no revisions). Whether
+    /// the instances carry `LB_HEALTH` is unknown here, so the plain
+    /// [`full_refresh_interval`](super::DiscoveryOptions::full_refresh_interval) applies.
+    pub fn new(revision: Option<i64>, instances: Vec<Instance>) -> Self {
+        Self::from_parts(revision, instances, Vec::new(), Vec::new(), false)
+    }
+
+    pub(super) fn from_parts(
+        revision: Option<i64>,
+        mut instances: Vec<Instance>,
+        mut unroutable: Vec<UnroutableInstance>,
+        mut attribute_problems: Vec<AttributeProblems>,
+        carries_lb_health: bool,
+    ) -> Self {
+        // Cloud Map lists in random order; a stable order makes "unchanged" cheap to see and
+        // snapshots easy to read.
+        instances.sort_by(|a, b| a.id.cmp(&b.id).then(a.addr.cmp(&b.addr)));
+        unroutable.sort_by(|a, b| a.id.cmp(&b.id));
+        attribute_problems.sort_by(|a, b| a.id.cmp(&b.id));
+        Self {
+            revision,
+            instances: instances.into(),
+            unroutable: unroutable.into(),
+            attribute_problems: attribute_problems.into(),
+            carries_lb_health,
+        }
+    }
+
     /// The revision the listing belongs to, when the source has revisions.
-    pub revision: Option<i64>,
-    /// The instances that can be called; the source has already dropped (and logged) those it
-    /// could not decode into an [`Instance`].
-    pub instances: Vec<Instance>,
+    pub fn revision(&self) -> Option<i64> {
+        self.revision
+    }
+
+    /// The instances that can be called, ordered by instance ID.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    /// Instances the source listed that cannot be called (no usable address or port), with the
+    /// reason. They are not in [`instances`](Self::instances).
+    pub fn unroutable(&self) -> &[UnroutableInstance] {
+        &self.unroutable
+    }
+
+    /// Instances in [`instances`](Self::instances) whose attributes had odd values, and what
+    /// was made of them.
+    pub fn attribute_problems(&self) -> &[AttributeProblems] {
+        &self.attribute_problems
+    }
+
+    /// Whether every listed instance carries an `LB_HEALTH` attribute (the sync Lambda writes
+    /// it): health changes then move the revision, and discovery lists less often (see
+    /// [`full_refresh_interval_with_lb_health`](super::DiscoveryOptions::full_refresh_interval_with_lb_health)).
+    pub fn carries_lb_health(&self) -> bool {
+        self.carries_lb_health
+    }
+
+    /// Whether the source listed nothing at all (no instance, routable or not).
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty() && self.unroutable.is_empty()
+    }
+
+    /// The same instances and reports (the revision aside): nothing a reader would notice.
+    pub(super) fn same_content(&self, other: &Self) -> bool {
+        fn same<T: PartialEq>(a: &Arc<[T]>, b: &Arc<[T]>) -> bool {
+            Arc::ptr_eq(a, b) || a == b
+        }
+        same(&self.instances, &other.instances)
+            && same(&self.unroutable, &other.unroutable)
+            && same(&self.attribute_problems, &other.attribute_problems)
+    }
 }
 
 /// A source of instances for the discovery poller: Cloud Map ([`CloudMapSource`]) in
@@ -26,9 +106,12 @@ pub struct Listing {
 ///
 /// The poller calls [`revision`](InstanceSource::revision) every poll interval and
 /// [`list`](InstanceSource::list) when the revision changed or the full-refresh interval passed;
-/// it never calls them concurrently. Errors keep the last good snapshot in service.
+/// it never calls them concurrently. Errors keep the last good snapshot in service; a source
+/// that fronts Cloud Map reports Cloud Map's errors as [`CloudMapSource::error`] does, so that
+/// throttling and configuration errors are handled as such.
 ///
 /// [`CloudMapSource`]: super::CloudMapSource
+/// [`CloudMapSource::error`]: super::CloudMapSource::error
 pub trait InstanceSource: Send + Sync + 'static {
     /// The current revision. A cheap call; `None` when the source has no revisions (then every
     /// poll lists).
@@ -42,41 +125,36 @@ pub trait InstanceSource: Send + Sync + 'static {
 /// revision. For services outside Cloud Map, local runs and tests.
 #[derive(Debug, Default)]
 pub struct StaticSource {
-    state: Mutex<Listing>,
+    state: Mutex<(Option<i64>, Vec<Instance>)>,
 }
 
 impl StaticSource {
     /// A source serving `instances` at revision 1.
     pub fn new(instances: Vec<Instance>) -> Self {
         Self {
-            state: Mutex::new(Listing {
-                revision: Some(1),
-                instances,
-            }),
+            state: Mutex::new((Some(1), instances)),
         }
     }
 
     /// Replaces the instances and moves to the next revision.
     pub fn set(&self, instances: Vec<Instance>) {
-        let mut state = self.lock();
-        state.revision = Some(state.revision.unwrap_or(0) + 1);
-        state.instances = instances;
+        self.update(|current| *current = instances);
     }
 
     /// Changes the instances in place (e.g. one instance's state) and moves to the next
     /// revision.
     pub fn update(&self, change: impl FnOnce(&mut Vec<Instance>)) {
         let mut state = self.lock();
-        change(&mut state.instances);
-        state.revision = Some(state.revision.unwrap_or(0) + 1);
+        change(&mut state.1);
+        state.0 = Some(state.0.unwrap_or(0) + 1);
     }
 
     /// The instances served now.
     pub fn instances(&self) -> Vec<Instance> {
-        self.lock().instances.clone()
+        self.lock().1.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Listing> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<i64>, Vec<Instance>)> {
         // A panic while holding the lock cannot leave a half-written listing: every write
         // replaces whole fields.
         self.state
@@ -87,17 +165,17 @@ impl StaticSource {
 
 impl InstanceSource for StaticSource {
     fn revision(&self) -> BoxFuture<'_, Result<Option<i64>, Error>> {
-        let revision = self.lock().revision;
+        let revision = self.lock().0;
         Box::pin(async move { Ok(revision) })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
-        let listing = self.lock().clone();
-        Box::pin(async move { Ok(listing) })
+        let (revision, instances) = self.lock().clone();
+        Box::pin(async move { Ok(Listing::new(revision, instances)) })
     }
 }
 
-impl<S: InstanceSource> InstanceSource for std::sync::Arc<S> {
+impl<S: InstanceSource> InstanceSource for Arc<S> {
     fn revision(&self) -> BoxFuture<'_, Result<Option<i64>, Error>> {
         (**self).revision()
     }
