@@ -83,15 +83,21 @@ pub struct TaskDefinition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     /// The task ARN (`arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID`).
-    pub arn: String,
+    pub task_arn: String,
     /// The task ID, the ARN's last segment: ECS's Cloud Map instance ID.
-    pub id: String,
+    pub task_id: String,
     /// The cluster's ARN.
     pub cluster_arn: String,
     /// The ECS service it belongs to (its group is `service:NAME`).
     pub service: String,
-    /// Its task definition.
-    pub task_definition: TaskDefinition,
+    /// Its task definition's ARN.
+    pub task_definition_arn: String,
+    /// That task definition's revision.
+    pub revision: i32,
+    /// Task CPU units.
+    pub cpu: u32,
+    /// Task memory in MiB.
+    pub memory: u32,
     /// Its availability zone.
     pub zone: String,
     /// The subnet its ENI is in.
@@ -309,26 +315,24 @@ impl EcsService {
                     .task_arn()
                     .ok_or_else(|| unexpected("RunTask", "a task without an ARN"))?
                     .to_owned();
-                let definition_arn = task.task_definition_arn().unwrap_or_default().to_owned();
+                let task_definition_arn = task.task_definition_arn().unwrap_or_default().to_owned();
                 let known = self
                     .task_definitions
                     .values()
-                    .find(|d| d.arn == definition_arn);
+                    .find(|d| d.arn == task_definition_arn);
                 let number = |value: Option<&str>| value.and_then(|v| v.parse::<u32>().ok());
-                let task_definition = TaskDefinition {
-                    revision: known.map_or_else(|| revision_of(&definition_arn), |d| d.revision),
+                Ok(Task {
+                    task_id: arn.rsplit('/').next().unwrap_or_default().to_owned(),
+                    task_arn: arn,
+                    cluster_arn: self.cluster_arn.clone(),
+                    service: self.service.clone(),
+                    revision: known
+                        .map_or_else(|| revision_of(&task_definition_arn), |d| d.revision),
                     cpu: number(task.cpu()).or(known.map(|d| d.cpu)).unwrap_or(0),
                     memory: number(task.memory())
                         .or(known.map(|d| d.memory))
                         .unwrap_or(0),
-                    arn: definition_arn,
-                };
-                Ok(Task {
-                    id: arn.rsplit('/').next().unwrap_or_default().to_owned(),
-                    arn,
-                    cluster_arn: self.cluster_arn.clone(),
-                    service: self.service.clone(),
-                    task_definition,
+                    task_definition_arn,
                     zone: subnet.zone.clone(),
                     subnet_id: subnet.id.clone(),
                     ipv4: crate::ecs::private_ipv4(task)
@@ -367,7 +371,8 @@ impl EcsService {
         port: u16,
     ) -> Result<HashMap<String, String>, Error> {
         let attributes = self.ecs_attributes(ipv4, port, &task.zone);
-        self.register(moto, &task.id, attributes.clone()).await?;
+        self.register(moto, &task.task_id, attributes.clone())
+            .await?;
         Ok(attributes)
     }
 

@@ -38,7 +38,7 @@ async fn describe_tasks_parses_and_tasks_keep_their_state_until_stopped() {
         .run_tasks(moto, RunTasks::default())
         .await
         .expect("RunTask parses: container cpu/memory come back as strings");
-    let (cluster, task_arn) = (&service.cluster, &tasks[0].arn);
+    let (cluster, task_arn) = (&service.cluster, &tasks[0].task_arn);
     let ecs = moto.ecs();
 
     // moto by default moves a task a step on each DescribeTasks; the local stack does not.
@@ -114,8 +114,17 @@ async fn an_ecs_service_runs_registers_stops_and_deregisters_tasks_as_ecs_does()
     assert_eq!(tasks.len(), 2);
     let task = &tasks[0];
     assert_eq!(task.zone, "eu-central-1b");
-    assert_eq!(task.task_definition, service.task_definitions[&1024]);
-    assert!(task.arn.ends_with(&task.id) && task.arn.contains(&service.cluster));
+    let definition = &service.task_definitions[&1024];
+    assert_eq!(
+        (
+            &task.task_definition_arn,
+            task.revision,
+            task.cpu,
+            task.memory
+        ),
+        (&definition.arn, definition.revision, 1024, 2048)
+    );
+    assert!(task.task_arn.ends_with(&task.task_id) && task.task_arn.contains(&service.cluster));
     assert!(task.subnet_id.starts_with("subnet-"));
     let listed = moto
         .ecs()
@@ -134,28 +143,31 @@ async fn an_ecs_service_runs_registers_stops_and_deregisters_tasks_as_ecs_does()
     let instances = service.instances(moto).await.unwrap();
     assert_eq!(instances.len(), 1);
     assert_eq!(
-        instances[&task.id], written,
+        instances[&task.task_id], written,
         "the task ID is the instance ID"
     );
     assert_eq!(written["AWS_INSTANCE_PORT"], "4242");
     assert_eq!(written["AVAILABILITY_ZONE"], "eu-central-1b");
     assert_eq!(written["ECS_SERVICE_NAME"], service.service);
 
-    service.stop_task(moto, &task.arn, "test").await.unwrap();
+    service
+        .stop_task(moto, &task.task_arn, "test")
+        .await
+        .unwrap();
     let described = moto
         .ecs()
         .describe_tasks()
         .cluster(&service.cluster)
-        .tasks(&task.arn)
+        .tasks(&task.task_arn)
         .send()
         .await
         .unwrap();
     assert_eq!(described.tasks()[0].last_status(), Some("STOPPED"));
-    service.deregister(moto, &task.id).await.unwrap();
+    service.deregister(moto, &task.task_id).await.unwrap();
     assert!(service.instances(moto).await.unwrap().is_empty());
 
     // Without a size, the family's latest revision in the first zone.
     let default = service.run_tasks(moto, RunTasks::default()).await.unwrap();
     assert_eq!(default[0].zone, "eu-central-1a");
-    assert_eq!(default[0].task_definition.cpu, 1024);
+    assert_eq!(default[0].cpu, 1024);
 }

@@ -100,8 +100,8 @@ impl Stack {
             .unwrap()
             .into_iter()
             .map(|task| TaskInfo {
-                arn: task.arn,
-                id: task.id,
+                arn: task.task_arn,
+                id: task.task_id,
                 ip: task.ipv4,
             })
             .collect()
