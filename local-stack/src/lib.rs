@@ -42,7 +42,7 @@ mod server;
 
 pub use ec2::Subnet;
 pub use error::Error;
-pub use server::{MotoServer, REGION};
+pub use server::{MotoServer, REGION, sdk_config_for};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
