@@ -557,6 +557,7 @@ async fn slow_zone_phase(
     ));
     set_latency(&local_tasks, Duration::ZERO).await?;
     let recovered_at = Instant::now();
+    let fast_again_seconds = recovered_at.duration_since(slowed).as_secs_f64();
     let mut recovered_after = None;
     let mut recovered_windows = 0;
     while recovered_at.elapsed() < Duration::from_secs(60) && recovered_windows < 3 {
@@ -610,6 +611,7 @@ async fn slow_zone_phase(
         settled_calls: settled.succeeded(),
         spill_split,
         recovered_after_seconds: recovered_after.map(|d| d.as_secs_f64()),
+        fast_again_seconds: round(fast_again_seconds, 1),
         timeline: timeline
             .into_iter()
             .map(|(t, s)| [round(t, 1), round(s, 3)])
