@@ -44,6 +44,9 @@ use crate::harness::{Machine, Outcome};
 use crate::pin::CpuPlan;
 use crate::report::{Conditions, Goal, Row};
 
+/// What an unpinned run means for its results.
+const UNPINNED: &str = "the client shares its CPUs with the servers, and the CPU-starved scenario starves the servers too";
+
 const USAGE: &str = "usage: compare [--smoke] [--rounds N] [--concurrency N] [--out DIR]";
 
 struct Args {
@@ -114,19 +117,24 @@ fn main() -> ExitCode {
 
     // The client alone on one core, everything else (this process and what it starts) on the
     // others. Done before the runtime starts its threads.
-    let cpus = CpuPlan::from_allowed(&pin::allowed_cpus());
-    match &cpus {
-        Some(plan) => match pin::pin_self(&plan.others_list()) {
-            Ok(()) => progress.step(format!(
-                "client on CPU {}; servers, HAProxy and moto on CPU {}",
-                plan.client,
-                plan.others_list()
-            )),
-            Err(e) => return fail(format!("pinning to CPU {}: {e}", plan.others_list())),
-        },
-        None => progress.step(
-            "NOTICE: fewer than two CPUs: nothing is pinned, and the CPU-starved scenario starves the servers too",
-        ),
+    let cpus = CpuPlan::from_allowed(&pin::allowed_cpus()).and_then(|plan| {
+        match pin::pin_self(&plan.others_list()) {
+            Ok(()) => {
+                progress.step(format!(
+                    "client on CPU {}; servers, HAProxy and moto on CPU {}",
+                    plan.client,
+                    plan.others_list()
+                ));
+                Some(plan)
+            }
+            Err(e) => {
+                progress.step(format!("NOTICE: nothing is pinned ({e}): {UNPINNED}"));
+                None
+            }
+        }
+    });
+    if cpus.is_none() && pin::allowed_cpus().len() < 2 {
+        progress.step(format!("NOTICE: fewer than two CPUs: {UNPINNED}"));
     }
 
     let demo_server = match demo::fleet::demo_server_binary(|step| progress.step(step)) {
@@ -252,7 +260,7 @@ fn write_outputs(
                 "client process on CPU {client}; demo servers, HAProxy and moto on CPU {others}; \
                  CPU-starved: 3 busy threads on CPU {client}"
             ),
-            _ => "none (fewer than two CPUs)".into(),
+            _ => format!("none: {UNPINNED}"),
         },
         timing: format!(
             "{:.1} s warm-up, then {:.1} s measured; slow zone {:.1} s before, {:.1} s slow, {:.1} s after; \
