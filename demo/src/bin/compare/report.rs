@@ -379,8 +379,9 @@ fn write_markdown(
     if !slow.is_empty() {
         writeln!(
             out,
-            "\nLocal zone 40 ms slow: spilled = the first {:.1} s window at least 10 points below the \
-             share before the slowdown; back = the first of three windows in a row within 5 points of it.\n",
+            "\nLocal zone 40 ms slow: spilled = the first of two {:.1} s windows in a row at least 10 points \
+             below the share before the slowdown; back = the first of three windows in a row within 5 points \
+             of it. Times are medians over rounds; \"never\" when a round did not.\n",
             slow[0].timeline.first().map_or(0.0, |w| w[0])
         )?;
         writeln!(

@@ -48,7 +48,7 @@ pub(crate) fn chart(rows: &[Row], title: &str, subtitle: &str) -> String {
 }
 
 fn draw(out: &mut String, rows: &[Row], title: &str, subtitle: &str) -> std::fmt::Result {
-    let height = TOP + 3.0 * PANEL + 3.0 * GAP;
+    let height = TOP + 20.0 + 3.0 * PANEL + 2.0 * GAP + 40.0;
     writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
