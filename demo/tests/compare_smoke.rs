@@ -100,7 +100,7 @@ fn the_smoke_run_calls_through_every_variant_and_writes_a_table_and_a_chart() {
         .collect();
     assert_eq!(table.len(), 2 + records.len(), "{markdown}");
     assert!(
-        table.iter().all(|row| row.matches('|').count() == 9),
+        table.iter().all(|row| row.matches('|').count() == 10),
         "{markdown}"
     );
     assert!(markdown.contains("## Goals"));

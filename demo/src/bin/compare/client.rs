@@ -124,6 +124,7 @@ pub(crate) async fn run(spec: &ClientSpec) -> Result<SegmentResult, ClientError>
 struct Seen {
     calls: Vec<Call>,
     per_zone: BTreeMap<String, u64>,
+    per_task: BTreeMap<String, u64>,
     failures: BTreeMap<String, u64>,
     first_failure: Option<String>,
 }
@@ -168,9 +169,10 @@ where
                 }
                 let local = match outcome {
                     Ok(answer) => {
-                        let zone = answer.into_inner().task.unwrap_or_default().zone;
-                        let local = zone == own_zone;
-                        *seen.per_zone.entry(zone).or_default() += 1;
+                        let task = answer.into_inner().task.unwrap_or_default();
+                        let local = task.zone == own_zone;
+                        *seen.per_zone.entry(task.zone).or_default() += 1;
+                        *seen.per_task.entry(task.task_id).or_default() += 1;
                         Some(local)
                     }
                     Err(status) => {
@@ -207,6 +209,9 @@ where
         for (zone, n) in seen.per_zone {
             *all.per_zone.entry(zone).or_default() += n;
         }
+        for (task, n) in seen.per_task {
+            *all.per_task.entry(task).or_default() += n;
+        }
         for (code, n) in seen.failures {
             *all.failures.entry(code).or_default() += n;
         }
@@ -215,6 +220,7 @@ where
     Ok(SegmentResult::from_calls(
         &all.calls,
         all.per_zone,
+        all.per_task,
         all.failures,
         all.first_failure,
         measure_for,

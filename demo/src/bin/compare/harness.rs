@@ -74,6 +74,8 @@ pub(crate) struct Record {
     pub(crate) recovered_s: Option<f64>,
     /// Killed: when the task was killed.
     pub(crate) killed_s: Option<f64>,
+    /// The slowed or killed task's ID, in those scenarios.
+    pub(crate) faulted_task: Option<String>,
 }
 
 /// Everything the run measured.
@@ -309,6 +311,8 @@ async fn run_segment(
     haproxy_binary: Option<&std::path::Path>,
 ) -> Result<Record, HarnessError> {
     let target = fleet.target();
+    let faulted_task = matches!(segment.scenario, Scenario::SlowInstance | Scenario::Killed)
+        .then(|| fleet.members[target].task.spec.task_id.clone());
     let client_cpu = options.cpus.as_ref().map(|c| c.client);
 
     // The scenario's standing condition.
@@ -482,6 +486,7 @@ async fn run_segment(
         slowed_s,
         recovered_s,
         killed_s,
+        faulted_task,
     })
 }
 

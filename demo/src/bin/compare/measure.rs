@@ -50,6 +50,8 @@ pub(crate) struct SegmentResult {
     pub(crate) first_failure: Option<String>,
     /// Successful calls per zone that served them.
     pub(crate) per_zone: BTreeMap<String, u64>,
+    /// Successful calls per task (ID) that served them.
+    pub(crate) per_task: BTreeMap<String, u64>,
     /// Successful calls served in the client's zone.
     pub(crate) local: u64,
     /// Median latency of the successful calls, in microseconds.
@@ -65,6 +67,7 @@ impl SegmentResult {
     pub(crate) fn from_calls(
         calls: &[Call],
         per_zone: BTreeMap<String, u64>,
+        per_task: BTreeMap<String, u64>,
         failures: BTreeMap<String, u64>,
         first_failure: Option<String>,
         measured: Duration,
@@ -85,6 +88,7 @@ impl SegmentResult {
             failures,
             first_failure,
             per_zone,
+            per_task,
             local: count(|c| c.local == Some(true)),
             p50_us: micros(percentile(&latencies, 0.5)),
             p99_us: micros(percentile(&latencies, 0.99)),
@@ -109,6 +113,11 @@ impl SegmentResult {
     /// The share of successful calls served in the client's zone.
     pub(crate) fn local_share(&self) -> f64 {
         share(self.local, self.ok).unwrap_or(0.0)
+    }
+
+    /// The share of successful calls that `task_id` served.
+    pub(crate) fn task_share(&self, task_id: &str) -> f64 {
+        share(self.per_task.get(task_id).copied().unwrap_or(0), self.ok).unwrap_or(0.0)
     }
 }
 
@@ -301,6 +310,7 @@ mod tests {
         let result = SegmentResult::from_calls(
             &calls,
             BTreeMap::new(),
+            BTreeMap::from([("t1".to_owned(), 1)]),
             failures,
             Some("gone".into()),
             Duration::from_secs(1),
@@ -309,6 +319,8 @@ mod tests {
         assert_eq!((result.ok, result.local, result.failed()), (4, 3, 1));
         assert!((result.local_share() - 0.75).abs() < 1e-9);
         assert!((result.calls_per_second() - 4.0).abs() < 1e-9);
+        assert!((result.task_share("t1") - 0.25).abs() < 1e-9);
+        assert_eq!(result.task_share("t2"), 0.0);
         // Failed calls' latencies are left out: 1, 2, 3, 4 ms.
         assert_eq!((result.p50_us, result.p99_us), (2_000, 4_000));
         assert_eq!(

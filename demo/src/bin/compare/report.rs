@@ -22,6 +22,8 @@ pub(crate) struct Row {
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) local_share: f64,
+    /// The share of calls the slowed or killed task served (median), in those scenarios.
+    pub(crate) faulted_share: Option<f64>,
     /// Failed calls, summed over the rounds.
     pub(crate) failed: u64,
     pub(crate) calls: u64,
@@ -103,6 +105,11 @@ pub(crate) fn rows(records: &[Record]) -> Vec<Row> {
                 p50_ms: of(&|r| f(r.result.p50_us) / 1000.0),
                 p99_ms: of(&|r| f(r.result.p99_us) / 1000.0),
                 local_share: of(&|r| r.result.local_share()),
+                faulted_share: median(
+                    mine.iter()
+                        .filter_map(|r| Some(r.result.task_share(r.faulted_task.as_deref()?)))
+                        .collect(),
+                ),
                 failed: mine.iter().map(|r| r.result.failed()).sum(),
                 calls: mine.iter().map(|r| r.result.ok + r.result.failed()).sum(),
                 spills,
@@ -342,21 +349,23 @@ fn write_markdown(
     writeln!(
         out,
         "Medians over rounds. In zone: calls served in the client's zone. Cross-zone traffic at \
-         {} bytes per call ({} each way), billed ${:.2} per GB crossed ($0.01 out, $0.01 in).\n",
+         {} bytes per call ({} each way), billed ${:.2} per GB crossed ($0.01 out, $0.01 in). \
+         To the faulted task: the share of successful calls the slowed or killed task served (it \
+         has 18 % of the fleet's load-adjusted weight and 41 % of the client zone's).\n",
         measure::BYTES_PER_CALL,
         measure::BYTES_PER_CALL / 2,
         measure::DOLLARS_PER_GB_CROSSED
     )?;
     writeln!(
         out,
-        "| scenario | variant | calls/s (min–max) | p50 | p99 | in zone | cross-zone per 10⁹ calls | failed |"
+        "| scenario | variant | calls/s (min–max) | p50 | p99 | in zone | cross-zone per 10⁹ calls | to the faulted task | failed |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
     for row in rows {
         let (gigabytes, dollars) = cross_zone_per_billion_calls(1.0 - row.local_share);
         writeln!(
             out,
-            "| {} | ({}) {} | {:.0} ({:.0}–{:.0}) | {:.2} ms | {:.2} ms | {} | {:.0} GB, ${:.2} | {} of {} |",
+            "| {} | ({}) {} | {:.0} ({:.0}–{:.0}) | {:.2} ms | {:.2} ms | {} | {:.0} GB, ${:.2} | {} | {} of {} |",
             row.scenario.label(),
             row.variant.letter(),
             row.variant.label(),
@@ -368,6 +377,7 @@ fn write_markdown(
             percent(row.local_share),
             gigabytes,
             dollars,
+            row.faulted_share.map_or("–".into(), percent),
             row.failed,
             row.calls
         )?;
@@ -443,6 +453,7 @@ mod tests {
             },
             first_failure: None,
             per_zone: BTreeMap::new(),
+            per_task: BTreeMap::new(),
             local,
             p50_us: p99_us / 2,
             p99_us,
@@ -464,6 +475,7 @@ mod tests {
             slowed_s: None,
             recovered_s: None,
             killed_s: None,
+            faulted_task: None,
         }
     }
 
@@ -588,7 +600,7 @@ mod tests {
             .take_while(|l| l.starts_with('|'))
             .collect();
         assert_eq!(table.len(), 2 + 2, "header, separator, two rows:\n{text}");
-        assert!(table.iter().all(|l| l.matches('|').count() == 9));
+        assert!(table.iter().all(|l| l.matches('|').count() == 10));
         assert!(table[3].contains("4 of 1004"));
         assert!(text.contains("| goal | measured | met |"));
     }

@@ -343,6 +343,7 @@ mod tests {
             p50_ms: p99_ms / 2.0,
             p99_ms,
             local_share,
+            faulted_share: None,
             failed: 0,
             calls: 1000,
             spills: vec![Spill {
