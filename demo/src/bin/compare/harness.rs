@@ -1,21 +1,17 @@
 //! The run: the fleet, then every segment of the schedule in turn, each with its own client
 //! process (and HAProxy for variant (d)), its scenario's fault injected and undone around it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use demo::fleet::{CLIENT_ZONE, DemoTask, LAYOUT, Stack};
 use demo::progress::Progress;
-use demo_server::NetworkEmulation;
-use demo_server::pb::SetLoadRequest;
-use demo_server::pb::control_client::ControlClient;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::attributes::as_the_lambda_writes;
 use crate::client::ClientSpec;
+use crate::fleet::{Fleet, set_latency, start_member};
 use crate::haproxy::{self, Haproxy};
 use crate::measure::SegmentResult;
 use crate::pin::{self, CpuPlan};
@@ -88,120 +84,6 @@ pub(crate) struct Outcome {
     pub(crate) haproxy_version: Option<String>,
     pub(crate) timing: Timing,
     pub(crate) elapsed_s: f64,
-}
-
-/// One task of the fleet and its reported CPU load.
-struct Member {
-    task: DemoTask,
-    load: u32,
-}
-
-struct Fleet {
-    stack: Stack,
-    members: Vec<Member>,
-    refreshed: Instant,
-}
-
-impl Fleet {
-    /// Registers every member with the attributes the Lambda would have written now.
-    async fn register_all(&mut self) -> Result<(), HarnessError> {
-        for member in &self.members {
-            register(&self.stack, member).await?;
-        }
-        self.refreshed = Instant::now();
-        Ok(())
-    }
-
-    /// The largest task in the client's zone: the one that carries most of its calls.
-    fn target(&self) -> usize {
-        self.members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.task.spec.zone == CLIENT_ZONE)
-            .max_by_key(|(_, m)| m.task.spec.cpu)
-            .map_or(0, |(i, _)| i)
-    }
-
-    fn servers(&self) -> Vec<(String, std::net::SocketAddr)> {
-        self.members
-            .iter()
-            .map(|m| {
-                let id = &m.task.spec.task_id;
-                let short = &id[..id.len().min(8)];
-                (format!("{}-{short}", m.task.spec.zone), m.task.addr)
-            })
-            .collect()
-    }
-}
-
-async fn register(stack: &Stack, member: &Member) -> Result<(), HarnessError> {
-    let task = &member.task;
-    let ecs = stack.service.ecs_attributes(
-        &task.addr.ip().to_string(),
-        task.addr.port(),
-        &task.spec.zone,
-    );
-    let attributes = as_the_lambda_writes(&ecs, &task.spec, member.load, SystemTime::now())
-        .map_err(|e| HarnessError::Step {
-            what: "the Lambda's attributes".into(),
-            detail: e.to_string(),
-        })?;
-    stack
-        .service
-        .register(&stack.moto, &task.spec.task_id, attributes)
-        .await?;
-    Ok(())
-}
-
-fn network_env() -> [(&'static str, String); 2] {
-    let rtt = NetworkEmulation::AWS;
-    [
-        ("DEMO_RTT_IN_ZONE_US", rtt.in_zone.as_micros().to_string()),
-        (
-            "DEMO_RTT_CROSS_ZONE_US",
-            rtt.cross_zone.as_micros().to_string(),
-        ),
-    ]
-}
-
-async fn start_member(
-    stack: &Stack,
-    options: &Options,
-    zone: &str,
-    cpu: u32,
-    load: u32,
-) -> Result<Member, HarnessError> {
-    let spec = stack.run_task(zone, cpu).await?;
-    let task = DemoTask::start(
-        &options.demo_server,
-        spec,
-        &options.work_dir,
-        &network_env(),
-    )
-    .await?;
-    let member = Member { task, load };
-    register(stack, &member).await?;
-    Ok(member)
-}
-
-async fn set_latency(tasks: &[&DemoTask], latency: Duration) -> Result<(), HarnessError> {
-    for task in tasks {
-        let failed = |e: &dyn std::fmt::Display| HarnessError::Step {
-            what: format!("Control.SetLoad on {}", task.addr),
-            detail: e.to_string(),
-        };
-        let mut control = ControlClient::connect(format!("http://{}", task.addr))
-            .await
-            .map_err(|e| failed(&e))?;
-        control
-            .set_load(SetLoadRequest {
-                latency_ms: u32::try_from(latency.as_millis()).unwrap_or(u32::MAX),
-                cpu_work_ms: 0,
-            })
-            .await
-            .map_err(|e| failed(&e))?;
-    }
-    Ok(())
 }
 
 /// Runs the whole comparison.
@@ -492,38 +374,4 @@ async fn run_segment(
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Conditions of the machine, for the report.
-#[derive(Debug, Serialize)]
-pub(crate) struct Machine {
-    pub(crate) cpus: usize,
-    pub(crate) cpu_model: String,
-    pub(crate) load_average_before: String,
-    pub(crate) load_average_after: String,
-    pub(crate) client_cpu: Option<usize>,
-    pub(crate) other_cpus: Option<String>,
-    pub(crate) build: &'static str,
-}
-
-/// The first three fields of `/proc/loadavg`.
-pub(crate) fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// The CPU model from `/proc/cpuinfo`.
-pub(crate) fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let by_key: HashMap<&str, &str> = info
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect();
-    by_key
-        .get("model name")
-        .copied()
-        .unwrap_or("unknown")
-        .to_owned()
 }

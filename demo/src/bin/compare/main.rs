@@ -25,8 +25,10 @@
 
 mod attributes;
 mod client;
+mod fleet;
 mod haproxy;
 mod harness;
+mod machine;
 mod measure;
 mod pin;
 mod plan;
@@ -40,7 +42,8 @@ use std::process::ExitCode;
 use demo::progress::Progress;
 use serde::Serialize;
 
-use crate::harness::{Machine, Outcome};
+use crate::harness::Outcome;
+use crate::machine::Machine;
 use crate::pin::CpuPlan;
 use crate::report::{Conditions, Goal, Row};
 
@@ -161,7 +164,7 @@ fn main() -> ExitCode {
         me,
         cpus,
     };
-    let load_before = harness::load_average();
+    let load_before = machine::load_average();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -196,9 +199,9 @@ fn main() -> ExitCode {
         cpus: pin::allowed_cpus()
             .len()
             .max(options.cpus.as_ref().map_or(1, |c| c.others.len() + 1)),
-        cpu_model: harness::cpu_model(),
+        cpu_model: machine::cpu_model(),
         load_average_before: load_before,
-        load_average_after: harness::load_average(),
+        load_average_after: machine::load_average(),
         client_cpu: options.cpus.as_ref().map(|c| c.client),
         other_cpus: options.cpus.as_ref().map(CpuPlan::others_list),
         build: if cfg!(debug_assertions) {
