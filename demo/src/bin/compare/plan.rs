@@ -130,14 +130,14 @@ impl Timing {
 
     /// The smoke run: every code path, seconds in all.
     pub(crate) const SMOKE: Self = Self {
-        warmup: Duration::from_millis(300),
-        measure: Duration::from_millis(1200),
-        before_slow: Duration::from_millis(500),
-        slow: Duration::from_millis(1000),
-        after_slow: Duration::from_millis(1000),
-        kill_at: Duration::from_millis(400),
-        deregister_after: Duration::from_millis(300),
-        window: Duration::from_millis(250),
+        warmup: Duration::from_millis(200),
+        measure: Duration::from_millis(800),
+        before_slow: Duration::from_millis(400),
+        slow: Duration::from_millis(600),
+        after_slow: Duration::from_millis(600),
+        kill_at: Duration::from_millis(300),
+        deregister_after: Duration::from_millis(200),
+        window: Duration::from_millis(200),
     };
 
     /// The measured part of a segment of `scenario`.
