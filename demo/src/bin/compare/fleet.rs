@@ -17,6 +17,7 @@ pub(crate) struct Member {
     pub(crate) load: u32,
 }
 
+/// moto with the demo's service, its running tasks, and when they were last registered.
 pub(crate) struct Fleet {
     pub(crate) stack: Stack,
     pub(crate) members: Vec<Member>,
@@ -43,6 +44,7 @@ impl Fleet {
             .map_or(0, |(i, _)| i)
     }
 
+    /// HAProxy's backend servers: a name (zone and task ID) and the address of each task.
     pub(crate) fn servers(&self) -> Vec<(String, std::net::SocketAddr)> {
         self.members
             .iter()
@@ -55,6 +57,7 @@ impl Fleet {
     }
 }
 
+/// ECS's attributes for the task's loopback address, merged with the Lambda's.
 async fn register(stack: &Stack, member: &Member) -> Result<(), HarnessError> {
     let task = &member.task;
     let ecs = stack.service.ecs_attributes(
@@ -74,6 +77,7 @@ async fn register(stack: &Stack, member: &Member) -> Result<(), HarnessError> {
     Ok(())
 }
 
+/// The demo servers' network emulation: AWS's round trips.
 fn network_env() -> [(&'static str, String); 2] {
     let rtt = NetworkEmulation::AWS;
     [
@@ -85,6 +89,8 @@ fn network_env() -> [(&'static str, String); 2] {
     ]
 }
 
+/// Starts a task of `cpu` units in `zone` (RunTask, then the process) and registers it with
+/// `load`.
 pub(crate) async fn start_member(
     stack: &Stack,
     options: &Options,
@@ -105,6 +111,7 @@ pub(crate) async fn start_member(
     Ok(member)
 }
 
+/// `Control.SetLoad` on each task: `latency` before every answer from now on.
 pub(crate) async fn set_latency(
     tasks: &[&DemoTask],
     latency: Duration,
