@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::identity::IdentityOverrides;
+use crate::network::NetworkEmulation;
 use crate::server::ServeOptions;
 use crate::service::Load;
 
@@ -68,6 +69,36 @@ impl Config {
             expected: "at most 600000 ms of latency and 60000 ms of CPU work",
         })?;
 
+        let micros = |name: &'static str| {
+            parse(var, name, "a whole number of microseconds", |v| {
+                v.parse::<u64>().ok().map(Duration::from_micros)
+            })
+        };
+        let network = match (
+            micros("DEMO_RTT_IN_ZONE_US")?,
+            micros("DEMO_RTT_CROSS_ZONE_US")?,
+        ) {
+            (None, None) => None,
+            (Some(in_zone), Some(cross_zone)) => Some(
+                NetworkEmulation::new(in_zone, cross_zone).ok_or_else(|| Error::Config {
+                    variable: "DEMO_RTT_IN_ZONE_US/DEMO_RTT_CROSS_ZONE_US",
+                    value: format!("{}/{}", in_zone.as_micros(), cross_zone.as_micros()),
+                    expected: "at most 1000000 µs each",
+                })?,
+            ),
+            (in_zone, cross_zone) => {
+                return Err(Error::Config {
+                    variable: "DEMO_RTT_IN_ZONE_US/DEMO_RTT_CROSS_ZONE_US",
+                    value: format!(
+                        "{}/{}",
+                        in_zone.map_or("unset".into(), |d| d.as_micros().to_string()),
+                        cross_zone.map_or("unset".into(), |d| d.as_micros().to_string())
+                    ),
+                    expected: "both set (network emulation) or both unset (none)",
+                });
+            }
+        };
+
         Ok(Self {
             listen: SocketAddr::new(bind, port),
             metadata_uri: var(METADATA_URI_VARIABLE),
@@ -83,6 +114,7 @@ impl Config {
                 drain_delay,
                 shutdown_grace,
                 load,
+                network,
             },
             log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
         })
@@ -143,6 +175,7 @@ mod tests {
         assert_eq!(config.identity, IdentityOverrides::default());
         assert!(config.serve.drain_delay + config.serve.shutdown_grace < Duration::from_secs(30));
         assert_eq!(config.serve.load, Load::default());
+        assert_eq!(config.serve.network, None);
         assert_eq!(config.log_filter, "info");
     }
 
@@ -164,6 +197,8 @@ mod tests {
             ("DEMO_SHUTDOWN_GRACE_MS", " 4000 "),
             ("DEMO_LATENCY_MS", "30"),
             ("DEMO_CPU_WORK_MS", "2"),
+            ("DEMO_RTT_IN_ZONE_US", "335"),
+            ("DEMO_RTT_CROSS_ZONE_US", "1035"),
             (
                 "ECS_CONTAINER_METADATA_URI_V4",
                 "http://169.254.170.2/v4/abc",
@@ -186,6 +221,7 @@ mod tests {
         assert_eq!(config.serve.shutdown_grace, Duration::from_secs(4));
         assert_eq!(config.serve.load.latency(), Duration::from_millis(30));
         assert_eq!(config.serve.load.cpu_work(), Duration::from_millis(2));
+        assert_eq!(config.serve.network, Some(NetworkEmulation::AWS));
         assert_eq!(
             config.metadata_uri.as_deref(),
             Some("http://169.254.170.2/v4/abc")
@@ -218,6 +254,36 @@ mod tests {
             assert!(
                 matches!(&error, Error::Config { variable: v, value: got, .. } if *v == variable && got == value),
                 "{variable}={value}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn network_emulation_needs_both_round_trips_within_a_second() {
+        let both = config(&[
+            ("DEMO_RTT_IN_ZONE_US", "1000000"),
+            ("DEMO_RTT_CROSS_ZONE_US", "0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            both.serve.network,
+            NetworkEmulation::new(Duration::from_secs(1), Duration::ZERO)
+        );
+        for vars in [
+            &[("DEMO_RTT_IN_ZONE_US", "335")][..],
+            &[("DEMO_RTT_CROSS_ZONE_US", "1035")],
+            &[
+                ("DEMO_RTT_IN_ZONE_US", "335"),
+                ("DEMO_RTT_CROSS_ZONE_US", "1000001"),
+            ],
+            &[
+                ("DEMO_RTT_IN_ZONE_US", "0.3"),
+                ("DEMO_RTT_CROSS_ZONE_US", "1"),
+            ],
+        ] {
+            assert!(
+                matches!(config(vars), Err(Error::Config { variable, .. }) if variable.starts_with("DEMO_RTT_")),
+                "{vars:?}"
             );
         }
     }

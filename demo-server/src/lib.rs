@@ -6,6 +6,9 @@
 //!   (`proto/cloudmap/demo/v1/demo.proto`; the generated code is in [`pb`]).
 //! - `cloudmap.demo.v1.Control` sets an artificial latency and CPU work at runtime, to make one
 //!   task slow or busy in load-aware balancing demos and tests.
+//! - Optionally every call waits the network round trip it would have had on AWS, in or across
+//!   zones, by the caller's zone header ([`NetworkEmulation`]), so that zone-aware balancing
+//!   shows its effect on loopback.
 //! - `grpc.health.v1.Health` reports `NOT_SERVING` as soon as the server drains; server reflection
 //!   (`grpc.reflection.v1` and `v1alpha`) lets grpcurl and other generic clients call it without
 //!   the proto.
@@ -44,6 +47,7 @@ mod config;
 mod error;
 mod healthcheck;
 mod identity;
+mod network;
 mod server;
 mod service;
 
@@ -53,6 +57,7 @@ pub use config::{
 pub use error::Error;
 pub use healthcheck::check_health;
 pub use identity::{Identity, IdentityOverrides};
+pub use network::{CLIENT_ZONE_HEADER, NetworkEmulation, PROXY_HOPS_HEADER};
 pub use server::{DemoServer, ServeOptions, ShutdownHandle, Stopped};
 pub use service::Load;
 

@@ -35,7 +35,7 @@ async fn health_turns_not_serving_first_and_calls_still_succeed_during_the_drain
             // Long enough that the checks below all happen inside it; the test ends it early.
             drain_delay: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(30),
-            load: Load::default(),
+            ..ServeOptions::default()
         },
     )
     .await;
@@ -121,7 +121,7 @@ async fn after_goaway_calls_in_flight_finish_and_new_ones_are_refused() {
         ServeOptions {
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(60),
-            load: Load::default(),
+            ..ServeOptions::default()
         },
     )
     .await;
@@ -209,6 +209,7 @@ async fn the_grace_bounds_the_drain_and_reports_the_calls_cut() {
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_millis(200),
             load: Load::new(Duration::from_secs(600), Duration::ZERO).unwrap(),
+            ..ServeOptions::default()
         },
     )
     .await;

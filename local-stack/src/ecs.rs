@@ -1,4 +1,5 @@
-//! ECS set-up shared by tests and the local run: what a Fargate task needs to start in moto.
+//! What a Fargate task needs to start in moto (its network configuration) and what RunTask says
+//! about its ENI. The service around the tasks is [`crate::ecs_service`].
 
 use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, NetworkConfiguration, Task};
 

@@ -48,6 +48,15 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
+    /// An ECS call failed.
+    #[error("ECS {operation} failed")]
+    Ecs {
+        /// The operation.
+        operation: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A Cloud Map call failed.
     #[error("Cloud Map {operation} failed")]
     CloudMap {

@@ -25,11 +25,15 @@
 //! - **moto's ECS quirks** (container `cpu`/`memory` as numbers in older moto; tasks advancing a
 //!   lifecycle step on every `DescribeTasks`): fixed in `moto_launcher.py` before the server
 //!   starts.
+//! - **An ECS service with Cloud Map service discovery**, set up and driven as ECS does it
+//!   (RunTask, registration with ECS's attributes, stop, deregistration):
+//!   [`ecs_service::EcsService`].
 //! - **cargo-lambda's emulator** for the real Lambda binary: [`lambda::Emulator`].
 
 pub mod cloudmap;
 mod ec2;
 pub mod ecs;
+pub mod ecs_service;
 mod error;
 pub mod fault;
 mod http;
@@ -38,7 +42,7 @@ mod server;
 
 pub use ec2::Subnet;
 pub use error::Error;
-pub use server::{MotoServer, REGION};
+pub use server::{MotoServer, REGION, sdk_config_for};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -129,25 +129,9 @@ impl MotoServer {
         crate::ec2::default_security_group(self.port)
     }
 
-    /// An SDK configuration pointed at this server: region [`REGION`], dummy static credentials,
-    /// the endpoint URL overridden, a short retry budget.
+    /// An SDK configuration pointed at this server: see [`sdk_config_for`].
     pub fn sdk_config(&self) -> SdkConfig {
-        let credentials = aws_sdk_ecs::config::Credentials::new(
-            "local-stack",
-            "local-stack",
-            None,
-            None,
-            "local-stack",
-        );
-        SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
-                credentials,
-            ))
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
-            .build()
+        sdk_config_for(&self.endpoint)
     }
 
     /// A Cloud Map client for this server, built with the host-prefix fix that real users get.
@@ -184,4 +168,26 @@ impl Drop for MotoServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// An SDK configuration pointed at a local stack's `endpoint` (say one another process
+/// started): region [`REGION`], dummy static credentials, the endpoint URL overridden, a short
+/// retry budget.
+pub fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    let credentials = aws_sdk_ecs::config::Credentials::new(
+        "local-stack",
+        "local-stack",
+        None,
+        None,
+        "local-stack",
+    );
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
+            credentials,
+        ))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .build()
 }

@@ -15,8 +15,10 @@ use tonic::server::NamedService;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::{HealthReporter, HealthService};
+use tower::layer::util::{Identity as NoLayer, Stack};
 
 use crate::config::{DEFAULT_DRAIN_DELAY, DEFAULT_SHUTDOWN_GRACE};
+use crate::network::{EmulatedNetworkLayer, NetworkEmulation};
 use crate::service::{ControlService, DemoService, Load, ServerState};
 use crate::{Error, Identity, pb};
 
@@ -29,15 +31,19 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// The artificial load at start.
     pub load: Load,
+    /// Emulated network round trips per call (see [`NetworkEmulation`]); `None`: none.
+    pub network: Option<NetworkEmulation>,
 }
 
 impl Default for ServeOptions {
-    /// The binary's defaults: 5 s drain delay, 20 s grace, no artificial load.
+    /// The binary's defaults: 5 s drain delay, 20 s grace, no artificial load, no network
+    /// emulation.
     fn default() -> Self {
         Self {
             drain_delay: DEFAULT_DRAIN_DELAY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             load: Load::default(),
+            network: None,
         }
     }
 }
@@ -128,7 +134,8 @@ impl DemoServer {
                 .await;
         }
         let (closing, closing_rx) = watch::channel(false);
-        let router = router(&state, &reporter, closing_rx)?;
+        let network = EmulatedNetworkLayer::new(options.network, &identity.zone);
+        let router = router(&state, &reporter, closing_rx, network)?;
 
         let (phase, phase_rx) = watch::channel(Phase::Serving);
         let task = tokio::spawn(run(
@@ -264,11 +271,15 @@ fn task(identity: &Identity, port: u16) -> pb::Task {
     }
 }
 
+/// The router: every service behind the network emulation layer.
+type DemoRouter = Router<Stack<EmulatedNetworkLayer, NoLayer>>;
+
 fn router(
     state: &Arc<ServerState>,
     reporter: &HealthReporter,
     closing: watch::Receiver<bool>,
-) -> Result<Router, Error> {
+    network: EmulatedNetworkLayer,
+) -> Result<DemoRouter, Error> {
     let health = tonic_health::pb::health_server::HealthServer::new(drain::DrainingHealth::new(
         HealthService::from_health_reporter(reporter.clone()),
         closing,
@@ -289,6 +300,7 @@ fn router(
         .map_err(Error::Reflection)?;
 
     Ok(tonic::transport::Server::builder()
+        .layer(network)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -302,7 +314,7 @@ fn router(
 
 /// Serves until asked to stop, then runs the shutdown sequence of the module docs.
 async fn run(
-    router: Router,
+    router: DemoRouter,
     listener: TcpListener,
     reporter: HealthReporter,
     state: Arc<ServerState>,

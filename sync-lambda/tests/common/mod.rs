@@ -11,13 +11,11 @@ use std::time::SystemTime;
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
-use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, LaunchType, NetworkMode, ServiceRegistry, Tag,
-};
 use cloudmap_balancer::contract::keys;
 use cloudmap_sync::aws::{AwsClients, CloudMap, CloudWatch, Ec2, Ecs};
 use cloudmap_sync::{Clock, Config, Handler, SystemClock};
-use local_stack::{MotoServer, cloudmap, unique_name};
+use local_stack::ecs_service::{EcsService, RunTasks, ServiceSpec};
+use local_stack::{MotoServer, unique_name};
 use serde_json::Value;
 
 /// The handler as tests build it: the real AWS implementations.
@@ -54,129 +52,75 @@ pub struct Stack {
 
 impl Stack {
     /// Creates the cluster, a Fargate task definition, a Cloud Map namespace and service, and an
-    /// ECS service whose registry is that Cloud Map service.
+    /// ECS service whose registry is that Cloud Map service (`local_stack::ecs_service`).
     pub async fn new() -> Self {
-        let moto = MotoServer::shared();
-        let ecs = moto.ecs();
-        let cluster = unique_name("cluster");
-        let cluster_arn = ecs
-            .create_cluster()
-            .cluster_name(&cluster)
-            .send()
-            .await
-            .unwrap()
-            .cluster
-            .unwrap()
-            .cluster_arn
-            .unwrap();
-        let family = unique_name("echo");
-        ecs.register_task_definition()
-            .family(&family)
-            .network_mode(NetworkMode::Awsvpc)
-            .requires_compatibilities(Compatibility::Fargate)
-            .cpu("512")
-            .memory("1024")
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name("echo")
-                    .image("echo")
-                    .cpu(512)
-                    .memory(1024)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let sd = moto.servicediscovery();
-        let namespace = cloudmap::create_http_namespace(&sd, &unique_name("ns"))
-            .await
-            .unwrap();
-        let service = unique_name("echo-svc");
-        let registry = cloudmap::create_service(&sd, &namespace, &service, false)
-            .await
-            .unwrap();
-        ecs.create_service()
-            .cluster(&cluster)
-            .service_name(&service)
-            .task_definition(&family)
-            .desired_count(0)
-            .service_registries(
-                ServiceRegistry::builder()
-                    .registry_arn(&registry.arn)
-                    .build(),
-            )
-            .send()
+        let spec = ServiceSpec {
+            service: unique_name("echo-svc"),
+            ..ServiceSpec::named("echo", &[512])
+        };
+        let service = EcsService::create(MotoServer::shared(), &spec)
             .await
             .unwrap();
         Self {
-            cluster,
-            cluster_arn,
-            service,
-            family,
-            cloudmap_service_id: registry.id,
-            cloudmap_service_arn: registry.arn,
+            cluster: service.cluster,
+            cluster_arn: service.cluster_arn,
+            service: service.service,
+            family: service.family,
+            cloudmap_service_id: service.cloud_map_service_id,
+            cloudmap_service_arn: service.cloud_map_service_arn,
+        }
+    }
+
+    /// The local stack's view of this stack. Built from the fields each time, so a copy with
+    /// another `service` (`Stack { service, ..stack }`) drives that service.
+    fn ecs_service(&self) -> EcsService {
+        EcsService {
+            cluster: self.cluster.clone(),
+            cluster_arn: self.cluster_arn.clone(),
+            service: self.service.clone(),
+            family: self.family.clone(),
+            cloud_map_service_id: self.cloudmap_service_id.clone(),
+            cloud_map_service_arn: self.cloudmap_service_arn.clone(),
+            // Tasks start from the family's latest revision.
+            task_definitions: Default::default(),
         }
     }
 
     /// Starts `count` tasks of the service (group `service:NAME`, as the scheduler does), with
     /// optional task tags.
     pub async fn run_tasks(&self, count: i32, tags: &[(&str, &str)]) -> Vec<TaskInfo> {
-        let moto = MotoServer::shared();
-        let network = local_stack::ecs::awsvpc(moto, None).unwrap();
-        let mut request = moto
-            .ecs()
-            .run_task()
-            .cluster(&self.cluster)
-            .task_definition(&self.family)
-            .launch_type(LaunchType::Fargate)
-            .group(format!("service:{}", self.service))
-            .count(count)
-            .network_configuration(network);
-        for (key, value) in tags {
-            request = request.tags(Tag::builder().key(*key).value(*value).build());
-        }
-        let run = request.send().await.unwrap();
-        run.tasks()
-            .iter()
-            .map(|task| {
-                let arn = task.task_arn().unwrap().to_owned();
-                let ip = local_stack::ecs::private_ipv4(task).unwrap().to_owned();
-                TaskInfo {
-                    id: arn.rsplit('/').next().unwrap().to_owned(),
-                    arn,
-                    ip,
-                }
+        let run = RunTasks {
+            count,
+            tags,
+            ..RunTasks::default()
+        };
+        self.ecs_service()
+            .run_tasks(MotoServer::shared(), run)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|task| TaskInfo {
+                arn: task.task_arn,
+                id: task.task_id,
+                ip: task.ipv4,
             })
             .collect()
     }
 
     pub async fn stop_task(&self, task: &TaskInfo) {
-        MotoServer::shared()
-            .ecs()
-            .stop_task()
-            .cluster(&self.cluster)
-            .task(&task.arn)
-            .reason("test")
-            .send()
+        self.ecs_service()
+            .stop_task(MotoServer::shared(), &task.arn, "test")
             .await
             .unwrap();
     }
 
     /// What ECS registers for a task, plus a user's own attribute.
     pub fn ecs_attributes(&self, task: &TaskInfo) -> HashMap<String, String> {
-        [
-            (keys::AWS_INSTANCE_IPV4, task.ip.as_str()),
-            (keys::AWS_INSTANCE_PORT, "50051"),
-            (keys::AVAILABILITY_ZONE, "eu-central-1a"),
-            (keys::REGION, "eu-central-1"),
-            (keys::ECS_CLUSTER_NAME, self.cluster.as_str()),
-            (keys::ECS_SERVICE_NAME, self.service.as_str()),
-            (keys::ECS_TASK_DEFINITION_FAMILY, self.family.as_str()),
-            ("team", "payments"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        let mut attributes = self
+            .ecs_service()
+            .ecs_attributes(&task.ip, 50051, "eu-central-1a");
+        attributes.insert("team".to_owned(), "payments".to_owned());
+        attributes
     }
 
     /// Registers the task's instance the way ECS does.
@@ -187,42 +131,26 @@ impl Stack {
     }
 
     pub async fn register(&self, instance_id: &str, attributes: HashMap<String, String>) {
-        MotoServer::shared()
-            .servicediscovery()
-            .register_instance()
-            .service_id(&self.cloudmap_service_id)
-            .instance_id(instance_id)
-            .set_attributes(Some(attributes))
-            .send()
+        self.ecs_service()
+            .register(MotoServer::shared(), instance_id, attributes)
             .await
             .unwrap();
     }
 
     pub async fn deregister(&self, instance_id: &str) {
-        MotoServer::shared()
-            .servicediscovery()
-            .deregister_instance()
-            .service_id(&self.cloudmap_service_id)
-            .instance_id(instance_id)
-            .send()
+        self.ecs_service()
+            .deregister(MotoServer::shared(), instance_id)
             .await
             .unwrap();
     }
 
     /// The instance's attributes read straight from moto; `None` when it does not exist.
     pub async fn attributes(&self, instance_id: &str) -> Option<HashMap<String, String>> {
-        let listed = MotoServer::shared()
-            .servicediscovery()
-            .list_instances()
-            .service_id(&self.cloudmap_service_id)
-            .send()
+        self.ecs_service()
+            .instances(MotoServer::shared())
             .await
-            .unwrap();
-        listed
-            .instances()
-            .iter()
-            .find(|i| i.id() == Some(instance_id))
-            .map(|i| i.attributes().cloned().unwrap_or_default())
+            .unwrap()
+            .remove(instance_id)
     }
 
     /// A fixture event rewritten to name `task` of this stack, with the given version.

@@ -1,11 +1,12 @@
-use std::time::Duration;
-
 /// Why the local run could not go on.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DemoError {
     /// The local AWS stack failed.
     #[error(transparent)]
     Stack(#[from] local_stack::Error),
+    /// The demo fleet (its stack or a task's process) failed.
+    #[error(transparent)]
+    Fleet(#[from] demo::Error),
     /// An AWS call against the local stack failed.
     #[error("{operation} failed")]
     Aws {
@@ -16,22 +17,12 @@ pub(crate) enum DemoError {
     /// A program could not be started or ended badly.
     #[error("{what}: {detail}")]
     Process { what: String, detail: String },
-    /// Something took longer than it may.
-    #[error("{what} did not happen within {waited:?}")]
-    Timeout { what: String, waited: Duration },
     /// The Lambda answered an invocation with an error.
     #[error("the sync Lambda failed the {event} event: {detail}")]
     Lambda { event: String, detail: String },
     /// The balancer could not be built.
     #[error("building the balancer failed")]
     Balancer(#[from] cloudmap_balancer::Error),
-    /// Writing an event file or reading a program's output failed.
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl DemoError {
@@ -43,10 +34,5 @@ impl DemoError {
             operation,
             source: Box::new(source),
         }
-    }
-
-    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
-        let what = what.into();
-        move |source| Self::Io { what, source }
     }
 }

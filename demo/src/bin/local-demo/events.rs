@@ -62,7 +62,7 @@ pub(crate) fn task_state_change(task: &TaskSpec, change: Change, now: SystemTime
             "details": [
                 { "name": "subnetId", "value": task.subnet_id },
                 { "name": "networkInterfaceId", "value": format!("eni-{}", &task.task_id[..12.min(task.task_id.len())]) },
-                { "name": "privateIPv4Address", "value": task.ecs_ipv4 }
+                { "name": "privateIPv4Address", "value": task.ipv4 }
             ]
         }],
         "attributes": [{ "name": "ecs.cpu-architecture", "value": "x86_64" }],
@@ -76,7 +76,7 @@ pub(crate) fn task_state_change(task: &TaskSpec, change: Change, now: SystemTime
             "name": "demo-server",
             "taskArn": task.task_arn,
             "cpu": "0",
-            "networkInterfaces": [{ "privateIpv4Address": task.ecs_ipv4 }]
+            "networkInterfaces": [{ "privateIpv4Address": task.ipv4 }]
         }],
         "cpu": task.cpu.to_string(),
         "createdAt": at,

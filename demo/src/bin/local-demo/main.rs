@@ -17,17 +17,15 @@ mod error;
 mod events;
 mod lambda;
 mod load;
-mod progress;
 mod report;
 mod scenario;
 mod stack;
 mod tasks;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::progress::Progress;
+use demo::progress::Progress;
 
 const USAGE: &str = "usage: local-demo [--json] [--calls N] [--concurrency N] [--debug-lambda]";
 
@@ -65,44 +63,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// The demo-server binary, beside this one (same build profile). Built first if it is missing,
-/// so `cargo run -p demo --bin local-demo` works on its own.
-fn demo_server_binary(progress: &Progress) -> Result<PathBuf, String> {
-    let me = std::env::current_exe().map_err(|e| format!("finding local-demo's own path: {e}"))?;
-    let dir = me.parent().unwrap_or(Path::new("."));
-    let binary = dir.join("demo-server");
-    if binary.is_file() {
-        return Ok(binary);
-    }
-    let release = dir.file_name().is_some_and(|name| name == "release");
-    progress.step(format!(
-        "building demo-server ({} profile)",
-        if release { "release" } else { "dev" }
-    ));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "demo-server",
-            "--bin",
-            "demo-server",
-        ])
-        .args(release.then_some("--release"))
-        .current_dir(local_stack::workspace_root())
-        .status()
-        .map_err(|e| format!("running cargo build -p demo-server: {e}"))?;
-    if status.success() && binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(format!(
-            "cargo build -p demo-server did not produce {}",
-            binary.display()
-        ))
-    }
-}
-
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
@@ -120,7 +80,7 @@ fn main() -> ExitCode {
         progress.step(format!("FAILED: {message}"));
         ExitCode::from(2)
     };
-    let demo_server = match demo_server_binary(&progress) {
+    let demo_server = match demo::fleet::demo_server_binary(|step| progress.step(step)) {
         Ok(path) => path,
         Err(message) => return fail(message),
     };

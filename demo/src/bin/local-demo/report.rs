@@ -92,6 +92,8 @@ pub(crate) struct SpillReport {
     pub(crate) spill_split: Vec<ZoneRow>,
     /// Seconds from making the zone fast again to ≥ 95 % local (held for three windows).
     pub(crate) recovered_after_seconds: Option<f64>,
+    /// Seconds from slowing the zone to making it fast again.
+    pub(crate) fast_again_seconds: f64,
     /// `[seconds since slowed, local share]` per half-second window.
     pub(crate) timeline: Vec<[f64; 2]>,
 }
@@ -129,6 +131,29 @@ impl Check {
             detail,
         }
     }
+}
+
+/// The local share over time as one line of block characters, one per window: `▁` for none,
+/// `█` for all, a `|` where the zone was fast again (before the first window that ends after
+/// `mark`).
+pub(crate) fn sparkline(timeline: &[[f64; 2]], mark: Option<f64>) -> String {
+    const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let mut line = String::new();
+    let mut marked = mark.is_none();
+    for &[end, share] in timeline {
+        if !marked && mark.is_some_and(|m| end > m) {
+            line.push('|');
+            marked = true;
+        }
+        // Clamped to 0–7 first, so the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let level = (share.clamp(0.0, 1.0) * 7.0).round() as usize;
+        line.push(BLOCKS[level]);
+    }
+    if !marked {
+        line.push('|');
+    }
+    line
 }
 
 fn percent(share: f64) -> String {
@@ -251,6 +276,16 @@ impl Report {
                 .recovered_after_seconds
                 .map_or("never".into(), |s| format!("{s:.1} s"))
         )?;
+        writeln!(
+            out,
+            "  local share per 0.5 s window from the slowdown (▁ 0 % … █ 100 %, | fast again at {:.1} s):",
+            spill.fast_again_seconds
+        )?;
+        writeln!(
+            out,
+            "  {}",
+            sparkline(&spill.timeline, Some(spill.fast_again_seconds))
+        )?;
 
         let drain = &self.drain;
         writeln!(
@@ -311,5 +346,23 @@ impl Report {
             self.elapsed_seconds,
             self.logs
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sparkline;
+
+    #[test]
+    fn the_sparkline_has_a_block_per_window_by_share_and_marks_the_recovery() {
+        let timeline = [[0.5, 1.0], [1.0, 0.5], [1.5, 0.0], [2.0, 0.45], [2.5, 1.2]];
+        assert_eq!(sparkline(&timeline, Some(1.5)), "█▅▁|▄█");
+        assert_eq!(sparkline(&timeline, None), "█▅▁▄█");
+        assert_eq!(
+            sparkline(&timeline, Some(9.0)),
+            "█▅▁▄█|",
+            "a mark after the end"
+        );
+        assert_eq!(sparkline(&[], None), "");
     }
 }

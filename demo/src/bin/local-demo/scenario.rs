@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cloudmap_balancer::contract::{InstanceAttributes, LbState};
 use cloudmap_balancer::{Balancer, Options as BalancerOptions};
+use demo::fleet::{CLIENT_ZONE, LAYOUT};
+use demo::progress::Progress;
 use demo::traffic::{self, Client, Tally, Traffic};
 use demo_server::pb::SetLoadRequest;
 use demo_server::pb::control_client::ControlClient;
@@ -26,27 +28,12 @@ use crate::error::DemoError;
 use crate::events::{Change, scheduled, task_state_change};
 use crate::lambda::Emulator;
 use crate::load;
-use crate::progress::Progress;
 use crate::report::{
     Check, DrainReport, EventReport, InstanceReport, Phase, Report, SpillReport, TaskRow, ZoneRow,
 };
 use crate::stack::{CLUSTER, NAMESPACE, SERVICE, Stack};
 use crate::tasks::{self, DRAIN_DELAY, DemoTask, SHUTDOWN_GRACE};
 
-/// Zone, CPU units and CPU utilisation (%, as Container Insights reports it) of each task:
-/// uneven capacity over three zones. The big task in the client's zone is busy; the zones' mean
-/// loads stay close (44 % here, 40 % elsewhere), so load shifts picks within the zone without
-/// making the zone as a whole look overloaded.
-const LAYOUT: [(&str, u32, u32); 6] = [
-    ("eu-central-1a", 1024, 40),
-    ("eu-central-1b", 512, 40),
-    ("eu-central-1b", 512, 40),
-    ("eu-central-1c", 256, 10),
-    ("eu-central-1c", 512, 10),
-    ("eu-central-1c", 1024, 70),
-];
-/// The client's zone.
-const CLIENT_ZONE: &str = "eu-central-1c";
 /// Latency added to the client's zone in phase 2.
 const SLOW: Duration = Duration::from_millis(40);
 /// How often the spill is sampled in phase 2.
@@ -84,7 +71,7 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
     let mut running = Vec::new();
     for (zone, cpu, _) in LAYOUT {
         let spec = tasks::run_task(&stack, zone, cpu).await?;
-        let task = DemoTask::start(&options.demo_server, spec, &options.work_dir).await?;
+        let task = tasks::start(&options.demo_server, spec, &options.work_dir).await?;
         tasks::register_as_ecs(&stack, &task).await?;
         progress.step(format!(
             "  task {} in {zone}, {cpu} CPU units, listening on {}, registered in Cloud Map",
@@ -333,7 +320,7 @@ async fn read_instances(stack: &Stack) -> Result<Vec<InstanceReport>, DemoError>
         .moto
         .servicediscovery()
         .list_instances()
-        .service_id(&stack.cloud_map.id)
+        .service_id(&stack.service.cloud_map_service_id)
         .send()
         .await
         .map_err(DemoError::aws("servicediscovery:ListInstances"))?;
@@ -570,6 +557,7 @@ async fn slow_zone_phase(
     ));
     set_latency(&local_tasks, Duration::ZERO).await?;
     let recovered_at = Instant::now();
+    let fast_again_seconds = recovered_at.duration_since(slowed).as_secs_f64();
     let mut recovered_after = None;
     let mut recovered_windows = 0;
     while recovered_at.elapsed() < Duration::from_secs(60) && recovered_windows < 3 {
@@ -623,6 +611,7 @@ async fn slow_zone_phase(
         settled_calls: settled.succeeded(),
         spill_split,
         recovered_after_seconds: recovered_after.map(|d| d.as_secs_f64()),
+        fast_again_seconds: round(fast_again_seconds, 1),
         timeline: timeline
             .into_iter()
             .map(|(t, s)| [round(t, 1), round(s, 3)])
