@@ -32,13 +32,15 @@ pub(crate) fn as_the_lambda_writes(
         capacity: Some("FARGATE".into()),
         load: Load::new(load_percent),
         task_arn: task.task_arn.clone(),
-        task_version: RUNNING_VERSION,
+        task_version: Some(RUNNING_VERSION),
         updated_at: now,
-        // The Lambda does not write LB_RUNNING_SINCE yet.
+        // The harness runs its clients with slow start off (the default), so the task's start
+        // time would change nothing; it is left out rather than made up.
         running_since: None,
         lambda_owned: false,
     };
     Ok(contract::merge(registered, &ours, &[])?
+        .attributes
         .into_map()
         .into_iter()
         .collect())
