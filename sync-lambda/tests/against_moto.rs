@@ -702,9 +702,9 @@ async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() 
     stack.register_like_ecs(&gone).await;
 
     // Each failure through the handler: the state is written without AVAILABILITY_ZONE_ID, and
-    // the write is counted by reason. (The fault proxy spells query-protocol faults the awsQuery
-    // way, which EC2's SDK does not read: the reasons below come from the HTTP status, as they
-    // would for an answer without a readable code.)
+    // the write is counted by reason. The fault proxy spells query-protocol faults the awsQuery
+    // way (`ErrorResponse/Error/Code`), which the EC2 adapter reads as it reads EC2's own
+    // `Response/Errors/Error/Code`: the reasons come from the codes.
     let cases: [ZoneIdCase<'_>; 5] = [
         (&gone, None, None, "no_subnet", 0),
         // moto's own answer, InvalidSubnetID.NotFound.
@@ -740,7 +740,7 @@ async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() 
             Some(&subnet),
             Some(Fault::ServerError),
             "unavailable",
-            2,
+            1,
         ),
     ];
     for (task, subnet, fault, reason, lookups) in cases {
@@ -766,7 +766,7 @@ async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() 
         assert_eq!(
             proxy.count("DescribeSubnets"),
             lookups,
-            "{reason} (the SDK retries a 5xx once)"
+            "{reason}: one attempt per lookup (a later event or reconciliation retries it)"
         );
         let attrs = stack.attributes(&task.id).await.unwrap();
         assert_eq!(get(&attrs, keys::LB_STATE), Some("RUNNING"), "{reason}");

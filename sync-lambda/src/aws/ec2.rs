@@ -1,12 +1,43 @@
-//! [`Subnets`] on EC2 `DescribeSubnets`.
+//! [`Subnets`] on EC2 `DescribeSubnets`: one SigV4-signed call of EC2's query protocol.
+//!
+//! Not through `aws-sdk-ec2`: that crate is the largest of the AWS SDK (over 1,000 operations),
+//! and compiling it, in debug for the tests and in release for the binary, added about half an
+//! hour to CI on two cores for this one read. The call here uses the SDK's own parts instead, so
+//! it behaves like the other clients:
+//!
+//! - credentials and region from the same [`SdkConfig`] (the function's role in Lambda);
+//! - the same HTTPS connector (rustls), with a 3 s connect and a 5 s read timeout;
+//! - the endpoint from `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL` (the local stack), else
+//!   `https://ec2.{region}.amazonaws.com` (`.amazonaws.com.cn` in the China regions).
+//!
+//! One attempt per lookup, no SDK retries: the zone ID is enrichment, and a failed subnet is asked
+//! again on a later event or reconciliation (see [`zone_ids`](crate::handler)), never in a loop.
 
-use aws_sdk_ec2::Client;
-use aws_sdk_ec2::error::ProvideErrorMetadata;
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
 
-use super::errors::{THROTTLING_CODES, aws_error};
+use aws_config::SdkConfig;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::http::{
+    HttpConnector, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::byte_stream::ByteStream;
+use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
+
+use super::errors::{THROTTLING_CODES, classify_answer};
+use crate::error::{BoxError, ErrorKind, SyncError};
 use crate::ports::{Subnets, ZoneIdGap, ZoneIdLookupError};
 
 const SERVICE: &str = "ec2";
+const OPERATION: &str = "DescribeSubnets";
+/// EC2's query API version (the current one since 2016).
+const API_VERSION: &str = "2016-11-15";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Error codes of a subnet EC2 does not know.
 const NOT_FOUND_CODES: &[&str] = &["InvalidSubnetID.NotFound", "InvalidSubnetID.Malformed"];
@@ -17,16 +48,99 @@ const DENIED_CODES: &[&str] = &[
     "AccessDeniedException",
 ];
 
-/// EC2 through the AWS SDK.
+/// EC2, as far as the Lambda reads it.
 #[derive(Debug, Clone)]
 pub struct Ec2 {
-    client: Client,
+    endpoint: String,
+    region: Option<String>,
+    credentials: Option<SharedCredentialsProvider>,
+    connector: Option<SharedHttpConnector>,
 }
 
 impl Ec2 {
-    /// Wraps a client.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// EC2 with the SDK configuration's region, credentials and endpoint override.
+    pub fn new(sdk: &SdkConfig) -> Self {
+        let region = sdk.region().map(|r| r.as_ref().to_owned());
+        let override_url = std::env::var("AWS_ENDPOINT_URL_EC2")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+            .or_else(|| sdk.endpoint_url().map(str::to_owned));
+        let settings = HttpConnectorSettings::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .build();
+        Self {
+            endpoint: endpoint(override_url.as_deref(), region.as_deref()),
+            region,
+            credentials: sdk.credentials_provider(),
+            connector: aws_smithy_http_client::default_connector(&settings, sdk.sleep_impl()),
+        }
+    }
+
+    /// The signed `DescribeSubnets` request for one subnet.
+    async fn request(&self, subnet_id: &str) -> Result<HttpRequest, BoxError> {
+        let region = self
+            .region
+            .as_deref()
+            .ok_or("no AWS region is configured")?;
+        let credentials = self
+            .credentials
+            .as_ref()
+            .ok_or("no AWS credentials are configured")?
+            .provide_credentials()
+            .await?;
+        let identity = credentials.into();
+        // `subnet_id` passed `valid_subnet_id`: nothing in it needs form encoding.
+        let body = format!("Action={OPERATION}&Version={API_VERSION}&SubnetId.1={subnet_id}");
+        let uri: http::Uri = format!("{}/", self.endpoint).parse()?;
+        let host = uri
+            .authority()
+            .ok_or("the EC2 endpoint has no host")?
+            .as_str();
+        let headers = [
+            ("host", host),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            ),
+        ];
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name(SERVICE)
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()?
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            uri.to_string(),
+            headers.iter().copied(),
+            SignableBody::Bytes(body.as_bytes()),
+        )?;
+        let (instructions, _signature) = sign(signable, &params)?.into_parts();
+        let mut request = http::Request::post(uri.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let mut request = request.body(SdkBody::from(body))?;
+        instructions.apply_to_request_http1x(&mut request);
+        Ok(HttpRequest::try_from(request)?)
+    }
+
+    /// The call: EC2's status and body, or why there was none.
+    async fn call(&self, subnet_id: &str) -> Result<(u16, String), BoxError> {
+        let connector = self
+            .connector
+            .as_ref()
+            .ok_or("no HTTPS connector is available")?;
+        let response = connector.call(self.request(subnet_id).await?).await?;
+        let status = response.status().as_u16();
+        let body = ByteStream::new(response.into_body()).collect().await?;
+        Ok((
+            status,
+            String::from_utf8_lossy(&body.into_bytes()).into_owned(),
+        ))
     }
 }
 
@@ -37,30 +151,149 @@ impl Subnets for Ec2 {
             gap,
             source,
         };
-        match self
-            .client
-            .describe_subnets()
-            .subnet_ids(subnet_id)
-            .send()
-            .await
-        {
-            Ok(output) => output
-                .subnets()
-                .iter()
-                .find(|s| s.subnet_id() == Some(subnet_id))
-                .and_then(|s| s.availability_zone_id())
-                .map(str::trim)
-                .filter(|id| !id.is_empty())
-                .map(str::to_owned)
-                .ok_or_else(|| failed(ZoneIdGap::SubnetNotFound, None)),
-            Err(error) => {
-                let code = error.code().map(str::to_owned);
-                let status = error.raw_response().map(|r| r.status().as_u16());
-                let gap = gap(code.as_deref(), status);
-                Err(failed(
-                    gap,
-                    Some(aws_error(SERVICE, "DescribeSubnets")(error)),
-                ))
+        if !valid_subnet_id(subnet_id) {
+            // What EC2 would answer (`InvalidSubnetID.Malformed`), without the call.
+            return Err(failed(ZoneIdGap::SubnetNotFound, None));
+        }
+        let unavailable = |source: BoxError| SyncError::Aws {
+            service: SERVICE,
+            operation: OPERATION,
+            kind: ErrorKind::Retryable,
+            code: None,
+            source,
+        };
+        match self.call(subnet_id).await {
+            Ok((200, xml)) => match zone_id_in(&xml, subnet_id) {
+                Ok(Some(zone_id)) => Ok(zone_id),
+                Ok(None) => Err(failed(ZoneIdGap::SubnetNotFound, None)),
+                Err(error) => Err(failed(
+                    ZoneIdGap::Unavailable,
+                    Some(unavailable(
+                        format!("EC2 answered DescribeSubnets unreadably: {error}").into(),
+                    )),
+                )),
+            },
+            Ok((status, xml)) => {
+                let answer = ErrorAnswer::read(status, &xml);
+                let gap = gap(answer.code.as_deref(), Some(status));
+                let error = SyncError::Aws {
+                    service: SERVICE,
+                    operation: OPERATION,
+                    kind: classify_answer(status, answer.code.as_deref()),
+                    code: answer.code.clone(),
+                    source: Box::new(answer),
+                };
+                Err(failed(gap, Some(error)))
+            }
+            Err(error) => Err(failed(ZoneIdGap::Unavailable, Some(unavailable(error)))),
+        }
+    }
+}
+
+/// The endpoint's base URL, without a trailing slash.
+fn endpoint(override_url: Option<&str>, region: Option<&str>) -> String {
+    match (override_url.map(str::trim), region) {
+        (Some(url), _) if !url.is_empty() => url.trim_end_matches('/').to_owned(),
+        (_, Some(region)) if region.starts_with("cn-") => {
+            format!("https://ec2.{region}.amazonaws.com.cn")
+        }
+        (_, region) => format!(
+            "https://ec2.{}.amazonaws.com",
+            region.unwrap_or("us-east-1")
+        ),
+    }
+}
+
+/// `subnet-` and letters or digits: the only shape EC2 knows, and one that needs no encoding in
+/// the form body. Anything else comes from a malformed event.
+fn valid_subnet_id(id: &str) -> bool {
+    id.strip_prefix("subnet-").is_some_and(|rest| {
+        !rest.is_empty() && rest.len() <= 64 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
+/// The `availabilityZoneId` of the subnet `subnet_id` in a `DescribeSubnetsResponse`, if the
+/// answer lists it with one. Subnet items nest other `item`s (tags, IPv6 blocks): only the
+/// direct children of `subnetSet/item` are read.
+fn zone_id_in(xml: &str, subnet_id: &str) -> Result<Option<String>, BoxError> {
+    let mut doc = Document::new(xml);
+    let mut root = doc.root_element()?;
+    if !root.start_el().matches("DescribeSubnetsResponse") {
+        return Err(format!("the root element is {}", root.start_el().local()).into());
+    }
+    while let Some(mut set) = root.next_tag() {
+        if !set.start_el().matches("subnetSet") {
+            continue;
+        }
+        while let Some(mut item) = set.next_tag() {
+            if !item.start_el().matches("item") {
+                continue;
+            }
+            let (mut id, mut zone_id) = (None, None);
+            while let Some(mut field) = item.next_tag() {
+                if field.start_el().matches("subnetId") {
+                    id = Some(text(&mut field)?);
+                } else if field.start_el().matches("availabilityZoneId") {
+                    zone_id = Some(text(&mut field)?);
+                }
+            }
+            if id.as_deref().map(str::trim) == Some(subnet_id) {
+                return Ok(zone_id
+                    .map(|z| z.trim().to_owned())
+                    .filter(|z| !z.is_empty()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn text(field: &mut ScopedDecoder<'_, '_>) -> Result<String, BoxError> {
+    Ok(try_data(field).map(Cow::into_owned)?)
+}
+
+/// An error answer: EC2's `Response/Errors/Error` or the awsQuery `ErrorResponse/Error` shape.
+#[derive(Debug, thiserror::Error)]
+#[error("EC2 answered {status}{}{}", code.as_deref().map(|c| format!(": {c}")).unwrap_or_default(), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+struct ErrorAnswer {
+    status: u16,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+impl ErrorAnswer {
+    /// Reads what it can; an unreadable body leaves the code unknown (the status still counts).
+    fn read(status: u16, xml: &str) -> Self {
+        let mut answer = Self {
+            status,
+            code: None,
+            message: None,
+        };
+        let mut doc = Document::new(xml);
+        let Ok(mut root) = doc.root_element() else {
+            return answer;
+        };
+        while let Some(mut child) = root.next_tag() {
+            if child.start_el().matches("Errors") {
+                while let Some(mut error) = child.next_tag() {
+                    if error.start_el().matches("Error") {
+                        answer.fill(&mut error);
+                        return answer;
+                    }
+                }
+            } else if child.start_el().matches("Error") {
+                answer.fill(&mut child);
+                return answer;
+            }
+        }
+        answer
+    }
+
+    fn fill(&mut self, error: &mut ScopedDecoder<'_, '_>) {
+        while let Some(mut field) = error.next_tag() {
+            if field.start_el().matches("Code") {
+                self.code = text(&mut field).ok().filter(|c| !c.trim().is_empty());
+            } else if field.start_el().matches("Message") {
+                self.message = text(&mut field).ok();
             }
         }
     }
@@ -97,5 +330,105 @@ mod tests {
         assert_eq!(gap(None, Some(429)), Throttled);
         assert_eq!(gap(None, Some(500)), Unavailable);
         assert_eq!(gap(None, None), Unavailable, "timeouts, connection errors");
+    }
+
+    #[test]
+    fn the_endpoint_is_the_override_else_the_regional_one() {
+        assert_eq!(
+            endpoint(Some("http://127.0.0.1:5000/"), Some("eu-central-1")),
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(
+            endpoint(Some("  "), Some("eu-central-1")),
+            "https://ec2.eu-central-1.amazonaws.com"
+        );
+        assert_eq!(
+            endpoint(None, Some("cn-north-1")),
+            "https://ec2.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(endpoint(None, None), "https://ec2.us-east-1.amazonaws.com");
+    }
+
+    #[test]
+    fn only_subnet_ids_of_ec2s_shape_are_sent() {
+        assert!(valid_subnet_id("subnet-0123456789abcdef0"));
+        assert!(valid_subnet_id("subnet-0000deadbeef"));
+        for bad in [
+            "",
+            "subnet-",
+            "sg-0123",
+            "subnet-01&Action=RunInstances",
+            "subnet-01 2",
+            "subnet-ü",
+        ] {
+            assert!(!valid_subnet_id(bad), "{bad}");
+        }
+        assert!(!valid_subnet_id(&format!("subnet-{}", "a".repeat(65))));
+    }
+
+    /// EC2's answer shape (abridged from the API reference), with a nested `item` in each subnet
+    /// that must not be mistaken for a subnet.
+    const ANSWER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<DescribeSubnetsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+  <requestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</requestId>
+  <subnetSet>
+    <item>
+      <subnetId>subnet-0aaa</subnetId>
+      <tagSet><item><key>subnetId</key><value>subnet-0bbb</value></item></tagSet>
+      <availabilityZone>eu-central-1a</availabilityZone>
+      <availabilityZoneId>euc1-az2</availabilityZoneId>
+    </item>
+    <item>
+      <subnetId>subnet-0bbb</subnetId>
+      <ipv6CidrBlockAssociationSet><item><associationId>a</associationId></item></ipv6CidrBlockAssociationSet>
+      <availabilityZoneId> euc1-az3 </availabilityZoneId>
+    </item>
+    <item><subnetId>subnet-0ccc</subnetId></item>
+  </subnetSet>
+</DescribeSubnetsResponse>"#;
+
+    #[test]
+    fn the_zone_id_is_the_named_subnets_own() {
+        assert_eq!(
+            zone_id_in(ANSWER, "subnet-0aaa").unwrap().as_deref(),
+            Some("euc1-az2")
+        );
+        assert_eq!(
+            zone_id_in(ANSWER, "subnet-0bbb").unwrap().as_deref(),
+            Some("euc1-az3")
+        );
+        assert_eq!(
+            zone_id_in(ANSWER, "subnet-0ccc").unwrap(),
+            None,
+            "no zone ID"
+        );
+        assert_eq!(
+            zone_id_in(ANSWER, "subnet-0ddd").unwrap(),
+            None,
+            "not listed"
+        );
+        assert!(zone_id_in("<Response/>", "subnet-0aaa").is_err());
+        assert!(zone_id_in("not xml", "subnet-0aaa").is_err());
+    }
+
+    #[test]
+    fn error_answers_of_both_query_shapes_are_read() {
+        let ec2 = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>InvalidSubnetID.NotFound</Code><Message>The subnet ID 'subnet-1' does not exist</Message></Error></Errors><RequestID>r</RequestID></Response>"#;
+        let answer = ErrorAnswer::read(400, ec2);
+        assert_eq!(answer.code.as_deref(), Some("InvalidSubnetID.NotFound"));
+        assert_eq!(
+            answer.to_string(),
+            "EC2 answered 400: InvalidSubnetID.NotFound: The subnet ID 'subnet-1' does not exist"
+        );
+        let query = "<ErrorResponse><Error><Type>Sender</Type><Code>RequestLimitExceeded</Code>\
+                     <Message>slow down</Message></Error></ErrorResponse>";
+        assert_eq!(
+            ErrorAnswer::read(503, query).code.as_deref(),
+            Some("RequestLimitExceeded")
+        );
+        let unreadable = ErrorAnswer::read(502, "<html>Bad Gateway");
+        assert_eq!(unreadable.code, None);
+        assert_eq!(unreadable.to_string(), "EC2 answered 502");
     }
 }

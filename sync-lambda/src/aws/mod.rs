@@ -3,7 +3,8 @@
 //! once, and classifies failures (see [`ErrorKind`](crate::error::ErrorKind)).
 //!
 //! The endpoint, region and credentials come from the SDK's standard configuration, so
-//! `AWS_ENDPOINT_URL` points the same binary at the local stack.
+//! `AWS_ENDPOINT_URL` points the same binary at the local stack. EC2's one read is signed by hand
+//! with the SDK's parts rather than through `aws-sdk-ec2` (see [`Ec2`]).
 
 mod cloudmap;
 mod cloudwatch;
@@ -40,7 +41,7 @@ impl AwsClients {
             cloudmap: CloudMap::new(aws_sdk_servicediscovery::Client::new(sdk)),
             ecs: Ecs::new(aws_sdk_ecs::Client::new(sdk), config.weight_tag.clone()),
             cloudwatch: CloudWatch::new(aws_sdk_cloudwatch::Client::new(sdk), config.load.clone()),
-            ec2: Ec2::new(aws_sdk_ec2::Client::new(sdk)),
+            ec2: Ec2::new(sdk),
         }
     }
 }

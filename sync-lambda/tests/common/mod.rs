@@ -282,20 +282,8 @@ pub fn without_time(mut attributes: HashMap<String, String>) -> HashMap<String, 
 /// The subnet [`Stack::run_tasks`] starts tasks in (the first zone's default subnet), and its
 /// zone ID as moto's EC2 reports it.
 pub async fn task_subnet() -> (String, String) {
-    let moto = MotoServer::shared();
-    let subnet = moto.default_subnets().unwrap().remove(0).id;
-    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config());
-    let zone_id = ec2
-        .describe_subnets()
-        .subnet_ids(&subnet)
-        .send()
-        .await
-        .unwrap()
-        .subnets()[0]
-        .availability_zone_id()
-        .unwrap()
-        .to_owned();
-    (subnet, zone_id)
+    let subnet = MotoServer::shared().default_subnets().unwrap().remove(0);
+    (subnet.id, subnet.zone_id)
 }
 
 /// The event with `subnet` as its ENI's `subnetId` (the fixtures name a subnet moto does not
