@@ -50,6 +50,7 @@ fn the_local_run_balances_spills_and_drains_as_documented() {
         for key in [
             "AWS_INSTANCE_IPV4",
             "AVAILABILITY_ZONE",
+            "AVAILABILITY_ZONE_ID",
             "ECS_SERVICE_NAME",
             "LB_STATE",
             "LB_WEIGHT",
@@ -93,10 +94,17 @@ fn the_local_run_balances_spills_and_drains_as_documented() {
     assert_eq!(drain["failed"], 0);
     assert_eq!(drain["server_exit_code"], 0);
     assert_eq!(drain["state_after_draining_event"], "DRAINING");
-    // The client moved away before the server would have refused calls by itself.
+    // The health watch emptied the task within 100 ms of SIGTERM, before Cloud Map said
+    // DRAINING.
+    let last = drain["last_call_after_sigterm_ms"].as_u64().unwrap();
+    assert!(last <= 100, "{drain}");
     assert!(
-        drain["last_call_after_draining_ms"].as_u64().unwrap()
-            < drain["stops_accepting_after_draining_ms"].as_u64().unwrap(),
+        last < drain["draining_event_after_sigterm_ms"].as_u64().unwrap(),
         "{drain}"
     );
+    // Both names of the client's zone are known, and each zone row carries its ID.
+    assert!(report["client_zone_id"].is_string(), "{report}");
+    for zone in in_zone["zones"].as_array().unwrap() {
+        assert!(zone["zone_id"].is_string(), "{zone}");
+    }
 }

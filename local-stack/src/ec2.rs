@@ -10,6 +10,9 @@ pub struct Subnet {
     pub id: String,
     /// Its availability zone, e.g. `eu-central-1a`.
     pub zone: String,
+    /// The zone's ID, e.g. `euc1-az2`, as `DescribeSubnets` gives it (what the sync Lambda
+    /// writes as `AVAILABILITY_ZONE_ID`).
+    pub zone_id: String,
 }
 
 fn query(port: u16, action_and_params: &str) -> Result<String, Error> {
@@ -58,12 +61,18 @@ pub(crate) fn default_subnets(port: u16) -> Result<Vec<Subnet>, Error> {
         port,
         "DescribeSubnets&Filter.1.Name=default-for-az&Filter.1.Value.1=true",
     )?;
-    // In each subnet item `subnetId` precedes `availabilityZone`; default subnets have no nested
-    // items, so the two lists pair up in order.
+    // In each subnet item `subnetId` precedes `availabilityZone` and `availabilityZoneId`;
+    // default subnets have no nested items, so the lists pair up in order.
     let ids = elements(&xml, "subnetId");
     let zones = elements(&xml, "availabilityZone");
-    if ids.is_empty() || ids.len() != zones.len() {
-        let detail = format!("{} subnet IDs and {} zones", ids.len(), zones.len());
+    let zone_ids = elements(&xml, "availabilityZoneId");
+    if ids.is_empty() || ids.len() != zones.len() || ids.len() != zone_ids.len() {
+        let detail = format!(
+            "{} subnet IDs, {} zones and {} zone IDs",
+            ids.len(),
+            zones.len(),
+            zone_ids.len()
+        );
         return Err(Error::Unexpected {
             what: "DescribeSubnets".into(),
             detail,
@@ -72,9 +81,11 @@ pub(crate) fn default_subnets(port: u16) -> Result<Vec<Subnet>, Error> {
     let mut subnets: Vec<Subnet> = ids
         .into_iter()
         .zip(zones)
-        .map(|(id, zone)| Subnet {
+        .zip(zone_ids)
+        .map(|((id, zone), zone_id)| Subnet {
             id: id.to_owned(),
             zone: zone.to_owned(),
+            zone_id: zone_id.to_owned(),
         })
         .collect();
     subnets.sort_by(|a, b| a.zone.cmp(&b.zone));

@@ -25,6 +25,12 @@ fn default_network_has_a_subnet_per_zone() {
     let zones: Vec<_> = subnets.iter().map(|s| s.zone.as_str()).collect();
     assert_eq!(zones, ["eu-central-1a", "eu-central-1b", "eu-central-1c"]);
     assert!(subnets.iter().all(|s| s.id.starts_with("subnet-")));
+    // Zone IDs are the account's own mapping: distinct, and named for the region.
+    let mut ids: Vec<_> = subnets.iter().map(|s| s.zone_id.as_str()).collect();
+    assert!(ids.iter().all(|id| id.starts_with("euc1-az")), "{ids:?}");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
     assert!(moto.default_security_group().unwrap().starts_with("sg-"));
 }
 

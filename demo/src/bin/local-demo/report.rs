@@ -11,6 +11,8 @@ pub(crate) struct Report {
     /// Whether every check passed.
     pub(crate) ok: bool,
     pub(crate) client_zone: String,
+    /// The client's zone ID, as the balancer holds it.
+    pub(crate) client_zone_id: Option<String>,
     /// The Cloud Map instances before the calls, as the console shows them.
     pub(crate) instances: Vec<InstanceReport>,
     /// The events sent to the Lambda and what it did with each.
@@ -28,6 +30,8 @@ pub(crate) struct Report {
 pub(crate) struct InstanceReport {
     pub(crate) id: String,
     pub(crate) zone: String,
+    /// `AVAILABILITY_ZONE_ID`, when written.
+    pub(crate) zone_id: Option<String>,
     pub(crate) state: Option<String>,
     pub(crate) weight: u32,
     pub(crate) load: Option<u32>,
@@ -58,6 +62,8 @@ pub(crate) struct Phase {
 #[derive(Debug, Serialize)]
 pub(crate) struct ZoneRow {
     pub(crate) zone: String,
+    /// The zone's ID, as the Lambda wrote it on the zone's instances.
+    pub(crate) zone_id: Option<String>,
     pub(crate) calls: u64,
     pub(crate) share: f64,
     pub(crate) expected_share: f64,
@@ -106,11 +112,14 @@ pub(crate) struct DrainReport {
     pub(crate) failed: u64,
     pub(crate) first_failure: Option<String>,
     pub(crate) state_after_draining_event: Option<String>,
-    /// Milliseconds from the DRAINING event to the stopped task's last answered call.
-    pub(crate) last_call_after_draining_ms: Option<u64>,
-    /// Milliseconds from the DRAINING event to when the server stops accepting new calls on its
-    /// own (SIGTERM plus its drain delay).
-    pub(crate) stops_accepting_after_draining_ms: u64,
+    /// Milliseconds from SIGTERM (the server's NOT_SERVING) to the stopped task's last answered
+    /// call; 0 when it was answered before.
+    pub(crate) last_call_after_sigterm_ms: Option<u64>,
+    /// Milliseconds from SIGTERM to sending the DRAINING event to the Lambda.
+    pub(crate) draining_event_after_sigterm_ms: u64,
+    /// Milliseconds from SIGTERM to when the server stops accepting new calls on its own (its
+    /// drain delay).
+    pub(crate) stops_accepting_after_sigterm_ms: u64,
     pub(crate) server_exit_code: Option<i32>,
     /// The zone's remaining tasks after the stop, vs their effective weight share.
     pub(crate) after: Vec<TaskRow>,
@@ -183,8 +192,11 @@ impl Report {
         for instance in &self.instances {
             writeln!(
                 out,
-                "  {} ({}, {} CPU units)",
-                instance.id, instance.zone, instance.cpu
+                "  {} ({}, zone ID {}, {} CPU units)",
+                instance.id,
+                instance.zone,
+                instance.zone_id.as_deref().unwrap_or("-"),
+                instance.cpu
             )?;
             for (key, value) in &instance.attributes {
                 writeln!(out, "      {key:<28} {value}")?;
@@ -205,19 +217,23 @@ impl Report {
         let phase = &self.in_zone;
         writeln!(
             out,
-            "\nPhase 1: {} calls from {}, {} failed",
-            phase.calls, self.client_zone, phase.failed
+            "\nPhase 1: {} calls from {} (zone ID {}), {} failed",
+            phase.calls,
+            self.client_zone,
+            self.client_zone_id.as_deref().unwrap_or("-"),
+            phase.failed
         )?;
         writeln!(
             out,
-            "  {:<16} {:>7} {:>8} {:>9}",
-            "zone", "calls", "share", "expected"
+            "  {:<16} {:<10} {:>7} {:>8} {:>9}",
+            "zone", "zone ID", "calls", "share", "expected"
         )?;
         for zone in &phase.zones {
             writeln!(
                 out,
-                "  {:<16} {:>7} {:>8} {:>9}",
+                "  {:<16} {:<10} {:>7} {:>8} {:>9}",
                 zone.zone,
+                zone.zone_id.as_deref().unwrap_or("-"),
                 zone.calls,
                 percent(zone.share),
                 percent(zone.expected_share)
@@ -262,8 +278,9 @@ impl Report {
         for zone in &spill.spill_split {
             writeln!(
                 out,
-                "  spilled to {:<16} {:>7} calls {:>8} (by capacity: {})",
+                "  spilled to {:<16} {:<10} {:>7} calls {:>8} (by capacity: {})",
                 zone.zone,
+                zone.zone_id.as_deref().unwrap_or("-"),
                 zone.calls,
                 percent(zone.share),
                 percent(zone.expected_share).trim()
@@ -302,13 +319,14 @@ impl Report {
         )?;
         writeln!(
             out,
-            "  its last call was answered {} after DRAINING (it would have refused calls from {} ms); demo-server exited with {}",
+            "  its last call was answered {} after SIGTERM (NOT_SERVING; it would have refused calls from {} ms, and the DRAINING event was sent at {} ms); demo-server exited with {}",
             drain
-                .last_call_after_draining_ms
+                .last_call_after_sigterm_ms
                 .map_or("no call in this phase: never".into(), |ms| format!(
                     "{ms} ms"
                 )),
-            drain.stops_accepting_after_draining_ms,
+            drain.stops_accepting_after_sigterm_ms,
+            drain.draining_event_after_sigterm_ms,
             drain
                 .server_exit_code
                 .map_or("a signal".into(), |c| c.to_string())
