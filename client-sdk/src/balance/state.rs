@@ -72,6 +72,17 @@ struct BuildState {
     zones: HashMap<Option<ZoneKey>, Arc<ZoneCounters>>,
 }
 
+impl BuildState {
+    /// The snapshot's instances that are live as the picker counts them (not stopped, weight
+    /// above 0): what the ejection caps are shares of, so that they hold for the instances that
+    /// can be picked at all.
+    fn live(&self) -> usize {
+        self.snapshot
+            .as_ref()
+            .map_or(0, |s| live_count(s.instances()))
+    }
+}
+
 /// Call counters for [`Stats`](super::Stats) (the `metrics` facade is write-only). Picks by
 /// locality are not here: [`stats::collect`](super::stats) derives them from the per-zone pick
 /// counts, since a zone's locality is fixed (the own zone is resolved before the first table).
@@ -327,10 +338,7 @@ impl Shared {
     /// Ejects `endpoint` for `reason`, within the caps, and rebuilds the table.
     fn eject_outlier(&self, endpoint: &Endpoint, reason: EjectionReason) {
         let mut state = self.state();
-        let live = state
-            .snapshot
-            .as_ref()
-            .map_or(0, |s| live_count(s.instances()));
+        let live = state.live();
         let outcome = state
             .ejections
             .eject_outlier(&endpoint.key, reason, Instant::now(), live);
@@ -461,12 +469,7 @@ impl Shared {
             .fetch_add(1, Ordering::Relaxed);
         self.metrics.connect_failures.increment(1);
         let mut state = self.state();
-        // Live as the picker counts them (not stopped, weight above 0), so that the cap holds
-        // for the instances that can be picked at all.
-        let live = state
-            .snapshot
-            .as_ref()
-            .map_or(0, |s| live_count(s.instances()));
+        let live = state.live();
         let outcome = state
             .ejections
             .on_connect_failure(&endpoint.key, Instant::now(), live);
