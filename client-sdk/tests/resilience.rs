@@ -552,6 +552,9 @@ async fn slow_start_shares_follow_envoys_curve() {
         ]));
         let mut options = Options::default();
         options.slow_start = Some(SlowStart::over(window));
+        // Weights alone: with the latency-aware choice, a moment of this machine's load that
+        // makes one instance answer over twice as slowly as the other would move calls too.
+        options.latency_aware = None;
         let balancer = balancer(&source, options);
         balancer.ready().await.unwrap();
         // Envoy's formula, linear: the new instance's weight is `point` of the old one's.
@@ -577,4 +580,78 @@ async fn slow_start_shares_follow_envoys_curve() {
             new.slow_start_factor
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_instance_stops_taking_calls_and_takes_them_again_once_fast() {
+    // Zone a's three instances take every call; instance 0 turns 20 ms slow. The same calls go
+    // through a balancer with the latency-aware choice (the default) and one without, in turn,
+    // so that how loaded this machine is hits both alike.
+    let servers = servers(&LAYOUT);
+    let source = source(&servers);
+    let aware = balancer(&source, Options::default());
+    let mut options = Options::default();
+    options.latency_aware = None;
+    let blind = balancer(&source, options);
+    for balancer in [&aware, &blind] {
+        balancer.ready().await.unwrap();
+        run(balancer, CLIENTS, 800).await;
+    }
+    servers[0].set_delay(Duration::from_millis(20));
+    let (mut to_slow, total) = ([0u64; 2], 3_000);
+    for _ in 0..2 {
+        for (n, balancer) in [&aware, &blind].into_iter().enumerate() {
+            let before = servers[0].served();
+            assert!(run(balancer, CLIENTS, total).await.is_empty());
+            to_slow[n] += servers[0].served() - before;
+        }
+    }
+    // By in-flight counts alone it keeps an in-flight share of the calls: a few percent, more
+    // the slower the others answer on this machine. Latency-aware, it takes the calls that
+    // measure it, and those the others' queues make worth it.
+    let [aware_calls, blind_calls] = to_slow;
+    eprintln!(
+        "to the slow instance: {aware_calls} latency-aware, {blind_calls} by in-flight alone, of {} each",
+        2 * total
+    );
+    assert!(
+        aware_calls * 2 < blind_calls && aware_calls * 100 < 2 * total * 3,
+        "{aware_calls} latency-aware, {blind_calls} by in-flight alone, of {} each",
+        2 * total
+    );
+    let estimate = aware.stats().instances[0].latency.unwrap();
+    assert!(estimate >= Duration::from_millis(2), "{estimate:?}");
+    assert!(
+        blind.stats().instances[0].latency.is_none(),
+        "not measured when off"
+    );
+
+    // Fast again: once its estimate is stale it is compared by in-flight calls, answers fast,
+    // and takes its share again.
+    servers[0].set_delay(Duration::ZERO);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let balancer = aware.clone();
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut client = HealthClient::new(balancer.channel());
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                check(&mut client, n, None).await.unwrap();
+                n += 1;
+            }
+        })
+    };
+    eventually("the recovered instance measured fast again", || {
+        aware.stats().instances[0]
+            .latency
+            .is_some_and(|l| l < estimate / 2)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    let before = servers[0].served();
+    assert!(run(&aware, CLIENTS, 3_000).await.is_empty());
+    let share = (servers[0].served() - before) as f64 / 3_000.0;
+    assert!(share > 0.15, "{share}: a third of zone a's calls, about");
 }

@@ -13,7 +13,7 @@ use crate::discovery::shared::{self, ClientIdentity};
 use crate::discovery::{AbortOnDrop, CloudMapSource, Discovery, DiscoveryOptions, InstanceSource};
 use crate::error::Error;
 use crate::outlier::{Limits, OutlierOptions};
-use crate::picker::{AdaptiveOptions, SlowStart, ZoneMode};
+use crate::picker::{AdaptiveOptions, LatencyAware, SlowStart, ZoneMode};
 use crate::retry::RetryOptions;
 use crate::telemetry::Ident;
 use crate::zone::{Detection, OwnZone};
@@ -68,6 +68,11 @@ pub struct Options {
     /// Slow start (Envoy's): new tasks ramp up over a window after `LB_RUNNING_SINCE`.
     /// Default `None` (off).
     pub slow_start: Option<SlowStart>,
+    /// Latency-aware two choices: within a zone, an instance whose recent latency is more than
+    /// twice the other candidate's is compared by `(in-flight + 1) × latency` per unit of weight,
+    /// so one slow instance stops taking calls. `None` compares in-flight calls alone (tower's
+    /// and gRPC's P2C). Default on ([`LatencyAware::default`]).
+    pub latency_aware: Option<LatencyAware>,
     /// HTTP/2 keep-alive pings on every connection, idle or not, so a connection to a task that
     /// vanished without closing it is noticed. `None` disables them. Default 30 s.
     pub keep_alive_interval: Option<Duration>,
@@ -97,6 +102,7 @@ impl Default for Options {
             outlier: OutlierOptions::default(),
             retry: RetryOptions::default(),
             slow_start: None,
+            latency_aware: Some(LatencyAware::default()),
             keep_alive_interval: Some(Duration::from_secs(30)),
             keep_alive_timeout: Duration::from_secs(10),
             zone_detection_timeout: Duration::from_secs(2),
@@ -154,6 +160,16 @@ impl Options {
             return invalid(
                 "slow_start",
                 "needs a window above 0, aggression above 0 and min_weight_percent 1 to 100",
+            );
+        }
+        if let Some(l) = &self.latency_aware
+            && (!(l.ratio > 1.0 && l.ratio.is_finite())
+                || l.decay.is_zero()
+                || l.stale_after.is_zero())
+        {
+            return invalid(
+                "latency_aware",
+                "needs a ratio above 1 and decay and stale_after above 0",
             );
         }
         let a = &self.adaptive;
@@ -415,6 +431,7 @@ impl Builder {
             outlier: options.outlier.clone(),
             retry: options.retry.clone(),
             slow_start: options.slow_start,
+            latency_aware: options.latency_aware,
             probe_share: options.adaptive.probe_share,
         };
         let shared = Arc::new(Shared::new(self.ident.clone(), settings, limits, seed));

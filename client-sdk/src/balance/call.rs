@@ -19,6 +19,7 @@ use super::endpoint::{ConnectFailure, Endpoint, EndpointKey, InFlight};
 use super::state::{Picked, Shared};
 use super::transport::{self, Failure};
 use crate::error::Error;
+use crate::picker::micros;
 use crate::retry::{
     Decision, GiveUp, MAX_TRANSPARENT, Pushback, RetryState, after_failure, format_timeout,
     parse_timeout,
@@ -229,7 +230,11 @@ async fn attempt(
     request: http::Request<Body>,
     replay: &Replay,
 ) -> Attempt {
-    let Picked { endpoint, timed } = picked;
+    let Picked {
+        endpoint,
+        zone_latency,
+        latency_aware,
+    } = picked;
     // The fast path is synchronous; the connect path is boxed so that its (large) state does
     // not make every call's future large.
     let (guard, mut channel) = match endpoint.live_channel() {
@@ -253,15 +258,27 @@ async fn attempt(
             Box::new(error),
         ));
     }
-    // Only the adaptive controller reads latency: other tables cost no clock reads.
-    let started = timed.then(Instant::now);
+    // Only the adaptive controller and the latency-aware choice read latency: without them a
+    // call costs no clock reads.
+    let started = (zone_latency || latency_aware.is_some()).then(Instant::now);
+    let answered = |endpoint: &Endpoint| {
+        if let Some(started) = started {
+            let latency = started.elapsed();
+            if zone_latency {
+                endpoint.zone.record(latency);
+            }
+            if let Some(l) = &latency_aware {
+                endpoint
+                    .latency
+                    .record(latency, micros((started + latency).into_std()), l);
+            }
+        }
+    };
     match Service::call(&mut channel, request).await {
         Ok(response) => {
             let Some(code) = grpc_status(response.headers()) else {
                 // Response headers: the call is committed.
-                if let Some(started) = started {
-                    guard.endpoint().zone.record(started.elapsed());
-                }
+                answered(guard.endpoint());
                 replay.commit();
                 let shared = Arc::clone(shared);
                 return Attempt::Answered(
@@ -271,9 +288,7 @@ async fn attempt(
             // Trailers-only: the status is in the headers, and nothing is committed.
             let outlier = shared.record(guard.endpoint(), code);
             if code == Code::Ok {
-                if let Some(started) = started {
-                    guard.endpoint().zone.record(started.elapsed());
-                }
+                answered(guard.endpoint());
                 replay.commit();
             }
             let status = Status::from_header_map(response.headers())

@@ -27,7 +27,7 @@ use super::health::{self, HealthCell, HealthCheck, HealthStatus};
 use crate::discovery::{AbortOnDrop, BoxFuture};
 use crate::error::BoxError;
 use crate::outlier::CallCounter;
-use crate::picker::{BUCKETS, Histogram, bucket};
+use crate::picker::{BUCKETS, CandidateLoad, Histogram, LatencyEstimate, bucket};
 use crate::telemetry::InstanceMetrics;
 
 /// What identifies an endpoint across snapshots: the instance ID and its address.
@@ -149,6 +149,8 @@ pub(crate) struct Endpoint {
     pub(crate) key: EndpointKey,
     pub(crate) zone: Arc<ZoneCounters>,
     in_flight: AtomicU32,
+    /// Latency of answered calls, for the latency-aware choice.
+    pub(crate) latency: LatencyEstimate,
     pub(crate) picks: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
     /// Outlier detection's call counter.
@@ -180,6 +182,7 @@ impl Endpoint {
             key,
             zone,
             in_flight: AtomicU32::new(0),
+            latency: LatencyEstimate::default(),
             picks: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             calls: CallCounter::default(),
@@ -208,6 +211,17 @@ impl Endpoint {
     #[inline]
     pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// What the two-choices step compares: in-flight calls and the latency estimate.
+    #[inline]
+    pub(crate) fn load(&self) -> CandidateLoad {
+        let (latency_us, latency_at_us) = self.latency.read();
+        CandidateLoad {
+            in_flight: self.in_flight(),
+            latency_us,
+            latency_at_us,
+        }
     }
 
     /// Whether a live connection is open.

@@ -23,9 +23,9 @@ use crate::outlier::{
     Ejection, EjectionReason, Ejections, HostCounts, Outcome, OutlierOptions, sweep,
 };
 use crate::picker::{
-    AdaptiveOptions, Availability, Histogram, Locality, Observation, Pick, Picker, PickerConfig,
-    SlowStart, SpillLevel, ZoneController, ZoneDemand, ZoneKey, ZoneMode, live_count, locality,
-    zones_of,
+    AdaptiveOptions, Availability, Histogram, LatencyAware, Locality, Observation, Pick, Picker,
+    PickerConfig, SlowStart, SpillLevel, ZoneController, ZoneDemand, ZoneKey, ZoneMode, live_count,
+    locality, zones_of,
 };
 use crate::retry::{RetryOptions, RetryPolicy, Throttle};
 use crate::telemetry::{BalancerMetrics, Ident, InstanceMetrics};
@@ -57,6 +57,7 @@ pub(crate) struct Settings {
     pub(crate) outlier: OutlierOptions,
     pub(crate) retry: RetryOptions,
     pub(crate) slow_start: Option<SlowStart>,
+    pub(crate) latency_aware: Option<LatencyAware>,
     /// The adaptive plan's probe share.
     pub(crate) probe_share: f64,
 }
@@ -99,13 +100,25 @@ pub(crate) struct Counters {
     pub(crate) failed_calls: AtomicU64,
 }
 
-/// A picked endpoint, and whether the call's latency is wanted.
+/// A picked endpoint, and which of its latency records the call feeds.
 pub(crate) struct Picked {
     pub(crate) endpoint: Arc<Endpoint>,
     /// The table's local share follows the adaptive controller, which learns from latency:
-    /// time the call and record it in the endpoint's zone counters. Otherwise nothing reads
-    /// those latencies, and the call is not timed.
-    pub(crate) timed: bool,
+    /// record the call's latency in the endpoint's zone counters.
+    pub(crate) zone_latency: bool,
+    /// The latency-aware choice reads the endpoint's estimate: fold the call's latency in.
+    /// With neither, the call is not timed.
+    pub(crate) latency_aware: Option<LatencyAware>,
+}
+
+impl Picked {
+    fn new(table: &Table, endpoint: &Arc<Endpoint>) -> Self {
+        Self {
+            endpoint: Arc::clone(endpoint),
+            zone_latency: table.picker.is_adaptive(),
+            latency_aware: table.picker.latency_aware().copied(),
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -237,13 +250,10 @@ impl Shared {
     pub(crate) fn pick(&self, table: &Table, rng: &mut Rng) -> Option<Picked> {
         let pick = table
             .picker
-            .pick(rng, self.spill_level(), |i| table.endpoints[i].in_flight())?;
+            .pick(rng, self.spill_level(), |i| table.endpoints[i].load())?;
         let endpoint = &table.endpoints[pick.index];
         self.count(endpoint, pick);
-        Some(Picked {
-            endpoint: Arc::clone(endpoint),
-            timed: table.picker.is_adaptive(),
-        })
+        Some(Picked::new(table, endpoint))
     }
 
     /// Picks for a retry: an instance not in `tried` while an eligible one exists, the local
@@ -253,15 +263,12 @@ impl Shared {
         let pick = table.picker.pick_excluding(
             rng,
             self.spill_level(),
-            |i| table.endpoints[i].in_flight(),
+            |i| table.endpoints[i].load(),
             |i| tried.contains(&table.endpoints[i].key),
         )?;
         let endpoint = &table.endpoints[pick.index];
         self.count(endpoint, pick);
-        Some(Picked {
-            endpoint: Arc::clone(endpoint),
-            timed: table.picker.is_adaptive(),
-        })
+        Some(Picked::new(&table, endpoint))
     }
 
     /// A retry goes to `endpoint`.
@@ -605,6 +612,7 @@ impl Shared {
             load_max_age: self.settings.load_max_age,
             slow_start: self.settings.slow_start,
             probe_share: self.settings.probe_share,
+            latency_aware: self.settings.latency_aware,
         };
         let availability: Vec<Availability> = endpoints
             .iter()

@@ -60,6 +60,11 @@ pub struct InstanceStats {
     pub effective_weight: f64,
     /// Calls in flight on it.
     pub in_flight: u32,
+    /// The latency-aware choice's estimate of its latency (answered calls, time to the response
+    /// headers); `None` before its first answer or with [`Options::latency_aware`] off.
+    ///
+    /// [`Options::latency_aware`]: crate::Options::latency_aware
+    pub latency: Option<Duration>,
     /// Times it was picked.
     pub picks: u64,
     /// Connection attempts to it that failed.
@@ -277,6 +282,10 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
             base_weight: view.base_weight,
             effective_weight: view.effective_weight(),
             in_flight: endpoint.in_flight(),
+            latency: match endpoint.latency.read() {
+                (0, _) => None,
+                (micros, _) => Some(Duration::from_micros(u64::from(micros))),
+            },
             picks: endpoint.picks.load(Ordering::Relaxed),
             connect_failures: endpoint.connect_failures.load(Ordering::Relaxed),
             connected: endpoint.connected(),

@@ -72,9 +72,14 @@
 //! other zones' callers still keep their calls local. An empty or fully ineligible zone is never
 //! an error.
 //!
-//! Within the chosen zone the picker takes two weight-proportional samples and keeps the one with
-//! fewer in-flight requests per unit of weight (power of two choices, as in tower's `p2c` and
-//! linkerd; ties keep the first sample, so an idle fleet is picked exactly by weight).
+//! Within the chosen zone the picker takes two distinct weight-proportional samples and keeps the
+//! one with fewer in-flight requests per unit of weight (power of two choices, as in tower's `p2c`
+//! and linkerd; ties keep the first sample, so an idle fleet is picked exactly by weight). When
+//! one sample's recent latency is more than twice the other's, latency joins the comparison
+//! ([`LatencyAware`]), so one slow instance stops taking calls rather than taking its in-flight
+//! share of them. The second sample is drawn again when it repeats the first, and is the next
+//! instance of the zone if it repeats again: with replacement, an instance holding 41 % of a zone's
+//! weight would be compared with nothing on 17 % of the picks.
 //!
 //! # Adaptive mode
 //!
@@ -95,6 +100,7 @@
 //! [zone-aware routing]: https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/zone_aware
 
 mod adaptive;
+mod choice;
 mod latency;
 mod slow_start;
 mod table;
@@ -110,6 +116,9 @@ use std::time::Duration;
 pub use adaptive::{AdaptiveOptions, Verdict};
 #[cfg(feature = "tonic")]
 pub(crate) use adaptive::{Observation, ZoneController};
+pub use choice::{CandidateLoad, LatencyAware};
+#[cfg(feature = "tonic")]
+pub(crate) use choice::{LatencyEstimate, micros};
 #[cfg(feature = "tonic")]
 pub(crate) use latency::{BUCKETS, Histogram, bucket};
 pub use slow_start::SlowStart;
@@ -163,6 +172,9 @@ pub struct PickerConfig {
     /// while nothing is spilled, so the controller can compare their latency with the local
     /// zone's. 0 to 1. Default 0.
     pub probe_share: f64,
+    /// The two-choices step weighs latency when it clearly differs (see [`LatencyAware`]).
+    /// Default on; `None` compares in-flight requests per unit of weight alone.
+    pub latency_aware: Option<LatencyAware>,
 }
 
 impl Default for PickerConfig {
@@ -175,6 +187,7 @@ impl Default for PickerConfig {
             load_max_age: Duration::from_secs(300),
             slow_start: None,
             probe_share: 0.0,
+            latency_aware: Some(LatencyAware::default()),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use fastrand::Rng;
 
+use super::choice::{CandidateLoad, LatencyAware, prefer_second};
 use super::weight::{MILLI, base_weights, load_factor_milli};
 use super::zone_id::{ZoneOf, locality, zones_of};
 use super::{Availability, Exclusion, Locality, PickerConfig, SpillLevel, ZoneDemand, ZoneMode};
@@ -95,7 +96,8 @@ pub struct Pick {
 ///
 /// Building allocates; picking does not: [`Picker::pick`] is a zone draw (one random number and
 /// a search over a handful of zones), two weight-proportional samples in O(1) each (Walker's
-/// alias method: one random number, one table lookup), and one comparison of in-flight counts.
+/// alias method: one random number, one table lookup), and one comparison of the two
+/// candidates' loads ([`LatencyAware`](super::LatencyAware)).
 #[derive(Debug, Clone)]
 pub struct Picker {
     /// Candidate instance indices, grouped by zone.
@@ -114,6 +116,7 @@ pub struct Picker {
     /// Running sums over groups of the weight each gets when leaving the local zone.
     spill_cum: Vec<u64>,
     panic: bool,
+    latency_aware: Option<LatencyAware>,
     instances: Vec<InstanceView>,
     zones: Vec<ZoneView>,
 }
@@ -183,6 +186,7 @@ impl Picker {
             plan: Plan::Spread,
             spill_cum: Vec::new(),
             panic,
+            latency_aware: config.latency_aware,
             instances: Vec::with_capacity(instances.len()),
             zones: Vec::with_capacity(zones.len()),
         };
@@ -369,15 +373,16 @@ impl Picker {
     }
 
     /// Picks an instance: a zone by the plan (`spill` sets the local share in adaptive mode),
-    /// then the better of two weight-proportional samples in that zone by in-flight requests per
-    /// unit of weight. `in_flight(i)` reads instance `i`'s in-flight count. `None` when nothing
-    /// can be picked.
+    /// then the cheaper of two distinct weight-proportional samples in that zone
+    /// ([`LatencyAware`]: in-flight requests per unit of weight, and latency when it
+    /// clearly differs). `load(i)` reads instance `i`'s [`CandidateLoad`] (an in-flight count
+    /// alone will do). `None` when nothing can be picked.
     #[inline]
-    pub fn pick(
+    pub fn pick<L: Into<CandidateLoad>>(
         &self,
         rng: &mut Rng,
         spill: SpillLevel,
-        in_flight: impl Fn(usize) -> u32,
+        load: impl Fn(usize) -> L,
     ) -> Option<Pick> {
         let (group, spilled) = self.choose_group(rng, spill)?;
         let g = &self.groups[group];
@@ -385,20 +390,15 @@ impl Picker {
         let chosen = if g.end - g.start == 1 {
             a
         } else {
-            let b = self.sample(g, rng);
-            if a == b {
-                a
-            } else {
-                // Cheaper = fewer in-flight requests per unit of weight; ties keep the first
-                // sample so an idle fleet is picked exactly by weight.
-                let load_a = u64::from(in_flight(self.index[a]));
-                let load_b = u64::from(in_flight(self.index[b]));
-                if load_b * self.weight[a] < load_a * self.weight[b] {
-                    b
-                } else {
-                    a
-                }
+            // A second sample distinct from the first: drawn again once, then the neighbour.
+            let mut b = self.sample(g, rng);
+            if b == a {
+                b = self.sample(g, rng);
             }
+            if b == a {
+                b = if a + 1 < g.end { a + 1 } else { g.start };
+            }
+            self.cheaper(a, b, &load)
         };
         Some(Pick {
             index: self.index[chosen],
@@ -416,11 +416,11 @@ impl Picker {
     ///
     /// Allocates nothing; costs a few samples, and a scan of a zone's candidates when most of
     /// them were tried.
-    pub fn pick_excluding(
+    pub fn pick_excluding<L: Into<CandidateLoad>>(
         &self,
         rng: &mut Rng,
         spill: SpillLevel,
-        in_flight: impl Fn(usize) -> u32,
+        load: impl Fn(usize) -> L,
         tried: impl Fn(usize) -> bool,
     ) -> Option<Pick> {
         let open = |g: &Group| (g.start..g.end).any(|e| !tried(self.index[e]));
@@ -462,7 +462,7 @@ impl Picker {
             }
         };
         let Some((group, spilled)) = group else {
-            return self.pick(rng, spill, in_flight);
+            return self.pick(rng, spill, load);
         };
         let g = &self.groups[group];
         let untried = |e: usize| !tried(self.index[e]);
@@ -470,15 +470,7 @@ impl Picker {
         let mut sample = || (0..4).map(|_| self.sample(g, rng)).find(|&e| untried(e));
         let (a, b) = (sample(), sample());
         let chosen = match (a, b) {
-            (Some(a), Some(b)) if a != b => {
-                let load_a = u64::from(in_flight(self.index[a]));
-                let load_b = u64::from(in_flight(self.index[b]));
-                if load_b * self.weight[a] < load_a * self.weight[b] {
-                    b
-                } else {
-                    a
-                }
-            }
+            (Some(a), Some(b)) if a != b => self.cheaper(a, b, &load),
             (Some(a), _) | (None, Some(a)) => a,
             // ...else, when most were tried, one weight-proportional draw over the untried.
             (None, None) => {
@@ -506,6 +498,28 @@ impl Picker {
             spilled,
             panic: self.panic,
         })
+    }
+
+    /// The cheaper of entries `a` (the first sample: it keeps ties) and `b` (see `choice`).
+    #[inline]
+    fn cheaper<L: Into<CandidateLoad>>(
+        &self,
+        a: usize,
+        b: usize,
+        load: impl Fn(usize) -> L,
+    ) -> usize {
+        let (load_a, load_b) = (load(self.index[a]).into(), load(self.index[b]).into());
+        if prefer_second(
+            load_a,
+            self.weight[a],
+            load_b,
+            self.weight[b],
+            self.latency_aware.as_ref(),
+        ) {
+            b
+        } else {
+            a
+        }
     }
 
     #[inline]
@@ -595,6 +609,11 @@ impl Picker {
     /// caller fleet).
     pub fn is_adaptive(&self) -> bool {
         matches!(self.plan, Plan::Adaptive { .. }) && self.local.is_some()
+    }
+
+    /// The latency-aware choice, when configured: calls should then be timed.
+    pub fn latency_aware(&self) -> Option<&LatencyAware> {
+        self.latency_aware.as_ref()
     }
 
     /// One view per instance the table was built from, in the same order.

@@ -440,8 +440,9 @@ fn two_choices_prefer_fewer_in_flight_per_weight() {
             zero += 1;
         }
     }
-    // Instance 0 wins only when both samples are instance 0: a quarter of the time.
-    assert_close(zero as f64 / PICKS as f64, 0.25);
+    // The two samples are distinct, so the busy instance always meets the idle one and loses
+    // (with replacement it won whenever both samples were it: a quarter of the time).
+    assert_eq!(zero, 0);
 
     // Per unit of weight: 4 in flight on weight 400 is as loaded as 1 on weight 100.
     let weighted = vec![instance(0, "a", 400), instance(1, "a", 100)];
@@ -451,6 +452,39 @@ fn two_choices_prefer_fewer_in_flight_per_weight() {
         .filter(|_| picker.pick(&mut rng, SpillLevel::NONE, even).unwrap().index == 0)
         .count();
     assert_close(s0 as f64 / PICKS as f64, 0.8);
+}
+
+#[test]
+fn a_much_slower_instance_is_not_picked_and_latency_within_the_ratio_changes_nothing() {
+    let instances: Vec<Instance> = (0..3).map(|n| instance(n, "a", 100)).collect();
+    let latency = |slow_us: u32| {
+        move |i: usize| CandidateLoad {
+            in_flight: 0,
+            latency_us: if i == 0 { slow_us } else { 700 },
+            latency_at_us: 5_000_000,
+        }
+    };
+    let count = |picker: &Picker, slow_us: u32| {
+        let mut rng = Rng::with_seed(11);
+        (0..PICKS)
+            .filter(|_| {
+                picker
+                    .pick(&mut rng, SpillLevel::NONE, latency(slow_us))
+                    .unwrap()
+                    .index
+                    == 0
+            })
+            .count() as f64
+            / PICKS as f64
+    };
+    let aware = build(&instances, &config(None, ZoneMode::Adaptive));
+    assert_eq!(count(&aware, 20_700), 0.0, "30× slower: never");
+    // 1.9× slower is noise: all idle, so ties keep the first sample and shares follow weight.
+    assert_close(count(&aware, 1_330), 1.0 / 3.0);
+    let mut blind = config(None, ZoneMode::Adaptive);
+    blind.latency_aware = None;
+    let blind = build(&instances, &blind);
+    assert_close(count(&blind, 20_700), 1.0 / 3.0);
 }
 
 #[test]
