@@ -237,7 +237,12 @@ async fn attempt(
     } = picked;
     // The fast path is synchronous; the connect path is boxed so that its (large) state does
     // not make every call's future large.
-    let (guard, mut channel) = match endpoint.live_channel() {
+    let live = endpoint.live_channel();
+    // An answer on a connection this attempt opened includes its set-up (the HTTP/2 and TLS
+    // handshakes may finish under the first call): it would make a new connection look slow to
+    // the latency-aware choice, which then avoids the instance for a second.
+    let fresh = live.is_none();
+    let (guard, mut channel) = match live {
         Some(channel) => (InFlight::new(endpoint), channel),
         None => match Box::pin(connect(shared, endpoint)).await {
             Ok(connected) => connected,
@@ -267,7 +272,7 @@ async fn attempt(
             if zone_latency {
                 endpoint.zone.record(latency);
             }
-            if let Some(l) = &latency_aware {
+            if let Some(l) = latency_aware.as_ref().filter(|_| !fresh) {
                 endpoint
                     .latency
                     .record(latency, micros((started + latency).into_std()), l);

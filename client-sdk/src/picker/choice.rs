@@ -125,12 +125,31 @@ pub(crate) fn micros(at: Instant) -> u64 {
 pub(crate) struct LatencyEstimate {
     latency_us: AtomicU32,
     at_us: AtomicU64,
+    /// Answers since the estimate was (re)started, up to [`MIN_SAMPLES`].
+    samples: AtomicU32,
 }
 
+/// Answers an estimate needs before it is compared. Until then it is their plain mean, so that
+/// one slow first answer (a cold server, a connection's first round trips) cannot make an
+/// instance look slow for a whole `stale_after`.
+pub(crate) const MIN_SAMPLES: u32 = 16;
+
 impl LatencyEstimate {
-    /// The estimate and when it last moved (0, 0 before the first answer).
+    /// The estimate and when it last moved; (0, 0) before the first answer, and 0 while it has
+    /// fewer than [`MIN_SAMPLES`] answers.
     #[inline]
+    #[cfg_attr(not(feature = "tonic"), allow(dead_code))] // read by the channel's picks
     pub(crate) fn read(&self) -> (u32, u64) {
+        let (latency, at) = self.raw();
+        if self.samples.load(Ordering::Relaxed) < MIN_SAMPLES {
+            (0, at)
+        } else {
+            (latency, at)
+        }
+    }
+
+    #[inline]
+    fn raw(&self) -> (u32, u64) {
         (
             self.latency_us.load(Ordering::Relaxed),
             self.at_us.load(Ordering::Relaxed),
@@ -146,10 +165,19 @@ impl LatencyEstimate {
         let sample = u32::try_from(latency.as_micros())
             .unwrap_or(u32::MAX)
             .max(1);
-        let (old, at) = self.read();
+        let (old, at) = self.raw();
         let gap = now_us.saturating_sub(at);
+        let samples = self.samples.load(Ordering::Relaxed);
         let new = if old == 0 || u128::from(gap) > config.stale_after.as_micros() {
+            self.samples.store(1, Ordering::Relaxed);
             sample
+        } else if samples < MIN_SAMPLES {
+            self.samples.store(samples + 1, Ordering::Relaxed);
+            let mean =
+                f64::from(old) + (f64::from(sample) - f64::from(old)) / f64::from(samples + 1);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // within u32
+            let mean = mean.round().clamp(1.0, f64::from(u32::MAX)) as u32;
+            mean
         } else {
             #[allow(clippy::cast_precision_loss)] // microsecond gaps far below 2^52
             let dt = gap as f64;
@@ -247,27 +275,37 @@ mod tests {
         };
         let e = LatencyEstimate::default();
         assert_eq!(e.read(), (0, 0));
-        e.record(Duration::from_micros(700), 100 * MS, &decay);
-        assert_eq!(e.read(), (700, 100 * MS), "the first answer sets it");
-        // A 20.7 ms answer 10 ms later moves it by 10 / 1,010 of the gap: +198 µs.
-        e.record(Duration::from_micros(20_700), 110 * MS, &decay);
-        assert_eq!(e.read(), (898, 110 * MS));
+        // The first answers: their plain mean, not compared until there are MIN_SAMPLES.
+        e.record(Duration::from_micros(5_000), 100 * MS, &decay);
+        assert_eq!(e.raw(), (5_000, 100 * MS), "the first answer starts it");
+        assert_eq!(e.read(), (0, 100 * MS), "one answer is not compared");
+        for n in 1..MIN_SAMPLES {
+            e.record(Duration::from_micros(700), 100 * MS + u64::from(n), &decay);
+        }
+        // (5,000 + 15 × 700) / 16 = 968.75 (968 after rounding each step): one slow first answer
+        // does not make it slow.
+        assert_eq!(e.read(), (968, 100 * MS + 15));
+        // Then over time: a 20.7 ms answer 10 ms later moves it by 10 / 1,010 of the gap.
+        let at = 100 * MS + 15;
+        e.record(Duration::from_micros(20_700), at + 10 * MS, &decay);
+        assert_eq!(e.read(), (1_163, at + 10 * MS));
         // 900 ms later: 900 / 1,900 of the way.
-        e.record(Duration::from_micros(20_898), 1_010 * MS, &decay);
-        assert_eq!(e.read(), (10_372, 1_010 * MS));
-        // After a silence over `stale_after` (1 s), the answer replaces it.
-        e.record(Duration::from_micros(700), 2_011 * MS, &decay);
-        assert_eq!(e.read(), (700, 2_011 * MS));
-        // The same instant: no move (dt 0), nor does the time go backwards.
-        e.record(Duration::from_micros(50_000), 2_000 * MS, &decay);
-        assert_eq!(e.read(), (700, 2_011 * MS));
+        e.record(Duration::from_micros(20_700), at + 910 * MS, &decay);
+        assert_eq!(e.read(), (10_417, at + 910 * MS));
+        // After a silence over `stale_after` (1 s), the answer starts it again.
+        e.record(Duration::from_micros(700), at + 1_911 * MS, &decay);
+        assert_eq!(e.raw(), (700, at + 1_911 * MS));
+        assert_eq!(e.read().0, 0, "not compared until it has answers again");
+        // The same instant or earlier: no move in time.
+        e.record(Duration::from_micros(700), at + 1_000 * MS, &decay);
+        assert_eq!(e.raw(), (700, at + 1_911 * MS));
         // Sub-microsecond answers count as 1 µs; a latency over u32::MAX µs saturates.
         let e = LatencyEstimate::default();
         e.record(Duration::from_nanos(10), 1, &decay);
-        assert_eq!(e.read().0, 1);
+        assert_eq!(e.raw().0, 1);
         let e = LatencyEstimate::default();
         e.record(Duration::from_secs(10_000), 1, &decay);
-        assert_eq!(e.read().0, u32::MAX);
+        assert_eq!(e.raw().0, u32::MAX);
     }
 
     #[test]
