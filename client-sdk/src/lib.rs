@@ -102,7 +102,7 @@
 //! | `options.retry.throttling` | 10 tokens, 0.1 per success | A6's retry throttle |
 //! | `options.retry.buffer_limit` | 1 MiB | request bytes kept per call for replay; larger calls are not retried |
 //! | `options.slow_start` | off | ramp new tasks up after `LB_RUNNING_SINCE` (Envoy's curve; window, aggression, minimum 10 %) |
-//! | `options.latency_aware` | on (ratio 2, decay 100 ms, stale after 1 s) | within a zone, an instance over twice as slow as the other candidate is compared by `(in-flight + 1) × latency` per unit of weight, so a slow instance stops taking calls; `None`: in-flight calls alone ([`picker::LatencyAware`]) |
+//! | `options.latency_aware` | on (ratio 2, decay 100 ms, stale after 1 s; an estimate counts from 16 answers, not timed on a fresh connection) | within a zone, an instance over twice as slow as the other candidate is compared by `(in-flight + 1) × latency` per unit of weight, so a slow instance stops taking calls; `None`: in-flight calls alone ([`picker::LatencyAware`]) |
 //! | [`Options::keep_alive_interval`] / [`Options::keep_alive_timeout`] | 30 s / 10 s | HTTP/2 pings that find dead connections |
 //! | [`Options::zone_detection_timeout`] | 2 s | time for the task metadata request |
 //! | `options.adaptive.tick` | 500 ms | spill controller period |

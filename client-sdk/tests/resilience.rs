@@ -106,6 +106,36 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// One caller calling in a loop until stopped; with `must_succeed`, every call must succeed.
+struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(balancer: &Balancer, must_succeed: bool) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut client = HealthClient::new(balancer.channel());
+        let running = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            while !running.load(std::sync::atomic::Ordering::Relaxed) {
+                let result = check(&mut client, n, None).await;
+                if must_succeed {
+                    result.unwrap();
+                }
+                n += 1;
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
+
 fn fail(code: Code) -> Option<Fail> {
     Some(Fail {
         code,
@@ -177,25 +207,12 @@ async fn failure_percentage_ejects_after_one_interval_in_a_zone_affine_client() 
     // 90 % of its calls fail: every tenth is served.
     let failing = &servers[2];
     failing.fail_with(fail(Code::Internal));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let balancer = balancer.clone();
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut client = HealthClient::new(balancer.channel());
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = check(&mut client, n, None).await;
-                n += 1;
-            }
-        })
-    };
+    let load = Load::start(&balancer, false);
     eventually("ejected by failure percentage", || {
         balancer.stats().instances[2].ejection_reason == Some(EjectionReason::FailurePercentage)
     })
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.await.unwrap();
+    load.stop().await;
     let stats = balancer.stats();
     assert_eq!(stats.calls.ejections_by_reason.failure_percentage, 1);
     assert_eq!(stats.calls.ejections_by_reason.success_rate, 0);
@@ -631,27 +648,14 @@ async fn a_slow_instance_stops_taking_calls_and_takes_them_again_once_fast() {
     // Fast again: once its estimate is stale it is compared by in-flight calls, answers fast,
     // and takes its share again.
     servers[0].set_delay(Duration::ZERO);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let balancer = aware.clone();
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut client = HealthClient::new(balancer.channel());
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                check(&mut client, n, None).await.unwrap();
-                n += 1;
-            }
-        })
-    };
+    let load = Load::start(&aware, true);
     eventually("the recovered instance measured fast again", || {
         aware.stats().instances[0]
             .latency
             .is_some_and(|l| l < estimate / 2)
     })
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.await.unwrap();
+    load.stop().await;
     let before = servers[0].served();
     assert!(run(&aware, CLIENTS, 3_000).await.is_empty());
     let share = (servers[0].served() - before) as f64 / 3_000.0;

@@ -158,7 +158,8 @@ impl LatencyEstimate {
 
     /// Folds in a call answered at `now_us` after `latency`. The first answer, and the first
     /// after a silence of more than `stale_after` (a probe of an instance that was avoided), set
-    /// the estimate to their own latency; others move it by `dt / (dt + decay)`.
+    /// the estimate to their own latency; the next answers up to [`MIN_SAMPLES`] average with
+    /// it; later ones move it by `dt / (dt + decay)`.
     #[inline]
     #[cfg_attr(not(feature = "tonic"), allow(dead_code))] // recorded by the channel's calls
     pub(crate) fn record(&self, latency: Duration, now_us: u64, config: &LatencyAware) {
@@ -168,25 +169,22 @@ impl LatencyEstimate {
         let (old, at) = self.raw();
         let gap = now_us.saturating_sub(at);
         let samples = self.samples.load(Ordering::Relaxed);
-        let new = if old == 0 || u128::from(gap) > config.stale_after.as_micros() {
+        // How far the estimate moves towards this answer: all the way when (re)starting, by a
+        // plain mean while it has fewer than MIN_SAMPLES answers, then by the time-decayed step.
+        let step = if old == 0 || u128::from(gap) > config.stale_after.as_micros() {
             self.samples.store(1, Ordering::Relaxed);
-            sample
+            1.0
         } else if samples < MIN_SAMPLES {
             self.samples.store(samples + 1, Ordering::Relaxed);
-            let mean =
-                f64::from(old) + (f64::from(sample) - f64::from(old)) / f64::from(samples + 1);
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // within u32
-            let mean = mean.round().clamp(1.0, f64::from(u32::MAX)) as u32;
-            mean
+            1.0 / f64::from(samples + 1)
         } else {
             #[allow(clippy::cast_precision_loss)] // microsecond gaps far below 2^52
             let dt = gap as f64;
-            let alpha = dt / (dt + config.decay.as_secs_f64() * 1e6);
-            let moved = f64::from(old) + alpha * (f64::from(sample) - f64::from(old));
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // within u32
-            let moved = moved.round().clamp(1.0, f64::from(u32::MAX)) as u32;
-            moved
+            dt / (dt + config.decay.as_secs_f64() * 1e6)
         };
+        let moved = f64::from(old) + step * (f64::from(sample) - f64::from(old));
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // within u32
+        let new = moved.round().clamp(1.0, f64::from(u32::MAX)) as u32;
         self.latency_us.store(new, Ordering::Relaxed);
         self.at_us.store(now_us.max(at), Ordering::Relaxed);
     }
