@@ -1,0 +1,299 @@
+//! The services being served: one Cloud Map poller per service per replica, whatever the number
+//! of clients; the callers' spread over zones, from the streams connected to this replica; and
+//! one answer per (service, client zone), computed once and shared by every client in that zone.
+//!
+//! A service's poller starts with its first subscriber and stops when the last one leaves, so a
+//! service nobody asks for is not polled. Discovery is the crate's own
+//! ([`Discovery`]): revision polling, last-known-good through any Cloud Map failure, throttle
+//! backoff, configuration errors told apart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::SystemTime;
+
+use cloudmap_balancer::discovery::{Discovery, Snapshot};
+use cloudmap_balancer::picker::{Availability, ZoneDemand};
+use tokio::sync::watch;
+
+use crate::naming::ServiceName;
+use crate::resources::{Assignment, AssignmentConfig, ClientZone, assign};
+use crate::version;
+
+/// Starts discovery for a service (Cloud Map in production, a static source in tests).
+pub type StartDiscovery =
+    Arc<dyn Fn(&ServiceName) -> Result<Discovery, cloudmap_balancer::Error> + Send + Sync>;
+
+/// Where a service stands for the streams.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// No listing yet, and no verdict from Cloud Map.
+    Pending,
+    /// Cloud Map says the service cannot be read (no such service or namespace, access
+    /// denied) and there is no last-known-good listing.
+    Rejected(Arc<cloudmap_balancer::Error>),
+    /// The answer for the zone asked.
+    Ready(Arc<Answer>),
+}
+
+/// One service's endpoints for one client zone, with its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The endpoints.
+    pub assignment: Assignment,
+    /// A hash of the assignment (the ClusterLoadAssignment's resource version).
+    pub version: String,
+    /// When discovery fetched the listing it was computed from.
+    pub fetched_at: SystemTime,
+}
+
+/// Every service this replica serves.
+#[derive(Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    start: StartDiscovery,
+    config: AssignmentConfig,
+    entries: Mutex<HashMap<ServiceName, Weak<Entry>>>,
+}
+
+impl Services {
+    /// Services discovered with `start`, assigned with `config`.
+    pub fn new(start: StartDiscovery, config: AssignmentConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                start,
+                config,
+                entries: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The assignment settings.
+    pub fn config(&self) -> &AssignmentConfig {
+        &self.inner.config
+    }
+
+    /// Subscribes a stream whose client is in `zone` to `name`: starts the service's poller if
+    /// none runs, and counts the client in the service's callers. Dropping the subscription
+    /// takes it back.
+    pub fn subscribe(
+        &self,
+        name: &ServiceName,
+        zone: &ClientZone,
+    ) -> Result<Subscription, cloudmap_balancer::Error> {
+        let entry = {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            match entries.get(name).and_then(Weak::upgrade) {
+                Some(entry) => entry,
+                None => {
+                    entries.retain(|_, entry| entry.strong_count() > 0);
+                    let entry = Entry::start(name.clone(), (self.inner.start)(name)?, self.inner.config.clone());
+                    entries.insert(name.clone(), Arc::downgrade(&entry));
+                    metrics::gauge!("cloudmap_xds_services").set(entries.len() as f64);
+                    tracing::info!(service = %name, "polling a newly subscribed service");
+                    entry
+                }
+            }
+        };
+        entry.add_caller(zone, 1);
+        Ok(Subscription {
+            entry,
+            zone: zone.clone(),
+        })
+    }
+
+    /// How many services are polled now.
+    pub fn polled(&self) -> usize {
+        let entries = self.inner.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.values().filter(|e| e.strong_count() > 0).count()
+    }
+}
+
+/// One stream's interest in one service. Dropping it takes the stream out of the service's
+/// callers; the last one stops the service's poller.
+#[derive(Debug)]
+pub struct Subscription {
+    entry: Arc<Entry>,
+    zone: ClientZone,
+}
+
+impl Subscription {
+    /// Where the service stands, and its answer for this stream's zone.
+    pub fn resolve(&self) -> Resolution {
+        self.entry.resolve(&self.zone)
+    }
+
+    /// A receiver that changes whenever the service's answers may have changed (a new
+    /// snapshot, a change in callers, a configuration error).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.entry.changes.subscribe()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.entry.add_caller(&self.zone, -1);
+    }
+}
+
+/// A polled service.
+struct Entry {
+    name: ServiceName,
+    discovery: Discovery,
+    config: AssignmentConfig,
+    /// Connected callers per zone, and a generation bumped on every change.
+    callers: Mutex<(BTreeMap<ClientZone, u64>, u64)>,
+    rejected: Mutex<Option<Arc<cloudmap_balancer::Error>>>,
+    /// Bumped on every change that may change an answer.
+    changes: watch::Sender<u64>,
+    /// Answers per zone, with the (snapshot generation, callers generation) they were computed
+    /// for.
+    answers: Mutex<HashMap<ClientZone, ((u64, u64), Arc<Answer>)>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.watcher.abort();
+        tracing::info!(service = %self.name, "no subscriber left: polling stops");
+    }
+}
+
+impl Entry {
+    fn start(name: ServiceName, discovery: Discovery, config: AssignmentConfig) -> Arc<Self> {
+        Arc::new_cyclic(|weak: &Weak<Self>| {
+            let weak = weak.clone();
+            let watched = discovery.clone();
+            let watcher = tokio::spawn(async move {
+                // Holds a clone of the discovery handle until the entry aborts this task.
+                let mut snapshots = watched.subscribe();
+                loop {
+                    let known = snapshots.borrow_and_update().is_some();
+                    let Some(entry) = weak.upgrade() else { return };
+                    let rejected = entry.is_rejected();
+                    if known && rejected {
+                        entry.set_rejected(None);
+                    }
+                    entry.bump();
+                    drop(entry);
+                    tokio::select! {
+                        changed = snapshots.changed() => if changed.is_err() { return },
+                        error = watched.configuration_error(), if !known && !rejected => {
+                            let Some(entry) = weak.upgrade() else { return };
+                            tracing::warn!(service = %entry.name, error = %error, "Cloud Map refuses the service: clients are told it does not exist");
+                            entry.set_rejected(Some(error));
+                        }
+                    }
+                }
+            });
+            Self {
+                name,
+                discovery,
+                config,
+                callers: Mutex::new((BTreeMap::new(), 0)),
+                rejected: Mutex::new(None),
+                changes: watch::Sender::new(0),
+                answers: Mutex::new(HashMap::new()),
+                watcher,
+            }
+        })
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    fn is_rejected(&self) -> bool {
+        self.rejected.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    fn set_rejected(&self, error: Option<Arc<cloudmap_balancer::Error>>) {
+        *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    fn add_caller(&self, zone: &ClientZone, delta: i64) {
+        {
+            let mut callers = self.callers.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = callers.0.entry(zone.clone()).or_insert(0);
+            *count = count.saturating_add_signed(delta);
+            if *count == 0 {
+                callers.0.remove(zone);
+            }
+            callers.1 += 1;
+        }
+        self.bump();
+    }
+
+    fn resolve(&self, zone: &ClientZone) -> Resolution {
+        let Some(snapshot) = self.discovery.snapshot() else {
+            return match self.rejected.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+                Some(error) => Resolution::Rejected(error),
+                None => Resolution::Pending,
+            };
+        };
+        let (demand, callers_generation) = {
+            let callers = self.callers.lock().unwrap_or_else(PoisonError::into_inner);
+            let demand = ZoneDemand::with_ids(
+                callers
+                    .0
+                    .iter()
+                    .map(|(zone, &n)| (zone.name.clone(), zone.id.clone(), n)),
+            );
+            (demand, callers.1)
+        };
+        // Clients without a zone get the zone-agnostic answer, whatever the callers' spread.
+        let key = (snapshot.generation(), if zone.is_unknown() { 0 } else { callers_generation });
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((cached, answer)) = answers.get(zone)
+            && *cached == key
+        {
+            return Resolution::Ready(Arc::clone(answer));
+        }
+        let answer = Arc::new(compute(&snapshot, zone, &demand, &self.config));
+        answers.retain(|_, (cached, _)| cached.0 == key.0);
+        answers.insert(zone.clone(), (key, Arc::clone(&answer)));
+        Resolution::Ready(answer)
+    }
+}
+
+/// The answer for a client in `zone`: [`assign`] with the callers' spread, its version a hash
+/// of the result.
+pub fn compute(
+    snapshot: &Snapshot,
+    zone: &ClientZone,
+    demand: &ZoneDemand,
+    config: &AssignmentConfig,
+) -> Answer {
+    let demand = (demand.total() > 0).then_some(demand);
+    let assignment = assign(
+        snapshot.instances(),
+        zone,
+        demand,
+        |_| Availability::Available,
+        config,
+        SystemTime::now(),
+    );
+    for id in &assignment.duplicates {
+        tracing::warn!(instance = %id, "left out: another instance of the service has the same address");
+    }
+    let version = version::of(&(&assignment, &config.region));
+    Answer {
+        assignment,
+        version,
+        fetched_at: snapshot.fetched_at(),
+    }
+}
