@@ -135,7 +135,12 @@ mod tests {
         assert!(!state.should_send("v1", false), "the client has it");
 
         let (verdict, changed) = state.on_request(&names(&["a"]), "1", "v1", None);
-        assert_eq!(verdict, Verdict::Ack { version: "v1".into() });
+        assert_eq!(
+            verdict,
+            Verdict::Ack {
+                version: "v1".into()
+            }
+        );
         assert!(!changed);
         assert_eq!(state.accepted(), Some("v1"));
 
@@ -150,8 +155,14 @@ mod tests {
             }
         );
         assert_eq!(state.accepted(), Some("v1"), "still on what it accepted");
-        assert!(!state.should_send("v2", false), "the rejected version is not sent again");
-        assert!(!state.should_send("v2", true), "not even for a subscription change");
+        assert!(
+            !state.should_send("v2", false),
+            "the rejected version is not sent again"
+        );
+        assert!(
+            !state.should_send("v2", true),
+            "not even for a subscription change"
+        );
         assert!(state.should_send("v3", false), "new content is");
     }
 
@@ -166,7 +177,10 @@ mod tests {
         assert!(changed);
         assert_eq!(state.subscribed().len(), 2);
         assert_eq!(state.accepted(), None);
-        assert!(state.should_send("v2", true), "a subscription change is answered");
+        assert!(
+            state.should_send("v2", true),
+            "a subscription change is answered"
+        );
     }
 
     #[test]

@@ -101,7 +101,11 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
             return Ok(Command::Help);
         }
         let Some(name) = flag.strip_prefix("--") else {
-            return Err(invalid(flag, "", "an unexpected argument (flags start with --)"));
+            return Err(invalid(
+                flag,
+                "",
+                "an unexpected argument (flags start with --)",
+            ));
         };
         let (name, value) = match name.split_once('=') {
             Some((name, value)) => (name.to_owned(), value.to_owned()),
@@ -113,42 +117,66 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
         settings.push((name, value));
     }
     let lookup = |flag: &str, var: &str| -> Option<(String, String)> {
-        let from_flags: Vec<&String> = settings.iter().filter(|(n, _)| n == flag).map(|(_, v)| v).collect();
+        let from_flags: Vec<&String> = settings
+            .iter()
+            .filter(|(n, _)| n == flag)
+            .map(|(_, v)| v)
+            .collect();
         match from_flags.last() {
             Some(value) => Some((format!("--{flag}"), (*value).clone())),
-            None => env.get(var).filter(|v| !v.is_empty()).map(|v| (var.to_owned(), v.clone())),
+            None => env
+                .get(var)
+                .filter(|v| !v.is_empty())
+                .map(|v| (var.to_owned(), v.clone())),
         }
     };
     match command.as_str() {
         "serve" => {
-            let known = ["listen", "region", "alias", "poll-interval", "max-subscriptions", "outlier-detection", "shutdown-grace"];
+            let known = [
+                "listen",
+                "region",
+                "alias",
+                "poll-interval",
+                "max-subscriptions",
+                "outlier-detection",
+                "shutdown-grace",
+            ];
             reject_unknown(&settings, &known)?;
             let mut config = ServeConfig::default();
             if let Some((name, value)) = lookup("listen", "CLOUDMAP_XDS_LISTEN") {
-                config.listen = value.parse().map_err(|_| invalid(&name, &value, "not an IP:PORT address"))?;
+                config.listen = value
+                    .parse()
+                    .map_err(|_| invalid(&name, &value, "not an IP:PORT address"))?;
             }
             config.region = lookup("region", "CLOUDMAP_XDS_REGION").map(|(_, v)| v);
             if let Some((name, value)) = lookup("_", "CLOUDMAP_XDS_ALIASES") {
-                config.aliases = parse_aliases(&value).map_err(|reason| invalid(&name, &value, &reason))?;
+                config.aliases =
+                    parse_aliases(&value).map_err(|reason| invalid(&name, &value, &reason))?;
             }
             for (_, value) in settings.iter().filter(|(n, _)| n == "alias") {
-                let more = parse_aliases(value).map_err(|reason| invalid("--alias", value, &reason))?;
+                let more =
+                    parse_aliases(value).map_err(|reason| invalid("--alias", value, &reason))?;
                 config.aliases.extend(more);
             }
             if let Some((name, value)) = lookup("poll-interval", "CLOUDMAP_XDS_POLL_INTERVAL") {
-                config.poll_interval = parse_duration(&value).map_err(|reason| invalid(&name, &value, reason))?;
+                config.poll_interval =
+                    parse_duration(&value).map_err(|reason| invalid(&name, &value, reason))?;
                 if config.poll_interval < Duration::from_secs(1) {
                     return Err(invalid(&name, &value, "must be at least 1s"));
                 }
             }
-            if let Some((name, value)) = lookup("max-subscriptions", "CLOUDMAP_XDS_MAX_SUBSCRIPTIONS") {
+            if let Some((name, value)) =
+                lookup("max-subscriptions", "CLOUDMAP_XDS_MAX_SUBSCRIPTIONS")
+            {
                 config.max_subscriptions = value
                     .parse()
                     .ok()
                     .filter(|&n: &usize| n > 0)
                     .ok_or_else(|| invalid(&name, &value, "not a whole number above 0"))?;
             }
-            if let Some((name, value)) = lookup("outlier-detection", "CLOUDMAP_XDS_OUTLIER_DETECTION") {
+            if let Some((name, value)) =
+                lookup("outlier-detection", "CLOUDMAP_XDS_OUTLIER_DETECTION")
+            {
                 config.outlier_detection = match value.as_str() {
                     "on" | "true" | "1" => true,
                     "off" | "false" | "0" => false,
@@ -156,7 +184,8 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
                 };
             }
             if let Some((name, value)) = lookup("shutdown-grace", "CLOUDMAP_XDS_SHUTDOWN_GRACE") {
-                config.shutdown_grace = parse_duration(&value).map_err(|reason| invalid(&name, &value, reason))?;
+                config.shutdown_grace =
+                    parse_duration(&value).map_err(|reason| invalid(&name, &value, reason))?;
             }
             Ok(Command::Serve(config))
         }
@@ -165,9 +194,16 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
             reject_unknown(&settings, &known)?;
             let server_uri = lookup("server", "CLOUDMAP_XDS_SERVER_URI")
                 .map(|(_, v)| v)
-                .ok_or_else(|| invalid("--server", "", "required (or CLOUDMAP_XDS_SERVER_URI): the xDS server's HOST:PORT"))?;
+                .ok_or_else(|| {
+                    invalid(
+                        "--server",
+                        "",
+                        "required (or CLOUDMAP_XDS_SERVER_URI): the xDS server's HOST:PORT",
+                    )
+                })?;
             match server_uri.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+                Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
                 _ => return Err(invalid("--server", &server_uri, "not HOST:PORT")),
             }
             Ok(Command::Bootstrap(BootstrapConfig {
@@ -184,8 +220,15 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
 }
 
 fn reject_unknown(settings: &[(String, String)], known: &[&str]) -> Result<(), Error> {
-    match settings.iter().find(|(name, _)| !known.contains(&name.as_str())) {
-        Some((name, value)) => Err(invalid(&format!("--{name}"), value, "not a flag of this command")),
+    match settings
+        .iter()
+        .find(|(name, _)| !known.contains(&name.as_str()))
+    {
+        Some((name, value)) => Err(invalid(
+            &format!("--{name}"),
+            value,
+            "not a flag of this command",
+        )),
         None => Ok(()),
     }
 }
@@ -205,7 +248,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
         Some(at) => text.split_at(at),
         None => (text, "s"),
     };
-    let n: u64 = number.parse().map_err(|_| "not a duration (500ms, 2s, 1m)")?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "not a duration (500ms, 2s, 1m)")?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
@@ -223,19 +268,30 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn defaults_environment_and_flags_in_that_order() {
-        let Command::Serve(config) = parse(&args(&["serve"]), &env(&[])).unwrap() else { panic!() };
+        let Command::Serve(config) = parse(&args(&["serve"]), &env(&[])).unwrap() else {
+            panic!()
+        };
         assert_eq!(config, ServeConfig::default());
         let environment = env(&[
             ("CLOUDMAP_XDS_LISTEN", "127.0.0.1:1"),
             ("CLOUDMAP_XDS_POLL_INTERVAL", "5s"),
             ("CLOUDMAP_XDS_ALIASES", "echo=echo.prod.internal"),
         ]);
-        let Command::Serve(config) = parse(&args(&["serve", "--listen", "127.0.0.1:2", "--alias=x=y.z"]), &environment).unwrap() else { panic!() };
+        let Command::Serve(config) = parse(
+            &args(&["serve", "--listen", "127.0.0.1:2", "--alias=x=y.z"]),
+            &environment,
+        )
+        .unwrap() else {
+            panic!()
+        };
         assert_eq!(config.listen, "127.0.0.1:2".parse().unwrap());
         assert_eq!(config.poll_interval, Duration::from_secs(5));
         assert_eq!(config.aliases.len(), 2);
@@ -245,15 +301,25 @@ mod tests {
     fn bad_values_name_the_setting() {
         let cases: [(&[&str], &[(&str, &str)], &str); 7] = [
             (&["serve", "--listen", "nowhere"], &[], "--listen"),
-            (&["serve"], &[("CLOUDMAP_XDS_POLL_INTERVAL", "fast")], "CLOUDMAP_XDS_POLL_INTERVAL"),
+            (
+                &["serve"],
+                &[("CLOUDMAP_XDS_POLL_INTERVAL", "fast")],
+                "CLOUDMAP_XDS_POLL_INTERVAL",
+            ),
             (&["serve", "--poll-interval", "500ms"], &[], "at least 1s"),
-            (&["serve", "--max-subscriptions", "0"], &[], "--max-subscriptions"),
+            (
+                &["serve", "--max-subscriptions", "0"],
+                &[],
+                "--max-subscriptions",
+            ),
             (&["serve", "--colour", "blue"], &[], "--colour"),
             (&["bootstrap"], &[], "--server"),
             (&["bootstrap", "--server", "xds:0"], &[], "HOST:PORT"),
         ];
         for (line, environment, expected) in cases {
-            let error = parse(&args(line), &env(environment)).unwrap_err().to_string();
+            let error = parse(&args(line), &env(environment))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(expected), "{line:?}: {error}");
         }
     }

@@ -22,7 +22,11 @@ fn main() -> ExitCode {
     let command = match config::parse(&args, &env) {
         Ok(command) => command,
         Err(error) => {
-            let _ = writeln!(std::io::stderr(), "cloudmap-xds: {error}\n\n{}", config::USAGE);
+            let _ = writeln!(
+                std::io::stderr(),
+                "cloudmap-xds: {error}\n\n{}",
+                config::USAGE
+            );
             return ExitCode::from(2);
         }
     };
@@ -33,7 +37,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the runtime");
@@ -98,14 +105,22 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     let counters = server.counters();
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| Error::Bind { addr: config.listen, source })?;
-    let local = listener.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?;
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
     // Tests and scripts read the bound address (the port may be 0) from this line.
     let _ = writeln!(std::io::stdout(), "listening {local}");
     let _ = std::io::stdout().flush();
     tracing::info!(%local, "serving ADS");
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -167,12 +182,23 @@ async fn write_bootstrap(config: BootstrapConfig) -> Result<(), Error> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "cloudmap-xds-client".to_owned());
-    let region = config.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
-    let value = cloudmap_xds::bootstrap::bootstrap(&config.server_uri, &node_id, region.as_deref(), zone.as_deref());
+    let region = config
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok());
+    let value = cloudmap_xds::bootstrap::bootstrap(
+        &config.server_uri,
+        &node_id,
+        region.as_deref(),
+        zone.as_deref(),
+    );
     let text = serde_json::to_string_pretty(&value).unwrap_or_default();
     match &config.output {
         Some(path) => {
-            std::fs::write(path, text + "\n").map_err(|source| Error::Write { path: path.clone(), source })?;
+            std::fs::write(path, text + "\n").map_err(|source| Error::Write {
+                path: path.clone(),
+                source,
+            })?;
             tracing::info!(%path, zone = ?zone, "bootstrap written");
         }
         None => {
@@ -194,16 +220,23 @@ async fn detect_zone() -> Option<String> {
     };
     let found = match named {
         Some(name) => Some(zone::Zone::named(name)),
-        None if std::env::var(zone::IMDS_DISABLED_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("true")) => None,
+        None if std::env::var(zone::IMDS_DISABLED_VAR)
+            .is_ok_and(|v| v.eq_ignore_ascii_case("true")) =>
+        {
+            None
+        }
         None => {
-            let endpoint = std::env::var(zone::IMDS_ENDPOINT_VAR).unwrap_or_else(|_| zone::IMDS_ENDPOINT.to_owned());
+            let endpoint = std::env::var(zone::IMDS_ENDPOINT_VAR)
+                .unwrap_or_else(|_| zone::IMDS_ENDPOINT.to_owned());
             zone::from_imds(&endpoint, timeout).await.ok()
         }
     };
     match found {
         Some(found) => found.id.or(found.name),
         None => {
-            tracing::warn!("no zone found (no ECS task metadata, no instance metadata): the client gets the zone-agnostic answer");
+            tracing::warn!(
+                "no zone found (no ECS task metadata, no instance metadata): the client gets the zone-agnostic answer"
+            );
             None
         }
     }

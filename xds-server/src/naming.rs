@@ -94,9 +94,7 @@ impl Names {
 /// `name` without a trailing `:PORT`.
 fn strip_port(name: &str) -> &str {
     match name.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            host
-        }
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => name,
     }
 }
@@ -153,7 +151,10 @@ mod tests {
             names.resolve("echo"),
             Ok(ServiceName::new("prod.internal", "echo"))
         );
-        assert_eq!(names.resolve("dotted:443"), Ok(ServiceName::new("svc.ns", "my")));
+        assert_eq!(
+            names.resolve("dotted:443"),
+            Ok(ServiceName::new("svc.ns", "my"))
+        );
     }
 
     #[test]
@@ -161,10 +162,22 @@ mod tests {
         let names = Names::default();
         assert_eq!(names.resolve(""), Err(NameError::Empty));
         assert_eq!(names.resolve(":80"), Err(NameError::Empty));
-        assert!(matches!(names.resolve("echo"), Err(NameError::NoNamespace(_))));
-        assert!(matches!(names.resolve("echo."), Err(NameError::NoNamespace(_))));
-        assert!(matches!(names.resolve(".ns"), Err(NameError::NoNamespace(_))));
-        assert!(matches!(names.resolve("a b.ns"), Err(NameError::BadCharacter(_))));
+        assert!(matches!(
+            names.resolve("echo"),
+            Err(NameError::NoNamespace(_))
+        ));
+        assert!(matches!(
+            names.resolve("echo."),
+            Err(NameError::NoNamespace(_))
+        ));
+        assert!(matches!(
+            names.resolve(".ns"),
+            Err(NameError::NoNamespace(_))
+        ));
+        assert!(matches!(
+            names.resolve("a b.ns"),
+            Err(NameError::BadCharacter(_))
+        ));
         assert!(matches!(
             names.resolve(&format!("a.{}", "n".repeat(2000))),
             Err(NameError::TooLong(_))

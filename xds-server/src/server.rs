@@ -242,9 +242,14 @@ impl AdsStream {
         metrics::gauge!("cloudmap_xds_subscribed_names", "type" => short(TYPES[index]))
             .increment(after as f64 - before as f64);
         match verdict {
-            Verdict::Nack { version, accepted, detail } => {
+            Verdict::Nack {
+                version,
+                accepted,
+                detail,
+            } => {
                 self.server.counters.nacks.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("cloudmap_xds_nacks_total", "type" => short(TYPES[index])).increment(1);
+                metrics::counter!("cloudmap_xds_nacks_total", "type" => short(TYPES[index]))
+                    .increment(1);
                 tracing::warn!(node = ?self.node.as_ref().map(|n| &n.id), type_url = TYPES[index], rejected = %version, accepted = %accepted, detail = %detail, "client rejected a response (NACK): it keeps what it accepted");
             }
             Verdict::Ack { .. } => {
@@ -282,7 +287,13 @@ impl AdsStream {
                             wake.notify_one();
                         }
                     });
-                    self.subscriptions.insert(name, Subscribed { subscription, forwarder });
+                    self.subscriptions.insert(
+                        name,
+                        Subscribed {
+                            subscription,
+                            forwarder,
+                        },
+                    );
                 }
                 Err(error) => {
                     tracing::error!(service = %name, error = %error, "discovery could not start");
@@ -326,7 +337,8 @@ impl AdsStream {
                 (CLUSTER, _) => pack_any(encode::cluster(name, &self.server.config.cluster)),
                 (_, Resolution::Pending) => continue,
                 (_, Resolution::Ready(answer)) => {
-                    fetched_at = Some(fetched_at.map_or(answer.fetched_at, |t| t.max(answer.fetched_at)));
+                    fetched_at =
+                        Some(fetched_at.map_or(answer.fetched_at, |t| t.max(answer.fetched_at)));
                     let assignment = encode::load_assignment(
                         name,
                         &self.server.services.config().region,
@@ -342,7 +354,9 @@ impl AdsStream {
         }
         let version = version::of_response(
             TYPES[index],
-            resources.iter().map(|(name, (v, _))| (name.as_str(), v.as_str())),
+            resources
+                .iter()
+                .map(|(name, (v, _))| (name.as_str(), v.as_str())),
         );
         if !self.types[index].should_send(&version, force) {
             return None;

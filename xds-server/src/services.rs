@@ -90,12 +90,20 @@ impl Services {
         zone: &ClientZone,
     ) -> Result<Subscription, cloudmap_balancer::Error> {
         let entry = {
-            let mut entries = self.inner.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut entries = self
+                .inner
+                .entries
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             match entries.get(name).and_then(Weak::upgrade) {
                 Some(entry) => entry,
                 None => {
                     entries.retain(|_, entry| entry.strong_count() > 0);
-                    let entry = Entry::start(name.clone(), (self.inner.start)(name)?, self.inner.config.clone());
+                    let entry = Entry::start(
+                        name.clone(),
+                        (self.inner.start)(name)?,
+                        self.inner.config.clone(),
+                    );
                     entries.insert(name.clone(), Arc::downgrade(&entry));
                     metrics::gauge!("cloudmap_xds_services").set(entries.len() as f64);
                     tracing::info!(service = %name, "polling a newly subscribed service");
@@ -112,7 +120,11 @@ impl Services {
 
     /// How many services are polled now.
     pub fn polled(&self) -> usize {
-        let entries = self.inner.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = self
+            .inner
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         entries.values().filter(|e| e.strong_count() > 0).count()
     }
 }
@@ -162,7 +174,9 @@ struct Entry {
 
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Entry")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -218,7 +232,10 @@ impl Entry {
     }
 
     fn is_rejected(&self) -> bool {
-        self.rejected.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+        self.rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     fn set_rejected(&self, error: Option<Arc<cloudmap_balancer::Error>>) {
@@ -240,7 +257,12 @@ impl Entry {
 
     fn resolve(&self, zone: &ClientZone) -> Resolution {
         let Some(snapshot) = self.discovery.snapshot() else {
-            return match self.rejected.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            return match self
+                .rejected
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+            {
                 Some(error) => Resolution::Rejected(error),
                 None => Resolution::Pending,
             };
@@ -256,7 +278,14 @@ impl Entry {
             (demand, callers.1)
         };
         // Clients without a zone get the zone-agnostic answer, whatever the callers' spread.
-        let key = (snapshot.generation(), if zone.is_unknown() { 0 } else { callers_generation });
+        let key = (
+            snapshot.generation(),
+            if zone.is_unknown() {
+                0
+            } else {
+                callers_generation
+            },
+        );
         let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((cached, answer)) = answers.get(zone)
             && *cached == key

@@ -68,7 +68,10 @@ pub fn of(value: &impl Hash) -> String {
 
 /// The version of a response: of its type and its resources' (name, version) pairs, in the
 /// order given (callers sort by name).
-pub fn of_response<'a>(type_url: &str, resources: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+pub fn of_response<'a>(
+    type_url: &str,
+    resources: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
     let mut hasher = Fnv64::default();
     type_url.hash(&mut hasher);
     for (name, version) in resources {
@@ -105,7 +108,10 @@ mod tests {
         assert_ne!(a, of_response("t", [("a", "1")]));
         assert_ne!(a, of_response("u", [("a", "1"), ("b", "2")]));
         // A name boundary cannot be confused with content.
-        assert_ne!(of_response("t", [("ab", "c")]), of_response("t", [("a", "bc")]));
+        assert_ne!(
+            of_response("t", [("ab", "c")]),
+            of_response("t", [("a", "bc")])
+        );
         assert_eq!(a.len(), 16);
     }
 }

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::Instance;
+use cloudmap_balancer::ZoneMode;
 use cloudmap_balancer::contract::{format_rfc3339, keys};
 use cloudmap_balancer::picker::{
     Availability, Exclusion, Picker, PickerConfig, SpillLevel, ZoneDemand,
 };
-use cloudmap_balancer::ZoneMode;
 
 /// The `filter_metadata` namespace of every endpoint's contract values.
 pub const METADATA_NAMESPACE: &str = "cloudmap";
@@ -61,7 +61,9 @@ fn is_zone_id(zone: &str) -> bool {
     !number.is_empty()
         && number.bytes().all(|b| b.is_ascii_digit())
         && region.len() >= 3
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && region.bytes().any(|b| b.is_ascii_digit())
 }
 
@@ -207,13 +209,20 @@ pub fn assign(
     // An address twice in a cluster is NACKed: keep the entry that takes calls (priority 0
     // healthy first), then the heavier, then the smaller instance ID.
     localities.sort_by(|a, b| {
-        (a.addr, a.health != EndpointHealth::Healthy, a.priority, std::cmp::Reverse(a.weight), &a.instance_id).cmp(&(
-            b.addr,
-            b.health != EndpointHealth::Healthy,
-            b.priority,
-            std::cmp::Reverse(b.weight),
-            &b.instance_id,
-        ))
+        (
+            a.addr,
+            a.health != EndpointHealth::Healthy,
+            a.priority,
+            std::cmp::Reverse(a.weight),
+            &a.instance_id,
+        )
+            .cmp(&(
+                b.addr,
+                b.health != EndpointHealth::Healthy,
+                b.priority,
+                std::cmp::Reverse(b.weight),
+                &b.instance_id,
+            ))
     });
     let mut duplicates = Vec::new();
     localities.dedup_by(|later, kept| {
@@ -249,7 +258,10 @@ fn scale(share: f64) -> u32 {
 /// The contract values of an instance, as the attribute table spells them.
 fn metadata(instance: &Instance) -> Vec<(&'static str, String)> {
     let mut values = vec![
-        ("CLOUD_MAP_HEALTH", instance.cloud_map_health.as_str().to_owned()),
+        (
+            "CLOUD_MAP_HEALTH",
+            instance.cloud_map_health.as_str().to_owned(),
+        ),
         ("INSTANCE_ID", instance.id.clone()),
         (keys::LB_HEALTH, instance.health.as_str().to_owned()),
     ];
@@ -260,11 +272,17 @@ fn metadata(instance: &Instance) -> Vec<(&'static str, String)> {
     };
     optional(keys::AVAILABILITY_ZONE, instance.zone.clone());
     optional(keys::AVAILABILITY_ZONE_ID, instance.zone_id.clone());
-    optional(keys::LB_STATE, instance.state.map(|s| s.as_str().to_owned()));
+    optional(
+        keys::LB_STATE,
+        instance.state.map(|s| s.as_str().to_owned()),
+    );
     optional(keys::LB_WEIGHT, instance.weight.map(|w| w.to_string()));
     optional(keys::LB_LOAD, instance.load.map(|l| l.to_string()));
     optional(keys::LB_UPDATED_AT, instance.updated_at.map(format_rfc3339));
-    optional(keys::LB_RUNNING_SINCE, instance.running_since.map(format_rfc3339));
+    optional(
+        keys::LB_RUNNING_SINCE,
+        instance.running_since.map(format_rfc3339),
+    );
     optional(keys::LB_TASK_ARN, instance.task_arn.clone());
     optional(keys::LB_CAPACITY, instance.capacity.clone());
     values.sort_by_key(|(key, _)| *key);

@@ -29,9 +29,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
 };
 use envoy_types::pb::envoy::r#type::v3::Percent;
-use envoy_types::pb::google::protobuf::{
-    self as pb, Struct, UInt32Value, Value, value,
-};
+use envoy_types::pb::google::protobuf::{self as pb, Struct, UInt32Value, Value, value};
 use envoy_types::util::pack_any;
 
 use super::assignment::{Assignment, EndpointHealth, METADATA_NAMESPACE};

@@ -14,7 +14,7 @@ mod assignment;
 pub mod encode;
 
 pub use assignment::{
-    Assignment, AssignmentConfig, ClientZone, EndpointHealth, LocalityAssignment, METADATA_NAMESPACE,
-    WEIGHT_TOTAL, assign,
+    Assignment, AssignmentConfig, ClientZone, EndpointHealth, LocalityAssignment,
+    METADATA_NAMESPACE, WEIGHT_TOTAL, assign,
 };
 pub use encode::{ClusterPolicy, LbPolicy, OutlierPolicy};

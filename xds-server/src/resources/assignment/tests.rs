@@ -15,9 +15,12 @@ fn now() -> SystemTime {
 }
 
 fn task(n: u8, zone: &str, weight: u32) -> Instance {
-    Instance::new(format!("t{n}"), format!("10.0.0.{n}:50051").parse().unwrap())
-        .with_zone(zone)
-        .with_weight(Weight::saturating(weight))
+    Instance::new(
+        format!("t{n}"),
+        format!("10.0.0.{n}:50051").parse().unwrap(),
+    )
+    .with_zone(zone)
+    .with_weight(Weight::saturating(weight))
 }
 
 fn zone(name: &str) -> ClientZone {
@@ -34,7 +37,14 @@ fn weights(assignment: &Assignment, priority: u32) -> Vec<(String, u32)> {
 }
 
 fn run(instances: &[Instance], client: &ClientZone, demand: Option<&ZoneDemand>) -> Assignment {
-    assign(instances, client, demand, |_| Availability::Available, &AssignmentConfig::default(), now())
+    assign(
+        instances,
+        client,
+        demand,
+        |_| Availability::Available,
+        &AssignmentConfig::default(),
+        now(),
+    )
 }
 
 #[test]
@@ -42,7 +52,10 @@ fn zone_ids_and_names_are_told_apart() {
     assert_eq!(zone("euc1-az1").id.as_deref(), Some("euc1-az1"));
     assert_eq!(zone("use1-az4").id.as_deref(), Some("use1-az4"));
     assert_eq!(zone("eu-central-1a").name.as_deref(), Some("eu-central-1a"));
-    assert_eq!(zone("us-east-1-bos-1a").name.as_deref(), Some("us-east-1-bos-1a"));
+    assert_eq!(
+        zone("us-east-1-bos-1a").name.as_deref(),
+        Some("us-east-1-bos-1a")
+    );
     assert!(zone("  ").is_unknown());
 }
 
@@ -57,18 +70,37 @@ fn without_a_zone_the_split_follows_weight_and_load() {
     // 100 : 200 : 400 × 0.25 = 1 : 2 : 1.
     assert_eq!(
         weights(&assignment, 0),
-        vec![("t1".into(), 250_000), ("t2".into(), 500_000), ("t3".into(), 250_000)]
+        vec![
+            ("t1".into(), 250_000),
+            ("t2".into(), 500_000),
+            ("t3".into(), 250_000)
+        ]
     );
     assert!(weights(&assignment, 1).is_empty());
 }
 
 #[test]
 fn a_zone_with_capacity_keeps_every_call_and_the_rest_wait_in_priority_one() {
-    let fleet = vec![task(1, "a", 100), task(2, "a", 300), task(3, "b", 200), task(4, "c", 200)];
-    let demand = ZoneDemand::new([("a".to_owned(), 1), ("b".to_owned(), 1), ("c".to_owned(), 1)]);
+    let fleet = vec![
+        task(1, "a", 100),
+        task(2, "a", 300),
+        task(3, "b", 200),
+        task(4, "c", 200),
+    ];
+    let demand = ZoneDemand::new([
+        ("a".to_owned(), 1),
+        ("b".to_owned(), 1),
+        ("c".to_owned(), 1),
+    ]);
     let assignment = run(&fleet, &zone("a"), Some(&demand));
-    assert_eq!(weights(&assignment, 0), vec![("t1".into(), 250_000), ("t2".into(), 750_000)]);
-    assert_eq!(weights(&assignment, 1), vec![("t3".into(), 500_000), ("t4".into(), 500_000)]);
+    assert_eq!(
+        weights(&assignment, 0),
+        vec![("t1".into(), 250_000), ("t2".into(), 750_000)]
+    );
+    assert_eq!(
+        weights(&assignment, 1),
+        vec![("t3".into(), 500_000), ("t4".into(), 500_000)]
+    );
 }
 
 #[test]
@@ -76,11 +108,19 @@ fn a_zone_short_of_capacity_spills_by_envoys_formula() {
     // Envoy's example: callers 40/40/20 % over A/B/C, capacity 25/50/25 %: a caller in A keeps
     // 62.5 % local and sends the rest 2:1 to B and C.
     let fleet = vec![task(1, "a", 100), task(2, "b", 200), task(3, "c", 100)];
-    let demand = ZoneDemand::new([("a".to_owned(), 2), ("b".to_owned(), 2), ("c".to_owned(), 1)]);
+    let demand = ZoneDemand::new([
+        ("a".to_owned(), 2),
+        ("b".to_owned(), 2),
+        ("c".to_owned(), 1),
+    ]);
     let assignment = run(&fleet, &zone("a"), Some(&demand));
     assert_eq!(
         weights(&assignment, 0),
-        vec![("t1".into(), 625_000), ("t2".into(), 250_000), ("t3".into(), 125_000)]
+        vec![
+            ("t1".into(), 625_000),
+            ("t2".into(), 250_000),
+            ("t3".into(), 125_000)
+        ]
     );
 }
 
@@ -133,7 +173,12 @@ fn panic_mode_serves_every_task_not_stopped_as_healthy() {
     ];
     let assignment = run(&fleet, &zone("a"), None);
     assert!(assignment.panic);
-    assert!(assignment.localities.iter().all(|l| l.health == EndpointHealth::Healthy && l.priority == 0));
+    assert!(
+        assignment
+            .localities
+            .iter()
+            .all(|l| l.health == EndpointHealth::Healthy && l.priority == 0)
+    );
     assert_eq!(assignment.localities.len(), 3);
 }
 
@@ -151,11 +196,21 @@ fn an_address_twice_is_served_once() {
 
 #[test]
 fn the_metadata_carries_the_contract_values() {
-    let fleet = vec![task(1, "a", 100).with_zone_id("euc1-az1").with_state(LbState::Running)];
+    let fleet = vec![
+        task(1, "a", 100)
+            .with_zone_id("euc1-az1")
+            .with_state(LbState::Running),
+    ];
     let assignment = run(&fleet, &ClientZone::default(), None);
     let entry = &assignment.localities[0];
     assert_eq!(entry.zone, "euc1-az1");
-    let get = |key: &str| entry.metadata.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
+    let get = |key: &str| {
+        entry
+            .metadata
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get("LB_STATE"), Some("RUNNING"));
     assert_eq!(get("LB_WEIGHT"), Some("100"));
     assert_eq!(get("AVAILABILITY_ZONE"), Some("a"));
@@ -172,7 +227,12 @@ fn arbitrary_instance(n: u8) -> impl Strategy<Value = Instance> {
         prop::sample::select(vec!["a", "b", "c"]),
         0u32..1000,
         prop::option::of(0u32..=100),
-        prop::sample::select(vec![None, Some(LbState::Running), Some(LbState::Draining), Some(LbState::Starting)]),
+        prop::sample::select(vec![
+            None,
+            Some(LbState::Running),
+            Some(LbState::Draining),
+            Some(LbState::Starting),
+        ]),
         any::<bool>(),
     )
         .prop_map(move |(zone, weight, load, state, healthy)| {
@@ -191,7 +251,11 @@ fn arbitrary_instance(n: u8) -> impl Strategy<Value = Instance> {
 }
 
 fn arbitrary_fleet() -> impl Strategy<Value = Vec<Instance>> {
-    (1usize..12).prop_flat_map(|n| (0..n).map(|i| arbitrary_instance(u8::try_from(i + 1).unwrap())).collect::<Vec<_>>())
+    (1usize..12).prop_flat_map(|n| {
+        (0..n)
+            .map(|i| arbitrary_instance(u8::try_from(i + 1).unwrap()))
+            .collect::<Vec<_>>()
+    })
 }
 
 proptest! {
