@@ -27,6 +27,8 @@ SDK_CRATES = {"servicediscovery": "servicediscovery", "ecs": "ecs", "cloudwatch"
 FLUENT_CALL = re.compile(r"\bclient\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)")
 SDK_CLIENT = re.compile(r"aws_sdk_([a-z0-9]+)::Client\b")
 CONST_STR = re.compile(r'const\s+(SERVICE|OPERATION)\s*:\s*&str\s*=\s*"([^"]+)"')
+# Every SDK request ends in .send(): as many sends as calls seen, or a call hides from the scan.
+SEND = re.compile(r"\.\s*send\s*\(\s*\)")
 
 
 def _pascal(snake: str) -> str:
@@ -40,6 +42,10 @@ def operations_in_code(src: Path, cargo_toml: Path) -> dict[str, list[str]]:
         text = path.read_text()
         name = str(path.relative_to(src.parent))
         calls = FLUENT_CALL.findall(text)
+        sends = len(SEND.findall(text))
+        if sends != len(calls):
+            raise ValueError(f"{name}: {sends} SDK requests (.send()) but {len(calls)} calls of the "
+                             f"form client.operation() ({calls}): write the call so the scan sees it")
         if calls:
             crates = set(SDK_CLIENT.findall(text))
             if len(crates) != 1:
@@ -58,7 +64,10 @@ def operations_in_code(src: Path, cargo_toml: Path) -> dict[str, list[str]]:
         elif "aws_sigv4" in text and "const SERVICE" in text:
             raise ValueError(f"{name}: signs requests by hand but names no const OPERATION")
     # Every SDK client the Lambda depends on must have shown its calls.
-    depended = set(re.findall(r"^aws-sdk-([a-z0-9]+)\s*=", cargo_toml.read_text(), re.M))
+    depended = set(re.findall(r"^aws-sdk-([a-z0-9]+)(?:\.workspace)?\s*=", cargo_toml.read_text(),
+                              re.M))
+    if not depended:
+        raise ValueError(f"no aws-sdk-* dependency found in {cargo_toml}: the scan is out of date")
     seen = {action.split(":")[0] for action in found}
     unseen = {SDK_CRATES.get(c, c) for c in depended} - seen
     if unseen:

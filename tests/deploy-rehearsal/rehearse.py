@@ -23,6 +23,14 @@ For the template, and then for mutated copies of it that must fail:
    - the queues (14 days), their policies (exactly their rule), the alarms and their actions,
      the async invoke settings and the outputs.
 
+Mutated copies of the code prove the operation scan: a new SDK call the role does not grant fails.
+
+A new resource goes through the same checks without changes here: every resource of the
+translated template must be created, every role of the stack must grant no write on "*", every
+queue must keep 14 days and have an alarm. A new service with its own role (the xDS server) gets
+its call list as the Lambda's does: `iam_checks.operations_in_code` over its sources, `REQUESTS`
+for how AWS authorizes each call.
+
 Usage: rehearse.py [--template PATH] [--no-mutations]
 Prints one line per check and ends with "rehearsal: N passed, N failed"; exits non-zero on any
 failure.
