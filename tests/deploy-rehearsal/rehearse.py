@@ -718,6 +718,29 @@ def rehearse(template_text: str, aws: Aws, report: Report, lint: bool, src: Path
     report.check("default parameters: refused by the Rules before anything is created",
                  defaults_refused)
 
+    def contradictions_refused() -> None:
+        cluster = CLUSTER + "prod"
+        service = f"arn:aws:servicediscovery:{REGION}:{ACCOUNT}:service/srv-e4anhexample0004"
+        valid = {"ClusterArns": cluster, "CloudMapServiceArns": service}
+        check_rules(template, resolve_parameters(template, valid))
+        for change, reason in (
+            ({"ClusterArns": f"{cluster},"}, "ClusterArns has an empty entry"),
+            ({"CloudMapServiceArns": f"{service},,{service}"},
+             "CloudMapServiceArns has an empty entry"),
+            ({"Route53ForDnsNamespaces": "false",
+              "DnsHostedZoneArns": "arn:aws:route53:::hostedzone/Z0123456789ABCDEFGHIJ"},
+             "DnsHostedZoneArns is only used with Route53ForDnsNamespaces=true"),
+        ):
+            try:
+                check_rules(template, resolve_parameters(template, {**valid, **change}))
+            except TemplateError as error:
+                expect(reason in str(error), f"{change}: refused for another reason: {error}")
+                continue
+            raise Failure(f"{change} passes the Rules ({reason!r} expected)")
+
+    report.check("Rules: stray commas and hosted zones without Route 53 refused",
+                 contradictions_refused)
+
     for set_name, make in (("demo", demo_set), ("production", production_set)):
         aws.reset()
         params, targets_of = make(aws)
