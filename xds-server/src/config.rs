@@ -299,7 +299,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let cases: [(&[&str], &[(&str, &str)], &str); 7] = [
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case<'_>; 7] = [
             (&["serve", "--listen", "nowhere"], &[], "--listen"),
             (
                 &["serve"],

@@ -175,7 +175,7 @@ impl AdsStream {
             tokio::select! {
                 request = requests.message() => match request {
                     Ok(Some(request)) => {
-                        if let Err(status) = self.on_request(request) {
+                        if let Err(status) = self.on_request(&request) {
                             break Err(status);
                         }
                     }
@@ -203,7 +203,7 @@ impl AdsStream {
         tracing::debug!(peer = ?self.peer, node = ?self.node.as_ref().map(|n| &n.id), "stream closed");
     }
 
-    fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+    fn on_request(&mut self, request: &DiscoveryRequest) -> Result<(), Status> {
         if self.node.is_none() {
             let node = request.node.clone().unwrap_or_default();
             self.zone = ClientZone::parse(node.locality.as_ref().map_or("", |l| l.zone.as_str()));
@@ -259,7 +259,11 @@ impl AdsStream {
         }
         if changed {
             self.resubscribe();
-            self.force[index] = true;
+            // Listener and Cluster answers list every subscribed resource, so a changed
+            // subscription is answered even with the same content (a name the server cannot
+            // serve is then known absent at once). A ClusterLoadAssignment answer goes out when
+            // there is one: an absent one says nothing in EDS.
+            self.force[index] = TYPES[index] != ENDPOINTS;
         }
         Ok(())
     }
@@ -358,7 +362,11 @@ impl AdsStream {
                 .iter()
                 .map(|(name, (v, _))| (name.as_str(), v.as_str())),
         );
-        if !self.types[index].should_send(&version, force) {
+        // An empty ClusterLoadAssignment answer would say nothing (EDS answers need not list
+        // every subscribed name): wait until there is one to give.
+        if (TYPES[index] == ENDPOINTS && resources.is_empty())
+            || !self.types[index].should_send(&version, force)
+        {
             return None;
         }
         self.nonce += 1;

@@ -156,6 +156,9 @@ impl Drop for Subscription {
     }
 }
 
+/// What an answer was computed from: (snapshot generation, callers generation).
+type AnswerKey = (u64, u64);
+
 /// A polled service.
 struct Entry {
     name: ServiceName,
@@ -168,7 +171,7 @@ struct Entry {
     changes: watch::Sender<u64>,
     /// Answers per zone, with the (snapshot generation, callers generation) they were computed
     /// for.
-    answers: Mutex<HashMap<ClientZone, ((u64, u64), Arc<Answer>)>>,
+    answers: Mutex<HashMap<ClientZone, (AnswerKey, Arc<Answer>)>>,
     watcher: tokio::task::JoinHandle<()>,
 }
 

@@ -274,7 +274,8 @@ proptest! {
         let assignment = run(&fleet, &client, demand);
 
         let mut config = PickerConfig::default();
-        config.local_zone = client.name.clone();
+        config.local_zone.clone_from(&client.name);
+        config.local_zone_id.clone_from(&client.id);
         config.zone_mode = ZoneMode::Adaptive;
         config.latency_aware = None;
         let picker = Picker::build(&fleet, |_| Availability::Available, &config, demand, now());
