@@ -30,6 +30,10 @@ pub struct ServeConfig {
     /// `CLOUDMAP_XDS_SHUTDOWN_GRACE` / `--shutdown-grace`: how long open streams get after
     /// SIGTERM before the process exits. Default 5 s.
     pub shutdown_grace: Duration,
+    /// `CLOUDMAP_XDS_HEALTH_CHECK` / `--health-check`: `on` (default) watches every endpoint's
+    /// gRPC health for the whole server (`""`), `off` does not, any other value names the
+    /// service to ask about.
+    pub health_check: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -42,6 +46,7 @@ impl Default for ServeConfig {
             max_subscriptions: 1000,
             outlier_detection: true,
             shutdown_grace: Duration::from_secs(5),
+            health_check: Some(String::new()),
         }
     }
 }
@@ -80,12 +85,14 @@ pub const USAGE: &str = "\
 usage: cloudmap-xds serve [--listen ADDR] [--region REGION] [--alias ALIAS=SERVICE.NAMESPACE]...
                           [--poll-interval DURATION] [--max-subscriptions N]
                           [--outlier-detection on|off] [--shutdown-grace DURATION]
+                          [--health-check on|off|SERVICE]
        cloudmap-xds bootstrap --server HOST:PORT [--output PATH] [--node-id ID] [--zone ZONE]
                               [--region REGION]
 
 Every flag has an environment variable (CLOUDMAP_XDS_LISTEN, CLOUDMAP_XDS_REGION,
 CLOUDMAP_XDS_ALIASES, CLOUDMAP_XDS_POLL_INTERVAL, CLOUDMAP_XDS_MAX_SUBSCRIPTIONS,
-CLOUDMAP_XDS_OUTLIER_DETECTION, CLOUDMAP_XDS_SHUTDOWN_GRACE, CLOUDMAP_XDS_SERVER_URI,
+CLOUDMAP_XDS_OUTLIER_DETECTION, CLOUDMAP_XDS_SHUTDOWN_GRACE, CLOUDMAP_XDS_HEALTH_CHECK,
+CLOUDMAP_XDS_SERVER_URI,
 CLOUDMAP_XDS_BOOTSTRAP_OUTPUT, CLOUDMAP_XDS_NODE_ID, CLOUDMAP_XDS_ZONE); flags win.
 Durations: 500ms, 2s, 1m, or seconds.";
 
@@ -186,6 +193,13 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
             if let Some((name, value)) = lookup("shutdown-grace", "CLOUDMAP_XDS_SHUTDOWN_GRACE") {
                 config.shutdown_grace =
                     parse_duration(&value).map_err(|reason| invalid(&name, &value, reason))?;
+            }
+            if let Some((_, value)) = lookup("health-check", "CLOUDMAP_XDS_HEALTH_CHECK") {
+                config.health_check = match value.as_str() {
+                    "on" | "true" | "1" => Some(String::new()),
+                    "off" | "false" | "0" => None,
+                    service => Some(service.to_owned()),
+                };
             }
             Ok(Command::Serve(config))
         }

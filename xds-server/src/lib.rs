@@ -33,6 +33,8 @@
 //! - [`ack`]: ACK and NACK bookkeeping per stream and type.
 //! - [`services`]: one Cloud Map poller per subscribed service, the callers' spread, cached
 //!   answers.
+//! - [`health`]: the server's own gRPC health watch on every endpoint, so a task that starts
+//!   draining is served `DRAINING` before Cloud Map says so.
 //! - [`server`]: the tonic ADS service (wiring only).
 //! - [`config`], [`bootstrap`]: the binary's configuration, and the gRPC bootstrap it writes.
 
@@ -40,6 +42,7 @@ pub mod ack;
 pub mod bootstrap;
 pub mod config;
 mod error;
+pub mod health;
 pub mod naming;
 pub mod resources;
 pub mod server;

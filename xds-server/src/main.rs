@@ -92,7 +92,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         ..AssignmentConfig::default()
     };
     let server = XdsServer::new(
-        Services::new(start, assignment),
+        Services::new(start, assignment, config.health_check.clone()),
         StreamConfig {
             names: Names::new(config.aliases.clone()),
             cluster: ClusterPolicy {

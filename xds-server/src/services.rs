@@ -8,6 +8,7 @@
 //! backoff, configuration errors told apart.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::SystemTime;
 
@@ -15,6 +16,7 @@ use cloudmap_balancer::discovery::{Discovery, Snapshot};
 use cloudmap_balancer::picker::{Availability, ZoneDemand};
 use tokio::sync::watch;
 
+use crate::health::HealthWatches;
 use crate::naming::ServiceName;
 use crate::resources::{Assignment, AssignmentConfig, ClientZone, assign};
 use crate::version;
@@ -61,16 +63,24 @@ impl std::fmt::Debug for Services {
 struct Inner {
     start: StartDiscovery,
     config: AssignmentConfig,
+    health_check: Option<String>,
     entries: Mutex<HashMap<ServiceName, Weak<Entry>>>,
 }
 
 impl Services {
-    /// Services discovered with `start`, assigned with `config`.
-    pub fn new(start: StartDiscovery, config: AssignmentConfig) -> Self {
+    /// Services discovered with `start`, assigned with `config`. With `health_check`, every
+    /// endpoint's gRPC health is watched for that service name (`""`: the whole server; see
+    /// [`health`](crate::health)).
+    pub fn new(
+        start: StartDiscovery,
+        config: AssignmentConfig,
+        health_check: Option<String>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 start,
                 config,
+                health_check,
                 entries: Mutex::new(HashMap::new()),
             }),
         }
@@ -103,6 +113,7 @@ impl Services {
                         name.clone(),
                         (self.inner.start)(name)?,
                         self.inner.config.clone(),
+                        self.inner.health_check.clone(),
                     );
                     entries.insert(name.clone(), Arc::downgrade(&entry));
                     metrics::gauge!("cloudmap_xds_services").set(entries.len() as f64);
@@ -156,8 +167,9 @@ impl Drop for Subscription {
     }
 }
 
-/// What an answer was computed from: (snapshot generation, callers generation).
-type AnswerKey = (u64, u64);
+/// What an answer was computed from: (snapshot generation, callers generation, health
+/// generation).
+type AnswerKey = (u64, u64, u64);
 
 /// A polled service.
 struct Entry {
@@ -167,6 +179,8 @@ struct Entry {
     /// Connected callers per zone, and a generation bumped on every change.
     callers: Mutex<(BTreeMap<ClientZone, u64>, u64)>,
     rejected: Mutex<Option<Arc<cloudmap_balancer::Error>>>,
+    health: Arc<HealthWatches>,
+    health_generation: AtomicU64,
     /// Bumped on every change that may change an answer.
     changes: watch::Sender<u64>,
     /// Answers per zone, with the (snapshot generation, callers generation) they were computed
@@ -191,16 +205,35 @@ impl Drop for Entry {
 }
 
 impl Entry {
-    fn start(name: ServiceName, discovery: Discovery, config: AssignmentConfig) -> Arc<Self> {
+    fn start(
+        name: ServiceName,
+        discovery: Discovery,
+        config: AssignmentConfig,
+        health_check: Option<String>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Self>| {
             let weak = weak.clone();
             let watched = discovery.clone();
+            let health_changed: Arc<dyn Fn() + Send + Sync> = {
+                let weak = weak.clone();
+                Arc::new(move || {
+                    if let Some(entry) = weak.upgrade() {
+                        entry.health_generation.fetch_add(1, Ordering::Relaxed);
+                        entry.bump();
+                    }
+                })
+            };
             let watcher = tokio::spawn(async move {
                 // Holds a clone of the discovery handle until the entry aborts this task.
                 let mut snapshots = watched.subscribe();
                 loop {
-                    let known = snapshots.borrow_and_update().is_some();
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    let known = snapshot.is_some();
                     let Some(entry) = weak.upgrade() else { return };
+                    if let (Some(service), Some(snapshot)) = (&health_check, &snapshot) {
+                        let addrs = snapshot.instances().iter().map(|i| i.addr).collect();
+                        entry.health.reconcile(&addrs, service, &health_changed);
+                    }
                     let rejected = entry.is_rejected();
                     if known && rejected {
                         entry.set_rejected(None);
@@ -223,6 +256,8 @@ impl Entry {
                 config,
                 callers: Mutex::new((BTreeMap::new(), 0)),
                 rejected: Mutex::new(None),
+                health: Arc::new(HealthWatches::default()),
+                health_generation: AtomicU64::new(0),
                 changes: watch::Sender::new(0),
                 answers: Mutex::new(HashMap::new()),
                 watcher,
@@ -288,6 +323,7 @@ impl Entry {
             } else {
                 callers_generation
             },
+            self.health_generation.load(Ordering::Relaxed),
         );
         let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((cached, answer)) = answers.get(zone)
@@ -295,27 +331,36 @@ impl Entry {
         {
             return Resolution::Ready(Arc::clone(answer));
         }
-        let answer = Arc::new(compute(&snapshot, zone, &demand, &self.config));
+        let health = &self.health;
+        let instances = snapshot.instances();
+        let answer = Arc::new(compute(&snapshot, zone, &demand, &self.config, |i| {
+            if health.not_serving(instances[i].addr) {
+                Availability::NotServing
+            } else {
+                Availability::Available
+            }
+        }));
         answers.retain(|_, (cached, _)| cached.0 == key.0);
         answers.insert(zone.clone(), (key, Arc::clone(&answer)));
         Resolution::Ready(answer)
     }
 }
 
-/// The answer for a client in `zone`: [`assign`] with the callers' spread, its version a hash
-/// of the result.
+/// The answer for a client in `zone`: [`assign`] with the callers' spread and what the health
+/// watch says of each instance, its version a hash of the result.
 pub fn compute(
     snapshot: &Snapshot,
     zone: &ClientZone,
     demand: &ZoneDemand,
     config: &AssignmentConfig,
+    availability: impl Fn(usize) -> Availability,
 ) -> Answer {
     let demand = (demand.total() > 0).then_some(demand);
     let assignment = assign(
         snapshot.instances(),
         zone,
         demand,
-        |_| Availability::Available,
+        availability,
         config,
         SystemTime::now(),
     );

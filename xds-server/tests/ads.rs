@@ -19,15 +19,12 @@ use cloudmap_xds::resources::{AssignmentConfig, ClusterPolicy, OutlierPolicy};
 use cloudmap_xds::server::{CLUSTER, ENDPOINTS, LISTENER, StreamConfig, decode};
 use cloudmap_xds::services::{Services, StartDiscovery};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::rpc::Status as RpcStatus;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::Streaming;
+use tokio_stream::wrappers::TcpListenerStream;
+
+mod support;
+use support::Client;
 
 /// The fleet every test serves: `echo.prod.internal`, three tasks in two zones.
 fn echo_fleet() -> Vec<Instance> {
@@ -97,6 +94,8 @@ impl Harness {
                     region: "eu-central-1".into(),
                     ..AssignmentConfig::default()
                 },
+                // The fleets' addresses are not ours to dial.
+                None,
             ),
             StreamConfig {
                 names: Names::new(
@@ -136,99 +135,6 @@ impl Harness {
         for discovery in started {
             let _ = discovery.refresh().await;
         }
-    }
-}
-
-/// One ADS stream, as a gRPC xDS client speaks it.
-struct Client {
-    requests: mpsc::Sender<DiscoveryRequest>,
-    responses: Streaming<DiscoveryResponse>,
-    node: Option<Node>,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr, node_id: &str, zone: &str) -> Self {
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-        let (requests, rx) = mpsc::channel(16);
-        let responses = client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Self {
-            requests,
-            responses,
-            node: Some(Node {
-                id: node_id.to_owned(),
-                locality: Some(Locality {
-                    zone: zone.to_owned(),
-                    ..Locality::default()
-                }),
-                ..Node::default()
-            }),
-        }
-    }
-
-    /// Sends a request; the node goes with the first only.
-    async fn send(
-        &mut self,
-        type_url: &str,
-        names: &[&str],
-        version: &str,
-        nonce: &str,
-        error: Option<&str>,
-    ) {
-        self.requests
-            .send(DiscoveryRequest {
-                node: self.node.take(),
-                type_url: type_url.to_owned(),
-                resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
-                version_info: version.to_owned(),
-                response_nonce: nonce.to_owned(),
-                error_detail: error.map(|message| RpcStatus {
-                    code: 3,
-                    message: message.to_owned(),
-                    ..RpcStatus::default()
-                }),
-                ..DiscoveryRequest::default()
-            })
-            .await
-            .unwrap();
-    }
-
-    /// The next response (a hang guard of 20 s, not a timing check).
-    async fn next(&mut self) -> DiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(20), self.responses.message())
-            .await
-            .expect("a response")
-            .expect("the stream is open")
-            .expect("a message")
-    }
-
-    /// Subscribes and returns the response, ACKing it.
-    async fn get(&mut self, type_url: &str, names: &[&str]) -> DiscoveryResponse {
-        self.send(type_url, names, "", "", None).await;
-        let response = self.next().await;
-        assert_eq!(response.type_url, type_url);
-        self.send(
-            type_url,
-            names,
-            &response.version_info,
-            &response.nonce,
-            None,
-        )
-        .await;
-        response
-    }
-
-    /// Whether a response arrives within `wait` (used to show one does not: nothing else is
-    /// pending, so waiting longer changes nothing).
-    async fn quiet_for(&mut self, wait: Duration) -> bool {
-        tokio::time::timeout(wait, self.responses.message())
-            .await
-            .is_err()
     }
 }
 

@@ -94,10 +94,9 @@ impl Default for AssignmentConfig {
 pub enum EndpointHealth {
     /// Takes calls.
     Healthy,
-    /// `LB_STATE` `DRAINING`: no new calls.
+    /// `LB_STATE` `DRAINING`, or its gRPC health says `NOT_SERVING`: no new calls.
     Draining,
-    /// Unhealthy by `LB_HEALTH`, Cloud Map's health, its gRPC health (`NOT_SERVING`) or an
-    /// ejection: no calls.
+    /// Unhealthy by `LB_HEALTH` or Cloud Map's health: no calls.
     Unhealthy,
 }
 
@@ -180,13 +179,14 @@ pub fn assign(
             (1, scale(part), EndpointHealth::Healthy)
         } else {
             match view.exclusion {
-                Some(Exclusion::Draining) => (0, 1, EndpointHealth::Draining),
-                Some(
-                    Exclusion::Unhealthy
-                    | Exclusion::CloudMapUnhealthy
-                    | Exclusion::NotServing
-                    | Exclusion::Ejected,
-                ) => (0, 1, EndpointHealth::Unhealthy),
+                // A task whose own health says NOT_SERVING is draining (what a server does on
+                // SIGTERM), before Cloud Map knows.
+                Some(Exclusion::Draining | Exclusion::NotServing) => {
+                    (0, 1, EndpointHealth::Draining)
+                }
+                Some(Exclusion::Unhealthy | Exclusion::CloudMapUnhealthy | Exclusion::Ejected) => {
+                    (0, 1, EndpointHealth::Unhealthy)
+                }
                 Some(Exclusion::Stopped | Exclusion::Starting | Exclusion::ZeroWeight) | None => {
                     continue;
                 }
