@@ -26,10 +26,12 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_check_res
 
 use support::Client;
 
-/// A backend: the standard health service, counting its `Check` calls.
-#[derive(Clone, Default)]
+/// A backend: the standard health service, counting its `Check` calls, its `Watch` reporting
+/// whatever status the test sets.
+#[derive(Clone)]
 struct Counting {
     calls: Arc<AtomicU64>,
+    status: tokio::sync::watch::Sender<health_check_response::ServingStatus>,
 }
 
 #[tonic::async_trait]
@@ -44,13 +46,23 @@ impl Health for Counting {
         }))
     }
 
-    type WatchStream = tokio_stream::Empty<Result<HealthCheckResponse, Status>>;
+    type WatchStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<HealthCheckResponse, Status>> + Send>,
+    >;
 
     async fn watch(
         &self,
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("not watched in these tests"))
+        let statuses = tokio_stream::wrappers::WatchStream::new(self.status.subscribe());
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            statuses,
+            |status| {
+                Ok(HealthCheckResponse {
+                    status: status as i32,
+                })
+            },
+        ))))
     }
 }
 
@@ -60,13 +72,18 @@ struct Backend {
     weight: u32,
     addr: SocketAddr,
     calls: Arc<AtomicU64>,
+    status: tokio::sync::watch::Sender<health_check_response::ServingStatus>,
 }
 
 async fn backend(id: &'static str, zone: &'static str, weight: u32) -> Backend {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = Counting::default();
+    let service = Counting {
+        calls: Arc::default(),
+        status: tokio::sync::watch::Sender::new(health_check_response::ServingStatus::Serving),
+    };
     let calls = Arc::clone(&service.calls);
+    let status = service.status.clone();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(HealthServer::new(service))
@@ -80,6 +97,7 @@ async fn backend(id: &'static str, zone: &'static str, weight: u32) -> Backend {
         weight,
         addr,
         calls,
+        status,
     }
 }
 
@@ -99,7 +117,7 @@ impl XdsProcess {
             .envs(aws_env(moto))
             .env("CLOUDMAP_XDS_LISTEN", "127.0.0.1:0")
             .env("CLOUDMAP_XDS_POLL_INTERVAL", "1s")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -236,6 +254,21 @@ fn run_client(kind: Kind, bootstrap: &Path, target: &str, calls: u32) -> serde_j
     serde_json::from_str(line).unwrap_or_else(|_| panic!("{kind:?} printed {stdout:?}"))
 }
 
+/// Whether the assignment in `response` serves `task` as DRAINING.
+fn draining(
+    response: &envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse,
+    task: &str,
+) -> bool {
+    response.resources.iter().any(|any| {
+        let assignment: envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment =
+            cloudmap_xds::server::decode(any).unwrap();
+        assignment.endpoints.iter().any(|l| {
+            l.locality.as_ref().is_some_and(|l| l.sub_zone == task)
+                && l.lb_endpoints.iter().all(|e| e.health_status == 3)
+        })
+    })
+}
+
 /// Each backend's share of the calls since the last reset, and the total.
 fn shares(backends: &[Backend]) -> (HashMap<&'static str, f64>, u64) {
     let counts: Vec<u64> = backends
@@ -339,6 +372,51 @@ async fn grpc_xds_clients_follow_the_servers_picks() {
         assert_within(kind, "t2, zone a", share["t2"], 2.0 / 3.0, 3.0);
         drop(anchor);
     }
+
+    // A task's own health turns NOT_SERVING (what a server does on SIGTERM): the server's
+    // health watch sees it and pushes DRAINING to every connected client, before Cloud Map
+    // says anything. A client then sends it nothing.
+    let mut watcher = Client::connect(server.addr, "watcher", "").await;
+    let first = watcher
+        .get(cloudmap_xds::server::ENDPOINTS, &[resource.as_str()])
+        .await;
+    backends[0]
+        .status
+        .send_replace(health_check_response::ServingStatus::NotServing);
+    let mut last = first;
+    while !draining(&last, "t1") {
+        let pushed = watcher.next().await;
+        watcher
+            .send(
+                cloudmap_xds::server::ENDPOINTS,
+                &[resource.as_str()],
+                &pushed.version_info,
+                &pushed.nonce,
+                None,
+            )
+            .await;
+        last = pushed;
+    }
+    for kind in [Kind::Grpcio, Kind::Node] {
+        let summary = run_client(
+            kind,
+            &bootstrap(dir.path(), server.addr, None),
+            &target,
+            600,
+        );
+        assert_eq!(summary["failed"], 0, "{kind:?}: {summary}");
+        let (share, total) = shares(&backends);
+        assert_eq!(total, 600);
+        assert!(
+            share["t1"] == 0.0,
+            "{kind:?}: the not-serving task took {:.1} %",
+            share["t1"] * 100.0
+        );
+    }
+    backends[0]
+        .status
+        .send_replace(health_check_response::ServingStatus::Serving);
+    drop(watcher);
 
     let summary = server.stop();
     assert_eq!(
