@@ -34,6 +34,9 @@ pub struct ServeConfig {
     /// gRPC health for the whole server (`""`), `off` does not, any other value names the
     /// service to ask about.
     pub health_check: Option<String>,
+    /// `CLOUDMAP_XDS_LINGER` / `--linger`: how long a service stays polled after its last
+    /// subscriber left. Default 5 min.
+    pub linger: Duration,
 }
 
 impl Default for ServeConfig {
@@ -47,6 +50,7 @@ impl Default for ServeConfig {
             outlier_detection: true,
             shutdown_grace: Duration::from_secs(5),
             health_check: Some(String::new()),
+            linger: Duration::from_secs(300),
         }
     }
 }
@@ -85,14 +89,14 @@ pub const USAGE: &str = "\
 usage: cloudmap-xds serve [--listen ADDR] [--region REGION] [--alias ALIAS=SERVICE.NAMESPACE]...
                           [--poll-interval DURATION] [--max-subscriptions N]
                           [--outlier-detection on|off] [--shutdown-grace DURATION]
-                          [--health-check on|off|SERVICE]
+                          [--health-check on|off|SERVICE] [--linger DURATION]
        cloudmap-xds bootstrap --server HOST:PORT [--output PATH] [--node-id ID] [--zone ZONE]
                               [--region REGION]
 
 Every flag has an environment variable (CLOUDMAP_XDS_LISTEN, CLOUDMAP_XDS_REGION,
 CLOUDMAP_XDS_ALIASES, CLOUDMAP_XDS_POLL_INTERVAL, CLOUDMAP_XDS_MAX_SUBSCRIPTIONS,
 CLOUDMAP_XDS_OUTLIER_DETECTION, CLOUDMAP_XDS_SHUTDOWN_GRACE, CLOUDMAP_XDS_HEALTH_CHECK,
-CLOUDMAP_XDS_SERVER_URI,
+CLOUDMAP_XDS_LINGER, CLOUDMAP_XDS_SERVER_URI,
 CLOUDMAP_XDS_BOOTSTRAP_OUTPUT, CLOUDMAP_XDS_NODE_ID, CLOUDMAP_XDS_ZONE); flags win.
 Durations: 500ms, 2s, 1m, or seconds.";
 
@@ -192,6 +196,10 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
             }
             if let Some((name, value)) = lookup("shutdown-grace", "CLOUDMAP_XDS_SHUTDOWN_GRACE") {
                 config.shutdown_grace =
+                    parse_duration(&value).map_err(|reason| invalid(&name, &value, reason))?;
+            }
+            if let Some((name, value)) = lookup("linger", "CLOUDMAP_XDS_LINGER") {
+                config.linger =
                     parse_duration(&value).map_err(|reason| invalid(&name, &value, reason))?;
             }
             if let Some((_, value)) = lookup("health-check", "CLOUDMAP_XDS_HEALTH_CHECK") {

@@ -92,7 +92,12 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         ..AssignmentConfig::default()
     };
     let server = XdsServer::new(
-        Services::new(start, assignment, config.health_check.clone()),
+        Services::new(
+            start,
+            assignment,
+            config.health_check.clone(),
+            config.linger,
+        ),
         StreamConfig {
             names: Names::new(config.aliases.clone()),
             cluster: ClusterPolicy {

@@ -2,15 +2,16 @@
 //! of clients; the callers' spread over zones, from the streams connected to this replica; and
 //! one answer per (service, client zone), computed once and shared by every client in that zone.
 //!
-//! A service's poller starts with its first subscriber and stops when the last one leaves, so a
-//! service nobody asks for is not polled. Discovery is the crate's own
+//! A service's poller starts with its first subscriber and stops a linger time (default 5
+//! minutes) after the last one left, so a service nobody asks for is not polled, and a client
+//! that reconnects gets the last-known-good answer at once, even while Cloud Map fails. Discovery is the crate's own
 //! ([`Discovery`]): revision polling, last-known-good through any Cloud Map failure, throttle
 //! backoff, configuration errors told apart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::discovery::{Discovery, Snapshot};
 use cloudmap_balancer::picker::{Availability, ZoneDemand};
@@ -64,6 +65,10 @@ struct Inner {
     start: StartDiscovery,
     config: AssignmentConfig,
     health_check: Option<String>,
+    linger: Duration,
+    /// Services nobody subscribes to any more, kept (and polled) until the deadline.
+    lingering: Mutex<Vec<(Arc<Entry>, tokio::time::Instant)>>,
+    reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     entries: Mutex<HashMap<ServiceName, Weak<Entry>>>,
 }
 
@@ -71,16 +76,24 @@ impl Services {
     /// Services discovered with `start`, assigned with `config`. With `health_check`, every
     /// endpoint's gRPC health is watched for that service name (`""`: the whole server; see
     /// [`health`](crate::health)).
+    ///
+    /// A service whose last subscriber left is kept, and polled, for `linger` more: a client
+    /// that reconnects (a restarted task, a failover from another replica) gets its answer at
+    /// once, and the last-known-good one if Cloud Map fails meanwhile.
     pub fn new(
         start: StartDiscovery,
         config: AssignmentConfig,
         health_check: Option<String>,
+        linger: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 start,
                 config,
                 health_check,
+                linger,
+                lingering: Mutex::new(Vec::new()),
+                reaper: Mutex::new(None),
                 entries: Mutex::new(HashMap::new()),
             }),
         }
@@ -123,10 +136,45 @@ impl Services {
             }
         };
         entry.add_caller(zone, 1);
+        self.start_reaper();
         Ok(Subscription {
             entry,
             zone: zone.clone(),
+            services: Arc::downgrade(&self.inner),
         })
+    }
+
+    /// Drops lingering services past their deadline, every second.
+    fn start_reaper(&self) {
+        let mut reaper = self
+            .inner
+            .reaper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if reaper.is_some() {
+            return;
+        }
+        let inner = Arc::downgrade(&self.inner);
+        *reaper = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let now = tokio::time::Instant::now();
+                let expired: Vec<Arc<Entry>> = {
+                    let mut lingering = inner
+                        .lingering
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let (expired, kept) = std::mem::take(&mut *lingering)
+                        .into_iter()
+                        .partition(|(_, deadline)| *deadline <= now);
+                    *lingering = kept;
+                    expired.into_iter().map(|(entry, _)| entry).collect()
+                };
+                // Dropped outside the lock: the last one stops the poller.
+                drop(expired);
+            }
+        }));
     }
 
     /// How many services are polled now.
@@ -146,6 +194,7 @@ impl Services {
 pub struct Subscription {
     entry: Arc<Entry>,
     zone: ClientZone,
+    services: Weak<Inner>,
 }
 
 impl Subscription {
@@ -164,6 +213,30 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.entry.add_caller(&self.zone, -1);
+        if self.entry.callers() == 0
+            && let Some(services) = self.services.upgrade()
+            && !services.linger.is_zero()
+        {
+            let deadline = tokio::time::Instant::now() + services.linger;
+            services
+                .lingering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((Arc::clone(&self.entry), deadline));
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(reaper) = self
+            .reaper
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            reaper.abort();
+        }
     }
 }
 
@@ -291,6 +364,15 @@ impl Entry {
             callers.1 += 1;
         }
         self.bump();
+    }
+
+    fn callers(&self) -> u64 {
+        self.callers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .values()
+            .sum()
     }
 
     fn resolve(&self, zone: &ClientZone) -> Resolution {

@@ -96,6 +96,8 @@ impl Harness {
                 },
                 // The fleets' addresses are not ours to dial.
                 None,
+                // No linger: the tests see a service's poller stop with its last subscriber.
+                Duration::ZERO,
             ),
             StreamConfig {
                 names: Names::new(

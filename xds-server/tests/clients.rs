@@ -193,6 +193,7 @@ fn bootstrap(dir: &Path, server: SocketAddr, zone: Option<&str>) -> PathBuf {
         .arg("--output")
         .arg(&path)
         .env_clear()
+        .env("RUST_LOG", "error")
         .env("AWS_EC2_METADATA_DISABLED", "true");
     if let Some(zone) = zone {
         command.args(["--zone", zone]);
@@ -417,6 +418,27 @@ async fn grpc_xds_clients_follow_the_servers_picks() {
         .status
         .send_replace(health_check_response::ServingStatus::Serving);
     drop(watcher);
+
+    // Cloud Map goes down while the server runs. Every client above has gone, but the server
+    // keeps the service (lingering) with its last-known-good listing: a new client is served
+    // at once, and its calls go through.
+    moto.stop();
+    let summary = run_client(
+        Kind::Grpcio,
+        &bootstrap(dir.path(), server.addr, None),
+        &target,
+        300,
+    );
+    assert_eq!(
+        summary["ok"], 300,
+        "served from the last-known-good listing: {summary}"
+    );
+    let (share, total) = shares(&backends);
+    assert_eq!(total, 300);
+    assert!(
+        share["t1"] > 0.0 && share["t2"] > 0.0 && share["t3"] > 0.0,
+        "{share:?}"
+    );
 
     let summary = server.stop();
     assert_eq!(
