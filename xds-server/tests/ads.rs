@@ -425,3 +425,57 @@ async fn a_stream_over_the_subscription_cap_is_closed_with_a_clear_error() {
         "nothing was polled for it"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_never_acks_still_gets_every_change() {
+    let harness = Harness::start(&[("echo.prod.internal", echo_fleet())], 100).await;
+    let mut client = Client::connect(harness.addr, "silent", "").await;
+    client
+        .send(ENDPOINTS, &["echo.prod.internal"], "", "", None)
+        .await;
+    let first = client.next().await;
+    let mut versions = vec![first.version_info];
+    for weight in [150, 250] {
+        let mut fleet = echo_fleet();
+        fleet[0] = fleet[0].clone().with_weight(Weight::saturating(weight));
+        harness.set("echo.prod.internal", fleet).await;
+        versions.push(client.next().await.version_info);
+    }
+    versions.dedup();
+    assert_eq!(
+        versions.len(),
+        3,
+        "each change pushed without waiting for an ACK"
+    );
+    assert_eq!(harness.server.counters().acks.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn two_streams_of_one_node_are_two_callers_and_both_are_served() {
+    let harness = Harness::start(&[("echo.prod.internal", echo_fleet())], 100).await;
+    // Both in zone-b (half the capacity), with one caller in zone-a: zone-b holds two thirds
+    // of the callers, so it keeps 0.5 / (2/3) = 75 % local.
+    let mut a = Client::connect(harness.addr, "a", "zone-a").await;
+    a.get(ENDPOINTS, &["echo.prod.internal"]).await;
+    let mut first = Client::connect(harness.addr, "same", "zone-b").await;
+    first.get(ENDPOINTS, &["echo.prod.internal"]).await;
+    let mut second = Client::connect(harness.addr, "same", "zone-b").await;
+    let answer: ClusterLoadAssignment = decode(
+        &second
+            .get(ENDPOINTS, &["echo.prod.internal"])
+            .await
+            .resources[0],
+    )
+    .unwrap();
+    assert_eq!(
+        weights(&answer),
+        vec![
+            ("t1".into(), 0, 62_500),
+            ("t2".into(), 0, 187_500),
+            ("t3".into(), 0, 750_000)
+        ]
+    );
+    // The first stream of the node gets the same answer pushed.
+    let pushed: ClusterLoadAssignment = decode(&first.next().await.resources[0]).unwrap();
+    assert_eq!(weights(&pushed), weights(&answer));
+}
