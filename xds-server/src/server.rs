@@ -343,12 +343,17 @@ impl AdsStream {
                 (_, Resolution::Ready(answer)) => {
                     fetched_at =
                         Some(fetched_at.map_or(answer.fetched_at, |t| t.max(answer.fetched_at)));
-                    let assignment = encode::load_assignment(
-                        name,
-                        &self.server.services.config().region,
-                        &answer.assignment,
-                    );
-                    let any = pack_any(assignment);
+                    // Encoded once per (service, zone); a name other than the canonical one
+                    // (an alias) is encoded for this stream.
+                    let any = if *name == canonical {
+                        answer.encoded.clone()
+                    } else {
+                        pack_any(encode::load_assignment(
+                            name,
+                            &self.server.services.config().region,
+                            &answer.assignment,
+                        ))
+                    };
                     resources.insert(name.clone(), (answer.version.clone(), any));
                     continue;
                 }

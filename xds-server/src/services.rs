@@ -15,10 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::discovery::{Discovery, Snapshot};
 use cloudmap_balancer::picker::{Availability, ZoneDemand};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::util::pack_any;
 use tokio::sync::watch;
 
 use crate::health::HealthWatches;
 use crate::naming::ServiceName;
+use crate::resources::encode;
 use crate::resources::{Assignment, AssignmentConfig, ClientZone, assign};
 use crate::version;
 
@@ -47,6 +50,9 @@ pub struct Answer {
     pub version: String,
     /// When discovery fetched the listing it was computed from.
     pub fetched_at: SystemTime,
+    /// The ClusterLoadAssignment for the service's canonical name, encoded once for every
+    /// stream that asks by that name.
+    pub encoded: Any,
 }
 
 /// Every service this replica serves.
@@ -415,13 +421,20 @@ impl Entry {
         }
         let health = &self.health;
         let instances = snapshot.instances();
-        let answer = Arc::new(compute(&snapshot, zone, &demand, &self.config, |i| {
-            if health.not_serving(instances[i].addr) {
-                Availability::NotServing
-            } else {
-                Availability::Available
-            }
-        }));
+        let answer = Arc::new(compute(
+            &snapshot,
+            &self.name,
+            zone,
+            &demand,
+            &self.config,
+            |i| {
+                if health.not_serving(instances[i].addr) {
+                    Availability::NotServing
+                } else {
+                    Availability::Available
+                }
+            },
+        ));
         answers.retain(|_, (cached, _)| cached.0 == key.0);
         answers.insert(zone.clone(), (key, Arc::clone(&answer)));
         Resolution::Ready(answer)
@@ -432,6 +445,7 @@ impl Entry {
 /// watch says of each instance, its version a hash of the result.
 pub fn compute(
     snapshot: &Snapshot,
+    service: &ServiceName,
     zone: &ClientZone,
     demand: &ZoneDemand,
     config: &AssignmentConfig,
@@ -451,8 +465,13 @@ pub fn compute(
     }
     let version = version::of(&(&assignment, &config.region));
     Answer {
-        assignment,
         version,
         fetched_at: snapshot.fetched_at(),
+        encoded: pack_any(encode::load_assignment(
+            &service.resource_name(),
+            &config.region,
+            &assignment,
+        )),
+        assignment,
     }
 }
