@@ -1,7 +1,9 @@
 """The sync Lambda's AWS calls, read from its code, and IAM policy evaluation for them.
 
-`operations_in_code` scans sync-lambda/src: every fluent call on an AWS SDK client
-(`client.register_instance()`), and every hand-signed request (a `const SERVICE` and
+`operations_in_code` scans a service's sources (sync-lambda/src; for the xDS server,
+xds-server/src and the crate's discovery module it runs): every fluent call on an AWS SDK client
+(`client.register_instance()`, also through a renamed crate such as `sdk::Client` for
+`use aws_sdk_servicediscovery as sdk`), and every hand-signed request (a `const SERVICE` and
 `const OPERATION` pair, as EC2's DescribeSubnets is). A new call therefore shows up here without
 anyone editing this file; if AWS authorizes it in a way `REQUESTS` does not yet describe, or the
 role does not grant it, the rehearsal fails.
@@ -26,6 +28,10 @@ SDK_CRATES = {"servicediscovery": "servicediscovery", "ecs": "ecs", "cloudwatch"
               "ec2": "ec2"}
 FLUENT_CALL = re.compile(r"\bclient\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)")
 SDK_CLIENT = re.compile(r"aws_sdk_([a-z0-9]+)::Client\b")
+# `use aws_sdk_servicediscovery as sdk;` (or `pub use`): `sdk::Client` is that crate's client.
+SDK_ALIAS = re.compile(r"\buse\s+aws_sdk_([a-z0-9]+)\s+as\s+([A-Za-z_][A-Za-z0-9_]*)\s*;")
+# Methods every Rust value has, never SDK operations (`client.clone()` hands a client on).
+NOT_OPERATIONS = {"clone", "to_owned", "as_ref"}
 CONST_STR = re.compile(r'const\s+(SERVICE|OPERATION)\s*:\s*&str\s*=\s*"([^"]+)"')
 # Every SDK request ends in .send(): as many sends as calls seen, or a call hides from the scan.
 SEND = re.compile(r"\.\s*send\s*\(\s*\)")
@@ -35,19 +41,33 @@ def _pascal(snake: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in snake.split("_"))
 
 
-def operations_in_code(src: Path, cargo_toml: Path) -> dict[str, list[str]]:
-    """IAM action -> the files that call it. Raises ValueError where the scan cannot tell."""
+def operations_in_code(src: Path | list[Path], cargo_toml: Path,
+                       alias_roots: list[Path] | None = None) -> dict[str, list[str]]:
+    """IAM action -> the files that call it, over the `*.rs` files of `src` (one folder or
+    several). Renamed SDK crates are read from `alias_roots` (default: `src`). Raises ValueError
+    where the scan cannot tell."""
+    roots = [src] if isinstance(src, Path) else list(src)
+    aliases: dict[str, str] = {}
+    for root in alias_roots or roots:
+        for path in sorted(root.rglob("*.rs")):
+            for crate, alias in SDK_ALIAS.findall(path.read_text()):
+                aliases[alias] = crate
+    alias_client = (re.compile(r"\b(" + "|".join(map(re.escape, aliases)) + r")::Client\b")
+                    if aliases else None)
     found: dict[str, list[str]] = {}
-    for path in sorted(src.rglob("*.rs")):
+    for path in sorted(p for root in roots for p in root.rglob("*.rs")):
         text = path.read_text()
-        name = str(path.relative_to(src.parent))
-        calls = FLUENT_CALL.findall(text)
+        root = next(r for r in roots if path.is_relative_to(r))
+        name = str(path.relative_to(root.parent))
+        calls = [c for c in FLUENT_CALL.findall(text) if c not in NOT_OPERATIONS]
         sends = len(SEND.findall(text))
         if sends != len(calls):
             raise ValueError(f"{name}: {sends} SDK requests (.send()) but {len(calls)} calls of the "
                              f"form client.operation() ({calls}): write the call so the scan sees it")
         if calls:
             crates = set(SDK_CLIENT.findall(text))
+            if alias_client is not None:
+                crates |= {aliases[a] for a in alias_client.findall(text)}
             if len(crates) != 1:
                 raise ValueError(f"{name}: SDK calls {calls} on clients of {sorted(crates) or 'no'} "
                                  "aws_sdk crate; the scan needs exactly one per file")

@@ -1,11 +1,15 @@
 """moto's server for the rehearsal, with the resource types its CloudFormation lacks.
 
-moto 5.2.5's CloudFormation has no model for these types: it logs "No Moto CloudFormation
-support" and creates nothing, so a GetAtt on them fails and nothing could be read back. Each is
-created here through moto's own service backend, with the template's properties, the way
-CloudFormation's resource handler calls the service API; the rehearsal then reads them back through
-the service's public API like every other resource. `ADAPTED_TYPES` is printed in the report, so
-nothing is skipped silently.
+moto 5.2.5's CloudFormation has no model for some of these types: it logs "No Moto CloudFormation
+support" and creates nothing, so a GetAtt on them fails and nothing could be read back. For
+others (AWS::ECS::TaskDefinition, AWS::ECS::Service) it has a model that drops most properties:
+the task and execution roles, CPU, memory, network mode and platform of a task definition; the
+launch type, network configuration and ServiceRegistries of a service. Each is created here
+through moto's own service backend, with the template's properties, the way CloudFormation's
+resource handler calls the service API; the rehearsal then reads them back through the service's
+public API like every other resource. `ADAPTED_TYPES` is printed in the report, so nothing is
+skipped silently. (moto keeps no deployment configuration for a service, and its CloudFormation
+drops a security group's SecurityGroupEgress: those are not read back.)
 
 The server runs in this process (as local-stack/moto_launcher.py runs it) because the adapters
 must be registered inside moto's process.
@@ -21,9 +25,11 @@ from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.common_models import CloudFormationModel
 from moto.awslambda.models import lambda_backends
+from moto.ecs.models import ecs_backends
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.servicediscovery.models import servicediscovery_backends
 from moto.sqs.models import sqs_backends
+from moto.core.utils import pascal_to_camelcase, remap_nested_keys
 
 
 # moto files every model under the second part of its module name (moto.SERVICE.models).
@@ -183,9 +189,72 @@ class DiscoveryServiceAdapter(_Adapter, CloudFormationModel):
         return cls(service.id, {"Id": service.id, "Arn": service.arn, "Name": service.name})
 
 
+def _physical_id(value: Any) -> str:
+    """A Ref as moto's CloudFormation hands it over: the value, or the referenced model."""
+    if isinstance(value, str):
+        return value
+    return getattr(value, "arn", None) or value.physical_resource_id
+
+
+class TaskDefinitionAdapter(_Adapter, CloudFormationModel):
+    __module__ = MODEL_MODULE
+    ATTRIBUTES = ("TaskDefinitionArn",)
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ECS::TaskDefinition"
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id,
+                                        region_name, **kwargs):
+        p = cloudformation_json["Properties"]
+        camel = lambda value: remap_nested_keys(value, pascal_to_camelcase)  # noqa: E731
+        definition = ecs_backends[account_id][region_name].register_task_definition(
+            family=p.get("Family", resource_name),
+            container_definitions=camel(p.get("ContainerDefinitions", [])),
+            volumes=camel(p.get("Volumes", [])),
+            network_mode=p.get("NetworkMode"),
+            requires_compatibilities=p.get("RequiresCompatibilities"),
+            cpu=p.get("Cpu"),
+            memory=p.get("Memory"),
+            task_role_arn=p.get("TaskRoleArn"),
+            execution_role_arn=p.get("ExecutionRoleArn"),
+            runtime_platform=camel(p["RuntimePlatform"]) if "RuntimePlatform" in p else None,
+        )
+        return cls(definition.arn, {"TaskDefinitionArn": definition.arn})
+
+
+class EcsServiceAdapter(_Adapter, CloudFormationModel):
+    __module__ = MODEL_MODULE
+    ATTRIBUTES = ("Name", "ServiceArn")
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ECS::Service"
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id,
+                                        region_name, **kwargs):
+        p = cloudformation_json["Properties"]
+        camel = lambda value: remap_nested_keys(value, pascal_to_camelcase)  # noqa: E731
+        # moto's camel-casing leaves the acronym: AwsvpcConfiguration -> awsvpcConfiguration.
+        network = camel(p["NetworkConfiguration"]) if "NetworkConfiguration" in p else None
+        service = ecs_backends[account_id][region_name].create_service(
+            _physical_id(p["Cluster"]),
+            p.get("ServiceName", resource_name),
+            int(p["DesiredCount"]) if "DesiredCount" in p else None,
+            task_definition_str=_physical_id(p["TaskDefinition"]),
+            launch_type=p.get("LaunchType"),
+            service_registries=camel(p.get("ServiceRegistries", [])),
+            network_configuration=network,
+            propagate_tags=p.get("PropagateTags", "NONE"),
+        )
+        return cls(service.arn, {"Name": service.name, "ServiceArn": service.arn})
+
+
 ADAPTED_TYPES = sorted(a.cloudformation_type() for a in (
     AlarmAdapter, QueuePolicyAdapter, EventInvokeConfigAdapter, HttpNamespaceAdapter,
-    DiscoveryServiceAdapter))
+    DiscoveryServiceAdapter, TaskDefinitionAdapter, EcsServiceAdapter))
 
 
 def start() -> tuple[ThreadedMotoServer, str]:

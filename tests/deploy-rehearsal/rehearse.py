@@ -6,9 +6,9 @@ For the template, and then for mutated copies of it that must fail:
    the SAM transform (template_rules.py);
 2. the ARN list parameters' patterns: empty and real ARNs pass, bare names and IDs do not;
 3. parameter constraints and Rules for three parameter sets: the defaults (refused by the Rules,
-   as CloudFormation refuses them: the function must manage something), the demo set and a
-   production set (demo off, two clusters, two services in a private DNS namespace, an alarm
-   topic);
+   as CloudFormation refuses them: the function must manage something), the demo set (the xDS
+   server off) and a production set (demo off, two clusters, two services in a private DNS
+   namespace, an alarm topic, the xDS server on in that namespace's VPC);
 4. the SAM transform with aws-sam-translator (what CloudFormation runs for `sam deploy`), and
    cfn-lint on the translated template;
 5. a deploy of each set into moto's CloudFormation, then reading back what was deployed:
@@ -21,15 +21,20 @@ For the template, and then for mutated copies of it that must fail:
      namespaces, and the service's own writes (logs, the on-failure queue); no role of the stack
      grants a write on "*";
    - the queues (14 days), their policies (exactly their rule), the alarms and their actions,
-     the async invoke settings and the outputs.
+     the async invoke settings and the outputs;
+   - the xDS server, when on: its ECS service (Fargate, the subnets, registered in Cloud Map as
+     "xds" in the namespace with A records), its task definition, its security group (18000 from
+     the client CIDR only), its log group, and its task role against the AWS operations of its
+     code (xds-server/src and client-sdk/src/discovery, which it runs): those and nothing else.
+     When off, none of its resources exist.
 
 Mutated copies of the code prove the operation scan: a new SDK call the role does not grant fails.
 
 A new resource goes through the same checks without changes here: every resource of the
 translated template must be created, every role of the stack must grant no write on "*", every
-queue must keep 14 days and have an alarm. A new service with its own role (the xDS server) gets
-its call list as the Lambda's does: `iam_checks.operations_in_code` over its sources, `REQUESTS`
-for how AWS authorizes each call.
+queue must keep 14 days and have an alarm. The xDS server's role gets its call list as the
+Lambda's does: `iam_checks.operations_in_code` over its sources, `REQUESTS` for how AWS
+authorizes each call.
 
 Usage: rehearse.py [--template PATH] [--no-mutations]
 Prints one line per check and ends with "rehearsal: N passed, N failed"; exits non-zero on any
@@ -167,6 +172,20 @@ class Target:
     # service ARN -> hosted zone ID, for the services in DNS namespaces
     dns_zones: dict[str, str]
     alarm_topic: str | None
+    # Where the xDS server was asked to run (XdsServer=on), else None.
+    xds: XdsTarget | None = None
+
+
+@dataclass
+class XdsTarget:
+    cluster: str
+    vpc: str
+    subnets: list[str]
+    namespace_id: str
+    namespace_name: str
+    client_cidr: str
+    image: str
+    architecture: str
 
 
 def demo_set(aws: Aws) -> tuple[dict[str, str], Callable[[dict[str, str]], Target]]:
@@ -177,17 +196,22 @@ def demo_set(aws: Aws) -> tuple[dict[str, str], Callable[[dict[str, str]], Targe
     }
 
     def target(outputs: dict[str, str]) -> Target:
-        return Target([outputs["DemoClusterArn"]], [outputs["DemoDiscoveryServiceArn"]], {}, None)
+        return Target([outputs["DemoClusterArn"]], [outputs["DemoDiscoveryServiceArn"]], {}, None,
+                      xds=None)
 
     return params, target
 
 
 def production_set(aws: Aws) -> tuple[dict[str, str], Callable[[dict[str, str]], Target]]:
     """Demo off; the clusters of the ECS fixtures (prod, legacy); two services in a private DNS
-    namespace, as ECS service discovery creates them; an SNS topic for the alarms."""
+    namespace, as ECS service discovery creates them; an SNS topic for the alarms; the xDS server
+    on, in the prod cluster, in two subnets (two zones) of the namespace's VPC."""
     clusters = [aws.ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"]
                 for name in ("prod", "legacy")]
     vpc = aws.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [aws.ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24",
+                                     AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
+               for i, zone in ((1, "a"), (2, "b"))]
     aws.servicediscovery.create_private_dns_namespace(Name="internal.example", Vpc=vpc)
     namespace = next(n for n in aws.servicediscovery.list_namespaces()["Namespaces"]
                      if n["Name"] == "internal.example")
@@ -202,14 +226,26 @@ def production_set(aws: Aws) -> tuple[dict[str, str], Callable[[dict[str, str]],
             DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 10}], "RoutingPolicy": "MULTIVALUE"},
             HealthCheckCustomConfig={"FailureThreshold": 1})["Service"]["Arn"])
     topic = aws.sns.create_topic(Name="cloudmap-sync-alarms")["TopicArn"]
+    xds = XdsTarget(cluster=clusters[0], vpc=vpc, subnets=subnets, namespace_id=namespace["Id"],
+                    namespace_name="internal.example", client_cidr="10.0.0.0/16",
+                    image=f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/cloudmap-xds:rehearsal",
+                    architecture="ARM64")
     params = {
         "DeployDemo": "false",
         "ClusterArns": ",".join(clusters),
         "CloudMapServiceArns": ",".join(services),
         "DnsHostedZoneArns": f"arn:aws:route53:::hostedzone/{zone}",
         "AlarmTopicArn": topic,
+        "XdsServer": "on",
+        "XdsServerImage": xds.image,
+        "XdsClusterArn": xds.cluster,
+        "XdsVpcId": vpc,
+        "XdsSubnetIds": ",".join(subnets),
+        "XdsNamespaceId": xds.namespace_id,
+        "XdsClientCidr": xds.client_cidr,
     }
-    return params, lambda outputs: Target(clusters, services, {s: zone for s in services}, topic)
+    return params, lambda outputs: Target(clusters, services, {s: zone for s in services}, topic,
+                                          xds=xds)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -504,6 +540,127 @@ def check_async_settings(aws: Aws, deployed: dict, values: dict[str, Any]) -> No
                f"output {output} = {deployed['outputs'].get(output)} is not a queue of the stack")
 
 
+# The xDS server's own sources, and the crate's discovery module whose Cloud Map source it runs
+# (its SDK dependency is the crate's; `sdk` is the crate's name for aws_sdk_servicediscovery).
+XDS_SOURCES = [ROOT / "xds-server" / "src", ROOT / "client-sdk" / "src" / "discovery"]
+
+
+def xds_operations() -> dict[str, list[str]]:
+    return iam_checks.operations_in_code(XDS_SOURCES, ROOT / "client-sdk" / "Cargo.toml",
+                                         alias_roots=[ROOT / "client-sdk" / "src"])
+
+
+def check_xds_server(aws: Aws, deployed: dict, target: Target,
+                     operations: dict[str, list[str]]) -> str:
+    xds = target.xds
+    if xds is None:
+        present = sorted(r for r in deployed["resources"] if r.startswith("Xds"))
+        outputs = sorted(o for o in deployed["outputs"] if o.startswith("Xds"))
+        expect(not present and not outputs,
+               f"XdsServer=off, yet created: {present}, outputs: {outputs}")
+        return "off: no xDS server resources"
+    outputs = deployed["outputs"]
+    problems: list[str] = []
+
+    def same(what: str, actual: Any, expected: Any) -> None:
+        if actual != expected:
+            problems.append(f"{what}: {actual!r}, expected {expected!r}")
+
+    services = aws.ecs.describe_services(cluster=xds.cluster,
+                                         services=[outputs["XdsServerServiceArn"]])["services"]
+    expect(len(services) == 1, f"the xDS ECS service is not in {xds.cluster}: {services}")
+    service = services[0]
+    same("launch type", service.get("launchType"), "FARGATE")
+    same("desired count", service.get("desiredCount"), 2)
+    network = service.get("networkConfiguration", {}).get("awsvpcConfiguration", {})
+    same("subnets", sorted(network.get("subnets", [])), sorted(xds.subnets))
+    same("public IP", network.get("assignPublicIp"), "DISABLED")
+    groups = network.get("securityGroups", [])
+    same("security groups", len(groups), 1)
+    # Registered in Cloud Map as "xds" in the given namespace, with A records (DNS for clients).
+    registry = outputs["XdsDiscoveryServiceArn"]
+    same("service registries", [r.get("registryArn") for r in service.get("serviceRegistries", [])],
+         [registry])
+    discovery = aws.servicediscovery.get_service(Id=registry.rsplit("/", 1)[-1])["Service"]
+    same("Cloud Map service name", discovery["Name"], "xds")
+    same("Cloud Map namespace", discovery.get("NamespaceId"), xds.namespace_id)
+    same("DNS records", discovery.get("DnsConfig", {}).get("DnsRecords"), [{"Type": "A", "TTL": 10}])
+    # Reachable on 18000 from the client CIDR, and from nowhere else.
+    for group in aws.ec2.describe_security_groups(GroupIds=groups)["SecurityGroups"]:
+        same("security group VPC", group["VpcId"], xds.vpc)
+        ingress = [(p.get("IpProtocol"), p.get("FromPort"), p.get("ToPort"),
+                    sorted(r["CidrIp"] for r in p.get("IpRanges", [])),
+                    p.get("Ipv6Ranges", []), p.get("UserIdGroupPairs", []),
+                    p.get("PrefixListIds", []))
+                   for p in group["IpPermissions"]]
+        same("ingress", ingress, [("tcp", 18000, 18000, [xds.client_cidr], [], [], [])])
+    definition = aws.ecs.describe_task_definition(
+        taskDefinition=service["taskDefinition"])["taskDefinition"]
+    same("compatibilities", definition.get("requiresCompatibilities"), ["FARGATE"])
+    same("network mode", definition.get("networkMode"), "awsvpc")
+    same("CPU, memory", (definition.get("cpu"), definition.get("memory")), ("256", "512"))
+    same("architecture", definition.get("runtimePlatform", {}).get("cpuArchitecture"),
+         xds.architecture)
+    containers = definition["containerDefinitions"]
+    same("containers", [c["name"] for c in containers], ["cloudmap-xds"])
+    container = containers[0]
+    same("image", container.get("image"), xds.image)
+    same("ports", [(p.get("containerPort"), p.get("protocol")) for p in
+                   container.get("portMappings", [])], [(18000, "tcp")])
+    environment = {e["name"]: e["value"] for e in container.get("environment", [])}
+    same("CLOUDMAP_XDS_LISTEN", environment.get("CLOUDMAP_XDS_LISTEN"), "0.0.0.0:18000")
+    same("AWS_REGION", environment.get("AWS_REGION"), REGION)
+    log_group = deployed["resources"]["XdsLogGroup"]["PhysicalResourceId"]
+    same("log group", container.get("logConfiguration", {}).get("options", {}).get(
+        "awslogs-group"), log_group)
+    retention = next((g.get("retentionInDays") for g in aws.logs.describe_log_groups(
+        logGroupNamePrefix=log_group)["logGroups"] if g["logGroupName"] == log_group), None)
+    if retention is None:
+        problems.append(f"log group {log_group} keeps logs forever")
+
+    # The task role: every operation of the server's code, for any service in any namespace
+    # (clients name them), and nothing else at all.
+    task_policies = _role_policies(aws, definition["taskRoleArn"].rsplit("/", 1)[-1])
+    granted = 0
+    for action in sorted(operations):
+        if action not in REQUESTS:
+            problems.append(f"{action} (called in {', '.join(operations[action])}): the rehearsal "
+                            "does not know how AWS authorizes it; add it to REQUESTS")
+            continue
+        for name in ("orders." + xds.namespace_name, "anything.another-namespace"):
+            granted += 1
+            if not iam_checks.allowed(task_policies, REQUESTS[action](name)):
+                problems.append(f"task role: not granted: {REQUESTS[action](name)}")
+    called = {a.lower() for a in operations}
+    for policy in task_policies:
+        for statement in iam_checks._as_list(policy.get("Statement", [])):
+            if statement.get("Effect") != "Allow":
+                continue
+            if "NotAction" in statement:
+                problems.append("task role: NotAction in an Allow")
+            for action in iam_checks._as_list(statement.get("Action", [])):
+                if action.lower() not in called:
+                    problems.append(f"task role grants {action}, which the server's code never "
+                                    f"calls ({', '.join(sorted(operations))} only)")
+    # The execution role: the image's repository and the server's own log group.
+    execution = _role_policies(aws, definition["executionRoleArn"].rsplit("/", 1)[-1])
+    stream = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{log_group}:log-stream:cloudmap-xds/x/1"
+    repository = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/cloudmap-xds"
+    for request in (Request("logs:CreateLogStream", stream), Request("logs:PutLogEvents", stream),
+                    Request("ecr:GetAuthorizationToken", "*"),
+                    Request("ecr:BatchGetImage", repository),
+                    Request("ecr:GetDownloadUrlForLayer", repository)):
+        if not iam_checks.allowed(execution, request):
+            problems.append(f"execution role: not granted: {request}")
+    other = deployed["resources"]["SyncLogGroup"]["PhysicalResourceId"]
+    if iam_checks.allowed(execution, Request(
+            "logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{other}:log-stream:x")):
+        problems.append("execution role writes to another log group")
+    expect(not problems, "\n".join(problems))
+    return (f"service, task definition, security group, Cloud Map service; task role: "
+            f"{', '.join(sorted(operations))} ({granted} requests) and nothing else")
+
+
 # How AWS authorizes each operation the Lambda calls (Service Authorization Reference): the
 # resource ARN ("*" where the action has no resource type) and condition keys, for one managed
 # cluster or service. A call found in the code but missing here fails the rehearsal.
@@ -513,6 +670,12 @@ def _task(cluster: str) -> str:
 
 def _ecs_service(cluster: str) -> str:
     return cluster.replace(":cluster/", ":service/") + "/orders"
+
+
+def _discover(operation: str, name: str) -> Request:
+    service, _, namespace = name.partition(".")
+    return Request(f"servicediscovery:{operation}", "*", {
+        "servicediscovery:NamespaceName": namespace, "servicediscovery:ServiceName": service})
 
 
 REQUESTS: dict[str, Callable[[str], Request]] = {
@@ -533,6 +696,11 @@ REQUESTS: dict[str, Callable[[str], Request]] = {
     "ecs:ListServices": lambda c: Request("ecs:ListServices", "*", {"ecs:cluster": c}),
     "cloudwatch:GetMetricData": lambda _: Request("cloudwatch:GetMetricData", "*"),
     "ec2:DescribeSubnets": lambda _: Request("ec2:DescribeSubnets", "*"),
+    # The xDS server's reads, for one SERVICE.NAMESPACE: no resource type, only the namespace and
+    # service name keys.
+    "servicediscovery:DiscoverInstances": lambda name: _discover("DiscoverInstances", name),
+    "servicediscovery:DiscoverInstancesRevision":
+        lambda name: _discover("DiscoverInstancesRevision", name),
 }
 # What each prefix's calls are scoped to: the managed services, the managed clusters, or nothing.
 SCOPE = {"servicediscovery": "services", "ecs": "clusters", "cloudwatch": None, "ec2": None}
@@ -696,6 +864,11 @@ def rehearse(template_text: str, aws: Aws, report: Report, lint: bool, src: Path
     if operations is None:
         raise StopRun("no operations")
     print(f"{report.indent}      {', '.join(sorted(operations))}")
+    server_operations = report.check("the xDS server's AWS operations, read from xds-server/src "
+                                     "and client-sdk/src/discovery", xds_operations)
+    if server_operations is None:
+        raise StopRun("no operations")
+    print(f"{report.indent}      {', '.join(sorted(server_operations))}")
 
     def sections() -> None:
         errors = section_function_errors(template)
@@ -723,6 +896,11 @@ def rehearse(template_text: str, aws: Aws, report: Report, lint: bool, src: Path
         service = f"arn:aws:servicediscovery:{REGION}:{ACCOUNT}:service/srv-e4anhexample0004"
         valid = {"ClusterArns": cluster, "CloudMapServiceArns": service}
         check_rules(template, resolve_parameters(template, valid))
+        xds_place = {"XdsServer": "on", "XdsServerImage": "cloudmap-xds", "XdsClusterArn": cluster,
+                     "XdsVpcId": "vpc-0123456789abcdef0",
+                     "XdsSubnetIds": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
+                     "XdsNamespaceId": "ns-e4anhexample0004", "XdsClientCidr": "10.0.0.0/16"}
+        check_rules(template, resolve_parameters(template, {**valid, **xds_place}))
         for change, reason in (
             ({"ClusterArns": f"{cluster},"}, "ClusterArns has an empty entry"),
             ({"CloudMapServiceArns": f"{service},,{service}"},
@@ -730,6 +908,12 @@ def rehearse(template_text: str, aws: Aws, report: Report, lint: bool, src: Path
             ({"Route53ForDnsNamespaces": "false",
               "DnsHostedZoneArns": "arn:aws:route53:::hostedzone/Z0123456789ABCDEFGHIJ"},
              "DnsHostedZoneArns is only used with Route53ForDnsNamespaces=true"),
+            ({"XdsServer": "on"}, "XdsServerImage is required when XdsServer=on"),
+            ({**xds_place, "XdsSubnetIds": ""},
+             "XdsSubnetIds must name the server's subnets when XdsServer=on"),
+            ({**xds_place, "XdsSubnetIds": "subnet-0123456789abcdef0,"},
+             "XdsSubnetIds has an empty entry"),
+            ({**xds_place, "XdsClientCidr": ""}, "XdsClientCidr is required when XdsServer=on"),
         ):
             try:
                 check_rules(template, resolve_parameters(template, {**valid, **change}))
@@ -738,7 +922,8 @@ def rehearse(template_text: str, aws: Aws, report: Report, lint: bool, src: Path
                 continue
             raise Failure(f"{change} passes the Rules ({reason!r} expected)")
 
-    report.check("Rules: stray commas and hosted zones without Route 53 refused",
+    report.check("Rules: stray commas, hosted zones without Route 53, an xDS server without its "
+                 "place refused",
                  contradictions_refused)
 
     for set_name, make in (("demo", demo_set), ("production", production_set)):
@@ -780,6 +965,8 @@ def rehearse(template_text: str, aws: Aws, report: Report, lint: bool, src: Path
              lambda: check_alarms(aws, deployed, target)),
             ("async invoke settings and outputs",
              lambda: check_async_settings(aws, deployed, values)),
+            ("xDS server: service, Cloud Map registration, task definition, security group, roles",
+             lambda: check_xds_server(aws, deployed, target, server_operations)),
         ):
             detail = report.check(prefix + name, body)
             if detail:
@@ -843,9 +1030,24 @@ MUTATIONS: list[tuple[str, Callable[[str], str], tuple[str, ...]]] = [
      ("template: only allowed functions",)),
     ("ClusterArns accepts a bare cluster name (no AllowedPattern)",
      lambda t: _replace_once(
-         t, "    AllowedPattern: ^(arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:cluster/"
-            "[A-Za-z0-9_-]{1,255})?$\n", ""),
+         t, "  ClusterArns:\n    Type: CommaDelimitedList\n    Default: \"\"\n"
+            "    AllowedPattern: ^(arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:cluster/"
+            "[A-Za-z0-9_-]{1,255})?$\n",
+         "  ClusterArns:\n    Type: CommaDelimitedList\n    Default: \"\"\n"),
      ("parameters: ARN lists",)),
+    ("the xDS server's task role granted servicediscovery:*",
+     lambda t: _replace_once(
+         t, "- Sid: DiscoverInstances\n                Effect: Allow\n"
+            "                Action: [servicediscovery:DiscoverInstances, "
+            "servicediscovery:DiscoverInstancesRevision]\n",
+         "- Sid: DiscoverInstances\n                Effect: Allow\n"
+         "                Action: servicediscovery:*\n"),
+     ("no role grants a write on *", "xDS server")),
+    ("the xDS server reachable from anywhere on 18000",
+     lambda t: _replace_once(
+         t, "          CidrIp: !Ref XdsClientCidr\n          Description: ADS (xDS)",
+         "          CidrIp: 0.0.0.0/0\n          Description: ADS (xDS)"),
+     ("xDS server",)),
     ("a bare cluster name as the ClusterArns default",
      lambda t: _replace_once(
          t, "  ClusterArns:\n    Type: CommaDelimitedList\n    Default: \"\"\n",
@@ -870,8 +1072,9 @@ def main() -> int:
     server, endpoint = moto_stack.start()
     aws = Aws(endpoint)
     print(f"rehearsal: {args.template} against moto at {endpoint}")
-    print("rehearsal: moto's CloudFormation lacks these types; created through moto's own "
-          f"services instead: {', '.join(moto_stack.ADAPTED_TYPES)}")
+    print("rehearsal: moto's CloudFormation lacks these types, or drops properties the checks "
+          "read back; created through moto's own services instead: "
+          f"{', '.join(moto_stack.ADAPTED_TYPES)}")
     report = Report()
     try:
         src = ROOT / "sync-lambda" / "src"

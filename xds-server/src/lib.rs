@@ -25,6 +25,18 @@
 //! `STARTING`, `STOPPED` and weight-0 tasks are left out. Every contract value rides in the
 //! endpoint's metadata under [`resources::METADATA_NAMESPACE`].
 //!
+//! # Deploying
+//!
+//! `xds-server/Dockerfile` builds the image (`serve` by default). The repository's SAM template
+//! runs it with `XdsServer=on`: two Fargate tasks in a cluster of yours, registered by ECS as
+//! `xds` in a Cloud Map private DNS namespace, so clients dial `xds.NAMESPACE:18000`. A client
+//! task writes its bootstrap with the same image (`bootstrap --server xds.NAMESPACE:18000
+//! --output /bootstrap/xds.json`) in an init container and sets `GRPC_XDS_BOOTSTRAP`. The task
+//! role needs only `servicediscovery:DiscoverInstances` and
+//! `servicediscovery:DiscoverInstancesRevision`; the server also dials every task it serves, on
+//! its service port, for gRPC health. README "Deploying with SAM" has the parameters and the
+//! client task definition.
+//!
 //! # Modules
 //!
 //! - [`naming`]: resource names ↔ Cloud Map services.
