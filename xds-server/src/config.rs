@@ -151,6 +151,8 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
                 "max-subscriptions",
                 "outlier-detection",
                 "shutdown-grace",
+                "health-check",
+                "linger",
             ];
             reject_unknown(&settings, &known)?;
             let mut config = ServeConfig::default();
@@ -345,6 +347,62 @@ mod tests {
                 .to_string();
             assert!(error.contains(expected), "{line:?}: {error}");
         }
+    }
+
+    #[test]
+    fn every_flag_in_the_usage_is_taken() {
+        let line = [
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--region",
+            "r",
+            "--alias",
+            "a=b.c",
+            "--poll-interval",
+            "3s",
+            "--max-subscriptions",
+            "5",
+            "--outlier-detection",
+            "off",
+            "--shutdown-grace",
+            "1s",
+            "--health-check",
+            "off",
+            "--linger",
+            "1m",
+        ];
+        let Command::Serve(config) = parse(&args(&line), &env(&[])).unwrap() else {
+            panic!()
+        };
+        assert_eq!(config.health_check, None);
+        assert_eq!(config.linger, Duration::from_secs(60));
+        assert!(!config.outlier_detection);
+        let Command::Serve(config) = parse(
+            &args(&["serve", "--health-check", "grpc.demo.Demo"]),
+            &env(&[]),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(config.health_check.as_deref(), Some("grpc.demo.Demo"));
+        let bootstrap = [
+            "bootstrap",
+            "--server",
+            "x:1",
+            "--output",
+            "o",
+            "--node-id",
+            "n",
+            "--zone",
+            "z",
+            "--region",
+            "r",
+        ];
+        assert!(matches!(
+            parse(&args(&bootstrap), &env(&[])),
+            Ok(Command::Bootstrap(_))
+        ));
     }
 
     #[test]
