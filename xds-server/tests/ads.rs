@@ -152,6 +152,17 @@ async fn eventually(condition: impl Fn() -> bool) {
     panic!("the condition never held");
 }
 
+/// Subscribes to `echo.prod.internal`'s endpoints and returns (and ACKs) the first answer.
+async fn echo_endpoints(client: &mut Client) -> ClusterLoadAssignment {
+    decode(
+        &client
+            .get(ENDPOINTS, &["echo.prod.internal"])
+            .await
+            .resources[0],
+    )
+    .unwrap()
+}
+
 fn weights(assignment: &ClusterLoadAssignment) -> Vec<(String, u32, u32)> {
     assignment
         .endpoints
@@ -259,13 +270,7 @@ async fn callers_in_two_zones_split_by_envoys_formula_and_a_zoneless_client_by_c
     );
     // A client without a zone: by capacity.
     let mut anywhere = Client::connect(harness.addr, "x", "").await;
-    let assignment: ClusterLoadAssignment = decode(
-        &anywhere
-            .get(ENDPOINTS, &["echo.prod.internal"])
-            .await
-            .resources[0],
-    )
-    .unwrap();
+    let assignment: ClusterLoadAssignment = echo_endpoints(&mut anywhere).await;
     assert_eq!(
         weights(&assignment),
         vec![
@@ -460,13 +465,7 @@ async fn two_streams_of_one_node_are_two_callers_and_both_are_served() {
     let mut first = Client::connect(harness.addr, "same", "zone-b").await;
     first.get(ENDPOINTS, &["echo.prod.internal"]).await;
     let mut second = Client::connect(harness.addr, "same", "zone-b").await;
-    let answer: ClusterLoadAssignment = decode(
-        &second
-            .get(ENDPOINTS, &["echo.prod.internal"])
-            .await
-            .resources[0],
-    )
-    .unwrap();
+    let answer: ClusterLoadAssignment = echo_endpoints(&mut second).await;
     assert_eq!(
         weights(&answer),
         vec![
