@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
@@ -317,6 +318,7 @@ impl HttpBody for AttemptBody {
 }
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// The gRPC status a response's headers or trailers carry, if any.
 #[inline]
@@ -329,19 +331,28 @@ pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 /// A response body that keeps its call counted in flight (and its instance's connection open)
 /// until the body ends — the whole stream for streaming calls — and records how the call ended
 /// for outlier detection and the retry throttle: the status in the trailers, or a transport
-/// failure, which it reports as `UNAVAILABLE` naming the instance.
+/// failure, which it reports naming the instance. A body dropped before its end (the caller
+/// cancelled) records nothing.
 pub(crate) struct Tracked {
     body: Body,
     guard: Option<InFlight>,
     shared: Arc<Shared>,
+    /// The call's deadline: a transport failure after it is the deadline's, not the instance's.
+    deadline: Option<Instant>,
 }
 
 impl Tracked {
-    pub(crate) fn new(body: Body, guard: InFlight, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        body: Body,
+        guard: InFlight,
+        shared: Arc<Shared>,
+        deadline: Option<Instant>,
+    ) -> Self {
         Self {
             body,
             guard: Some(guard),
             shared,
+            deadline,
         }
     }
 
@@ -366,10 +377,24 @@ impl HttpBody for Tracked {
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         match &frame {
             Poll::Ready(Some(Ok(f))) => {
-                if let Some(trailers) = f.trailers_ref() {
-                    // No grpc-status in the trailers is a protocol error (tonic reports it).
-                    let code = grpc_status(trailers).unwrap_or(Code::Unknown);
-                    this.end(Some(code));
+                let Some(trailers) = f.trailers_ref() else {
+                    return frame;
+                };
+                // No grpc-status in the trailers is a protocol error (tonic reports it).
+                let code = grpc_status(trailers).unwrap_or(Code::Unknown);
+                this.end(Some(code));
+                if code == Code::Cancelled && this.deadline.is_some_and(|d| Instant::now() >= d) {
+                    // A server that gave up on the call at its deadline and said `CANCELLED` (as
+                    // tonic's server does): the deadline's, as gRPC says.
+                    let mut trailers = trailers.clone();
+                    trailers.insert(GRPC_STATUS, HeaderValue::from_static("4"));
+                    trailers.insert(
+                        GRPC_MESSAGE,
+                        HeaderValue::from_static(
+                            "the deadline passed; the server cancelled the call",
+                        ),
+                    );
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
                 frame
             }
@@ -380,9 +405,15 @@ impl HttpBody for Tracked {
                 let endpoint = Arc::clone(guard.endpoint());
                 drop(guard);
                 // The connection broke, or the server reset the stream, mid-call: the call was
-                // committed, so it fails, naming the instance.
-                let status = transport::broken_mid_call(&this.shared, &endpoint, status);
-                let _ = this.shared.record(&endpoint, status.code());
+                // committed, so it fails, naming the instance. Once the deadline has passed,
+                // the failure is the deadline's (a server may reset the stream when it gives up
+                // on the call) and nothing counts against the instance.
+                let expired = this.deadline.is_some_and(|d| Instant::now() >= d);
+                let (failure, status) =
+                    transport::broken_mid_call(&this.shared, &endpoint, status, expired);
+                if failure.recorded() && !expired {
+                    let _ = this.shared.record(&endpoint, status.code());
+                }
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Ready(None) => {
