@@ -347,6 +347,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_protocol_error_on_a_stream_is_a_reset_and_on_the_connection_a_broken_one() {
+        // Malformed response headers: h2 resets that stream; the connection is fine.
+        let error = failure_of(Script::Malformed).await;
+        let h2 = chain(&error).find_map(|e| e.downcast_ref::<h2::Error>());
+        assert!(
+            h2.is_some_and(|h2| h2.is_reset() && h2.is_library()),
+            "{error:?}"
+        );
+        let failure = classify(&error);
+        assert_eq!(
+            failure,
+            Failure::Reset(h2::Reason::PROTOCOL_ERROR),
+            "{error:?}"
+        );
+        assert!(!failure.ends_connection() && failure.recorded());
+        assert_eq!(failure.code(), Code::Internal);
+        // DATA before any headers: h2 ends the connection with GOAWAY(PROTOCOL_ERROR).
+        let error = failure_of(Script::DataFirst).await;
+        let h2 = chain(&error).find_map(|e| e.downcast_ref::<h2::Error>());
+        assert!(
+            h2.is_some_and(|h2| h2.is_go_away() && h2.is_library()),
+            "{error:?}"
+        );
+        assert_eq!(classify(&error), Failure::Broken);
+    }
+
+    #[tokio::test]
     async fn goaway_before_processing_is_transparent_and_with_an_error_is_a_broken_connection() {
         let failure = classify(&failure_of(Script::GoAway(NO_ERROR)).await);
         assert_eq!(failure, Failure::GoingAway);

@@ -27,6 +27,12 @@ pub enum Script {
     Close,
     /// Nothing: the stream stays open; pings are still answered.
     Silent,
+    /// A `DATA` frame on the request's stream before any response headers: a protocol error
+    /// that ends the connection (the client answers `GOAWAY(PROTOCOL_ERROR)`).
+    DataFirst,
+    /// Response headers that are malformed (a request's `:method` pseudo-header): a protocol
+    /// error on that stream only (the client resets it).
+    Malformed,
 }
 
 /// HTTP/2 error codes (RFC 9113 section 7).
@@ -92,12 +98,14 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const ACK: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
 
 async fn serve(mut socket: TcpStream, script: Script, requests: Arc<AtomicUsize>) {
     let _ = socket.set_nodelay(true);
@@ -134,6 +142,9 @@ async fn serve(mut socket: TcpStream, script: Script, requests: Arc<AtomicUsize>
                         Some(frame(GOAWAY, 0, 0, &body))
                     }
                     Script::Close => return,
+                    Script::DataFirst => Some(frame(DATA, 0, stream, &[0])),
+                    // HPACK: 0x82 is the static table's `:method: GET`.
+                    Script::Malformed => Some(frame(HEADERS, END_HEADERS, stream, &[0x82])),
                     Script::Silent => None,
                 }
             }
