@@ -428,6 +428,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_keep_alive_timeout_is_a_broken_connection() {
+        let peer = ScriptedPeer::start(Script::Deaf).await;
+        let endpoint = endpoint(peer.addr)
+            .http2_keep_alive_interval(std::time::Duration::from_millis(20))
+            .keep_alive_timeout(std::time::Duration::from_millis(20))
+            .keep_alive_while_idle(true);
+        let error = channel(endpoint, peer.addr)
+            .await
+            .oneshot(request(None, Body::empty()))
+            .await
+            .expect_err("the peer never answers");
+        let hyper = chain(&error).find_map(|e| e.downcast_ref::<hyper::Error>());
+        assert!(hyper.is_some_and(hyper::Error::is_timeout), "{error:?}");
+        assert_eq!(classify(&error), Failure::Broken);
+    }
+
+    #[tokio::test]
     async fn a_request_body_that_fails_is_this_clients_reset() {
         let peer = ScriptedPeer::start(Script::Silent).await;
         let channel = channel(endpoint(peer.addr), peer.addr).await;

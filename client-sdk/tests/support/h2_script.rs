@@ -27,6 +27,8 @@ pub enum Script {
     Close,
     /// Nothing: the stream stays open; pings are still answered.
     Silent,
+    /// Nothing, and pings go unanswered too: a connection that stopped responding.
+    Deaf,
     /// A `DATA` frame on the request's stream before any response headers: a protocol error
     /// that ends the connection (the client answers `GOAWAY(PROTOCOL_ERROR)`).
     DataFirst,
@@ -131,7 +133,9 @@ async fn serve(mut socket: TcpStream, script: Script, requests: Arc<AtomicUsize>
         }
         let reply = match kind {
             SETTINGS if flags & ACK == 0 => Some(frame(SETTINGS, ACK, 0, &[])),
-            PING if flags & ACK == 0 => Some(frame(PING, ACK, 0, &payload)),
+            PING if flags & ACK == 0 && script != Script::Deaf => {
+                Some(frame(PING, ACK, 0, &payload))
+            }
             HEADERS => {
                 requests.fetch_add(1, Ordering::SeqCst);
                 match script {
@@ -145,7 +149,7 @@ async fn serve(mut socket: TcpStream, script: Script, requests: Arc<AtomicUsize>
                     Script::DataFirst => Some(frame(DATA, 0, stream, &[0])),
                     // HPACK: 0x82 is the static table's `:method: GET`.
                     Script::Malformed => Some(frame(HEADERS, END_HEADERS, stream, &[0x82])),
-                    Script::Silent => None,
+                    Script::Silent | Script::Deaf => None,
                 }
             }
             // Request bodies, window updates, resets from the client: nothing to answer.
