@@ -343,13 +343,19 @@ async fn attempt(
             // about the instance. (tonic's timeout before the deadline is one set on the
             // instances' tonic `Endpoint`: the attempt's own timeout, which fails the attempt
             // `DEADLINE_EXCEEDED` below.)
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            let expired = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+            let connect = failure == Failure::NotSent { connect: true };
+            if expired && !connect {
                 return Attempt::Deadline;
             }
             let status = transport::attempt_failed(shared, &endpoint, failure, Box::new(error));
-            if let Failure::NotSent { connect: true } = failure {
+            if connect {
+                // A connection that could not be made is the instance's, deadline or not.
                 let cause: ConnectFailure = Arc::new(status.clone());
                 shared.connect_failed(&endpoint, &cause);
+                if expired {
+                    return Attempt::Deadline;
+                }
             }
             if failure.unsent() {
                 return Attempt::Unsent(status);

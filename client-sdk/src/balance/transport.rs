@@ -11,8 +11,8 @@
 //! together.
 //!
 //! Whatever the error, an attempt that fails once the call's deadline has passed ends the call
-//! with `DEADLINE_EXCEEDED` and records nothing against the instance (the connection is still
-//! forgotten when the failure says it is gone).
+//! with `DEADLINE_EXCEEDED` and records no call against the instance (the connection is still
+//! forgotten when the failure says it is gone, and a failed connect still counts).
 
 use std::error::Error as StdError;
 

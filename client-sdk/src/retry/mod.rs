@@ -67,8 +67,8 @@
 //!
 //!
 //! Whatever the error, an attempt that fails once the call's deadline has passed ends the call
-//! `DEADLINE_EXCEEDED` and counts nothing against the instance (a connection that is gone is
-//! still forgotten). Outlier detection counts a code as its [`failure_codes`] say: A50 leaves
+//! `DEADLINE_EXCEEDED` and counts no call against the instance (a connection that is gone is
+//! still forgotten, and one that could not be made still counts as a connect failure). Outlier detection counts a code as its [`failure_codes`] say: A50 leaves
 //! which statuses count to the implementation (grpc-go counts every non-`OK` status, the
 //! caller's own `DEADLINE_EXCEEDED` and `CANCELLED` included); this balancer never counts those
 //! two (see [`crate::outlier`]).
