@@ -860,3 +860,49 @@ async fn a_caller_that_drops_its_call_costs_the_instance_nothing() {
     untouched(&balancer, &before);
     assert_eq!(balancer.stats().instances[0].successes, successes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_drops_a_streaming_response_resets_the_stream() {
+    // A call whose request stream is still open and whose response the caller drops: the server
+    // must see the call cancelled (RST_STREAM(CANCEL)) now, not a half-close whenever the request
+    // stream happens to end (hyper resets a stream only once both halves are done).
+    use http_body::Frame;
+    use support::h2_script::{CANCEL, Script, ScriptedPeer};
+    use tower::ServiceExt;
+
+    let peer = ScriptedPeer::start(Script::Respond).await;
+    let source = Arc::new(StaticSource::new(vec![
+        cloudmap_balancer::Instance::new("streams", peer.addr).with_zone("a"),
+    ]));
+    let mut options = Options::default();
+    options.health_check.enabled = false;
+    let balancer = balancer(&source, options);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<bytes::Bytes>, Status>>(1);
+    // One message, then nothing yet: the request stream stays open.
+    tx.send(Ok(Frame::data(bytes::Bytes::from_static(&[0; 5]))))
+        .await
+        .unwrap();
+    let messages = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("http://streams/grpc.testing.TestService/FullDuplexCall")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+            messages,
+        )))
+        .unwrap();
+    let response = balancer.channel().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(balancer.stats().instances[0].in_flight, 1);
+    drop(response);
+    eventually("the server saw the stream reset", || {
+        peer.resets() == [CANCEL]
+    })
+    .await;
+    untouched(&balancer, &[1]);
+    // The request stream was still open all along.
+    drop(tx);
+}

@@ -16,10 +16,12 @@
 //! - `cancel_after_begin`, `cancel_after_first_response`: a tonic caller cancels by dropping the
 //!   call's future or its response stream, so it never sees the `CANCELLED` status the spec
 //!   asserts; checked here is that the balancer holds nothing for the call afterwards. hyper
-//!   resets the stream (`RST_STREAM(CANCEL)`) when the response future is dropped; dropping the
-//!   response stream of a bidirectional call does not reset it: the call goes on until the
-//!   request stream ends, which then half-closes it normally. (In this test grpcio did not
-//!   always report the first kind as cancelled either, so the server's view is not asserted.)
+//!   resets the stream (`RST_STREAM(CANCEL)`) when the response future is dropped; through
+//!   tonic's channel, dropping the response stream of a bidirectional call does not reset it:
+//!   the call goes on until the request stream ends, which then half-closes it normally. The
+//!   balanced channel resets it (client-sdk's `resilience` tests check that on the wire; grpcio
+//!   did not always report a reset call as cancelled here, so the server's view is not
+//!   asserted).
 //!
 //! Everything runs in this one test (one process, one set of servers) to keep CI short.
 
@@ -325,8 +327,7 @@ where
         let first = stream.message().await.unwrap().unwrap();
         assert_eq!(first.payload.unwrap().body.len(), 31_415);
         // Cancelled, as a tonic caller cancels: the response stream dropped, then the request
-        // stream. (tonic then half-closes the request stream rather than resetting the call, so
-        // the server sees the call end, not a cancellation: see the module docs.)
+        // stream (see the module docs for what the server sees).
         drop(stream);
         drop(tx);
     }

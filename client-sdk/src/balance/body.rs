@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -50,6 +50,12 @@ pub(crate) struct ReplayState {
     replayable: bool,
     /// The attempt allowed to read.
     generation: u32,
+    /// The caller dropped the committed call's response before its end: the request stream
+    /// fails, so that hyper resets the stream (`CANCEL`) instead of half-closing it later.
+    cancelled: bool,
+    /// The task reading the request body while the caller's body has nothing yet (woken by a
+    /// cancellation).
+    reader: Option<Waker>,
 }
 
 impl Replay {
@@ -122,6 +128,8 @@ impl Replay {
             limit,
             replayable,
             generation: 0,
+            cancelled: false,
+            reader: None,
         })))
     }
 
@@ -158,6 +166,15 @@ impl Replay {
         })
     }
 
+    /// What cancels the committed call's request stream, for a streaming request (a whole one
+    /// was sent complete, and hyper resets its stream once the response is dropped).
+    pub(crate) fn canceller(&self) -> Option<Canceller> {
+        match self {
+            Self::Whole(..) => None,
+            Self::Streaming(shared) => Some(Canceller(Arc::clone(shared))),
+        }
+    }
+
     /// The call committed: no more attempts, so nothing more is kept.
     pub(crate) fn commit(&self) {
         if let Self::Streaming(shared) = self {
@@ -166,6 +183,29 @@ impl Replay {
             state.frames = Frames::default();
         }
     }
+}
+
+/// Cancels a committed call's request stream (see [`Replay::canceller`]).
+#[derive(Debug)]
+pub(crate) struct Canceller(Arc<Mutex<ReplayState>>);
+
+impl Canceller {
+    fn cancel(&self) {
+        let reader = {
+            let mut state = lock(&self.0);
+            state.cancelled = true;
+            state.reader.take()
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+}
+
+/// The request body's error once its call was cancelled: an h2 `CANCEL` in its source chain is
+/// the reason hyper resets the stream with.
+fn cancelled() -> Status {
+    Status::from_error(Box::new(h2::Error::from(h2::Reason::CANCEL)))
 }
 
 fn lock(shared: &Mutex<ReplayState>) -> MutexGuard<'_, ReplayState> {
@@ -251,6 +291,10 @@ impl HttpBody for AttemptBody {
             this.done = true;
             return Poll::Ready(None);
         }
+        if state.cancelled {
+            this.done = true;
+            return Poll::Ready(Some(Err(cancelled())));
+        }
         if let Some(frame) = state.frames.get(this.next) {
             this.next += 1;
             return Poll::Ready(Some(Ok(Frame::data(frame.clone()))));
@@ -270,7 +314,16 @@ impl HttpBody for AttemptBody {
             }
         };
         match polled {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !state
+                    .reader
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    state.reader = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
             Poll::Ready(None) => {
                 state.ended = true;
                 state.source = None;
@@ -339,6 +392,8 @@ pub(crate) struct Tracked {
     shared: Arc<Shared>,
     /// The call's deadline: a transport failure after it is the deadline's, not the instance's.
     deadline: Option<Instant>,
+    /// Cancels a streaming request when the body is dropped before its end.
+    cancel: Option<Canceller>,
 }
 
 impl Tracked {
@@ -347,12 +402,14 @@ impl Tracked {
         guard: InFlight,
         shared: Arc<Shared>,
         deadline: Option<Instant>,
+        cancel: Option<Canceller>,
     ) -> Self {
         Self {
             body,
             guard: Some(guard),
             shared,
             deadline,
+            cancel,
         }
     }
 
@@ -361,6 +418,19 @@ impl Tracked {
             && let Some(code) = code
         {
             let _ = self.shared.record(guard.endpoint(), code);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // Dropped before its end: the caller cancelled the call. A stream whose request is still
+        // open is reset now (hyper would otherwise wait for the request stream to end and then
+        // half-close it, so the server would never see the cancellation).
+        if self.guard.is_some()
+            && let Some(cancel) = self.cancel.take()
+        {
+            cancel.cancel();
         }
     }
 }

@@ -297,8 +297,10 @@ async fn attempt(
                 answered(guard.endpoint());
                 replay.commit();
                 let shared = Arc::clone(shared);
+                let cancel = replay.canceller();
                 return Attempt::Answered(
-                    response.map(|body| Body::new(Tracked::new(body, guard, shared, deadline))),
+                    response
+                        .map(|body| Body::new(Tracked::new(body, guard, shared, deadline, cancel))),
                 );
             };
             // Trailers-only: the status is in the headers, and nothing is committed.
@@ -316,8 +318,15 @@ async fn attempt(
                 .unwrap_or_else(|| Status::new(code, ""));
             let pushback =
                 Pushback::parse(response.headers().get(&PUSHBACK).map(HeaderValue::as_bytes));
-            let response = response
-                .map(|body| Body::new(Tracked::new(body, guard, Arc::clone(shared), deadline)));
+            let response = response.map(|body| {
+                Body::new(Tracked::new(
+                    body,
+                    guard,
+                    Arc::clone(shared),
+                    deadline,
+                    None,
+                ))
+            });
             if code == Code::Ok {
                 return Attempt::Answered(response);
             }

@@ -42,7 +42,10 @@
 //! The connection stays, nothing counts against the instance, and the call takes no retry token.
 //! After the response headers the deadline is the server's to enforce (as with tonic); a
 //! transport failure or a server's `CANCELLED` after it is reported `DEADLINE_EXCEEDED` too.
-//! A caller that drops its call (cancellation) counts nothing against the instance either.
+//! A caller that drops its call (cancellation) counts nothing against the instance either, and
+//! the server sees the call cancelled (`RST_STREAM(CANCEL)`), also when the caller drops a
+//! streaming call's response while its request stream is still open (tonic's own channel then
+//! leaves the call open until the request stream ends, and half-closes it).
 //!
 //! # Transport failures
 //!

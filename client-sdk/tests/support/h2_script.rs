@@ -9,8 +9,8 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,6 +29,9 @@ pub enum Script {
     Silent,
     /// Nothing, and pings go unanswered too: a connection that stopped responding.
     Deaf,
+    /// Response headers (`200`, `application/grpc`), then nothing: a call the server committed
+    /// to and is still working on.
+    Respond,
     /// A `DATA` frame on the request's stream before any response headers: a protocol error
     /// that ends the connection (the client answers `GOAWAY(PROTOCOL_ERROR)`).
     DataFirst,
@@ -52,6 +55,8 @@ pub struct ScriptedPeer {
     requests: Arc<AtomicUsize>,
     /// Connections accepted so far.
     connections: Arc<AtomicUsize>,
+    /// The error codes of the `RST_STREAM`s the client sent.
+    resets: Arc<Mutex<Vec<u32>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -62,17 +67,20 @@ impl ScriptedPeer {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
+        let resets = Arc::new(Mutex::new(Vec::new()));
         let (seen, accepted) = (Arc::clone(&requests), Arc::clone(&connections));
+        let reset = Arc::clone(&resets);
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(socket, script, Arc::clone(&seen)));
+                tokio::spawn(serve(socket, script, Arc::clone(&seen), Arc::clone(&reset)));
             }
         });
         Self {
             addr,
             requests,
             connections,
+            resets,
             task,
         }
     }
@@ -83,6 +91,11 @@ impl ScriptedPeer {
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// The error codes of the streams the client reset, in order.
+    pub fn resets(&self) -> Vec<u32> {
+        self.resets.lock().unwrap().clone()
     }
 }
 
@@ -109,7 +122,19 @@ const GOAWAY: u8 = 0x7;
 const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
-async fn serve(mut socket: TcpStream, script: Script, requests: Arc<AtomicUsize>) {
+/// HPACK for `:status: 200` (static entry 8) and `content-type: application/grpc` (a literal
+/// with the static name 31, not Huffman-coded).
+const RESPONSE: [u8; 19] = [
+    0x88, 0x5f, 0x10, b'a', b'p', b'p', b'l', b'i', b'c', b'a', b't', b'i', b'o', b'n', b'/', b'g',
+    b'r', b'p', b'c',
+];
+
+async fn serve(
+    mut socket: TcpStream,
+    script: Script,
+    requests: Arc<AtomicUsize>,
+    resets: Arc<Mutex<Vec<u32>>>,
+) {
     let _ = socket.set_nodelay(true);
     let mut preface = [0u8; 24];
     if socket.read_exact(&mut preface).await.is_err() {
@@ -136,6 +161,11 @@ async fn serve(mut socket: TcpStream, script: Script, requests: Arc<AtomicUsize>
             PING if flags & ACK == 0 && script != Script::Deaf => {
                 Some(frame(PING, ACK, 0, &payload))
             }
+            RST_STREAM if payload.len() == 4 => {
+                let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                resets.lock().unwrap().push(code);
+                None
+            }
             HEADERS => {
                 requests.fetch_add(1, Ordering::SeqCst);
                 match script {
@@ -150,6 +180,7 @@ async fn serve(mut socket: TcpStream, script: Script, requests: Arc<AtomicUsize>
                     // HPACK: 0x82 is the static table's `:method: GET`.
                     Script::Malformed => Some(frame(HEADERS, END_HEADERS, stream, &[0x82])),
                     Script::Silent | Script::Deaf => None,
+                    Script::Respond => Some(frame(HEADERS, END_HEADERS, stream, &RESPONSE)),
                 }
             }
             // Request bodies, window updates, resets from the client: nothing to answer.
