@@ -80,8 +80,11 @@ pub enum Error {
         source: Arc<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// An attempt on an instance failed in the transport: before its response (nothing sent,
-    /// refused, or the connection failed) or while its response streamed. The code is
-    /// `UNAVAILABLE` unless the server reset the stream with a reason that gRPC maps otherwise.
+    /// refused, reset, or the connection failed) or while its response streamed. The code says
+    /// which (the crate docs' "Transport failures" table): `UNAVAILABLE` for a request not sent
+    /// or a connection that failed, gRPC's mapping of the reason of a stream reset (`CANCEL` →
+    /// `CANCELLED`, …), `DEADLINE_EXCEEDED` for a timeout, `UNKNOWN` for an error the balancer
+    /// does not know.
     #[cfg(feature = "tonic")]
     #[error("instance `{instance}` at {addr} of service `{service}`: {what}")]
     Transport {

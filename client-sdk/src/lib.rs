@@ -136,6 +136,11 @@
 //!   [`outlier`].
 //! - **Retries** ([gRFC A6]): transparent retries of calls that never reached the server's
 //!   application, always; retry policies with A6's throttle, opt in. See [`retry`].
+//! - **Deadlines and transport failures**: a deadline that passes while a call waits is
+//!   `DEADLINE_EXCEEDED` (never a broken connection), keeps the connection and counts nothing
+//!   against the instance; each transport error is read by its type, and one the balancer does
+//!   not know is not taken for a broken connection. The table of errors and what each does is
+//!   in [`retry`] ("Transport failures").
 //! - **Latency-aware picks** (on by default): within a zone, a task answering over twice as
 //!   slowly as the other candidate stops taking calls, and is probed once its estimate is a second
 //!   stale. Neither A50 nor Envoy ejects for latency; this is how Finagle's and Linkerd's EWMA

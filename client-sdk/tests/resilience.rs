@@ -661,3 +661,248 @@ async fn a_slow_instance_stops_taking_calls_and_takes_them_again_once_fast() {
     let share = (servers[0].served() - before) as f64 / 3_000.0;
     assert!(share > 0.15, "{share}: a third of zone a's calls, about");
 }
+
+/// What must hold of every instance after calls that the caller's deadline (or cancellation)
+/// ended: nothing ejected, no connection dropped, nothing counted against it.
+fn untouched(balancer: &Balancer, connections: &[u64]) {
+    let stats = balancer.stats();
+    assert_eq!(stats.calls.ejections, 0, "{:?}", stats.calls);
+    assert_eq!(stats.calls.connect_failures, 0);
+    for (instance, &before) in stats.instances.iter().zip(connections) {
+        let id = &instance.instance.id;
+        assert!(instance.ejected_for.is_none(), "{id} ejected");
+        assert_eq!(instance.connections, before, "{id} reconnected");
+        assert!(instance.connected || before == 0, "{id} marked dead");
+        assert_eq!(instance.failures, 0, "{id}");
+        assert_eq!(instance.consecutive_failures, 0, "{id}");
+        assert_eq!(instance.in_flight, 0, "{id}");
+    }
+}
+
+fn connections(balancer: &Balancer) -> Vec<u64> {
+    balancer
+        .stats()
+        .instances
+        .iter()
+        .map(|i| i.connections)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passes_in_flight_is_deadline_exceeded_and_costs_the_instance_nothing() {
+    // Servers that answer after 10 s, calls with a 20 ms deadline: whichever timer notices the
+    // deadline first (the balancer's, or tonic's enforcement of the `grpc-timeout` each attempt
+    // carries), the call ends DEADLINE_EXCEEDED, and the connection and the instance's record
+    // stay as they were. With and without a policy that retries UNAVAILABLE and
+    // DEADLINE_EXCEEDED: no attempt starts after the deadline.
+    let servers = servers(&["a", "a", "a"]);
+    let mut retrying = quick_policy();
+    retrying.retryable_codes =
+        cloudmap_balancer::StatusCodes::new([Code::Unavailable, Code::DeadlineExceeded]);
+    for policy in [None, Some(retrying)] {
+        for server in &servers {
+            server.set_delay(Duration::ZERO);
+        }
+        let mut options = Options::default();
+        options.retry.policy = policy.clone();
+        // Picks by in-flight calls alone, so the spread below does not depend on latencies.
+        options.latency_aware = None;
+        let balancer = balancer(&source(&servers), options);
+        let mut client = HealthClient::new(balancer.channel());
+        // Every instance connected first.
+        for n in 0..30 {
+            check(&mut client, n, None).await.unwrap();
+        }
+        let before = connections(&balancer);
+        assert!(before.iter().all(|&c| c == 1), "{before:?}");
+        let served: Vec<u64> = servers.iter().map(TestServer::served).collect();
+        let seen_before: usize = servers.iter().map(|s| s.seen().len()).sum();
+
+        for server in &servers {
+            server.set_delay(Duration::from_secs(10));
+        }
+        for n in 0..40 {
+            let status = check(&mut client, 1000 + n, Some(Duration::from_millis(20)))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        }
+        untouched(&balancer, &before);
+        let stats = balancer.stats();
+        assert_eq!(
+            (stats.calls.retries, stats.calls.transparent_retries),
+            (0, 0),
+            "policy {policy:?}"
+        );
+        // One attempt per call at most: none started after its deadline.
+        let seen: usize = servers.iter().map(|s| s.seen().len()).sum();
+        assert!(seen - seen_before <= 40, "{seen}");
+        for server in &servers {
+            assert!(server.open_connections() <= 1);
+        }
+
+        // The same balancer then spreads calls over every instance.
+        for server in &servers {
+            server.set_delay(Duration::ZERO);
+        }
+        for n in 0..300 {
+            check(&mut client, 2000 + n, Some(Duration::from_secs(10)))
+                .await
+                .unwrap();
+        }
+        for (server, before) in servers.iter().zip(&served) {
+            assert!(
+                server.served() > before + 30,
+                "{} then {}",
+                before,
+                server.served()
+            );
+        }
+        let stats = balancer.stats();
+        assert!(stats.instances.iter().all(|i| i.successes > 0));
+        untouched(&balancer, &before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_on_the_instances_endpoint_is_a_per_attempt_timeout() {
+    // tonic's own timer firing before the call's deadline: the attempt fails DEADLINE_EXCEEDED,
+    // nothing counts against the instance, and a policy that retries DEADLINE_EXCEEDED tries
+    // the other instances within the call's deadline.
+    let servers = servers(&["a", "a", "a"]);
+    let mut policy = quick_policy();
+    policy.max_attempts = 3;
+    policy.retryable_codes = cloudmap_balancer::StatusCodes::new([Code::DeadlineExceeded]);
+    let mut options = Options::default();
+    options.retry.policy = Some(policy);
+    let balancer = Balancer::builder_with_source(source(&servers), "test", "health")
+        .local_zone("a")
+        .options(options)
+        .rng_seed(5)
+        .configure_endpoint(|endpoint| endpoint.timeout(Duration::from_millis(30)))
+        .build()
+        .unwrap();
+    let mut client = HealthClient::new(balancer.channel());
+    for n in 0..30 {
+        check(&mut client, n, None).await.unwrap();
+    }
+    let before = connections(&balancer);
+    for server in &servers {
+        server.set_delay(Duration::from_secs(10));
+    }
+    let status = check(&mut client, 99, Some(Duration::from_secs(60)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("timed out"), "{status:?}");
+    let retried: Vec<u64> = servers
+        .iter()
+        .map(|s| {
+            s.seen()
+                .iter()
+                .filter(|c| c.call_id.as_deref() == Some("99"))
+                .count() as u64
+        })
+        .collect();
+    assert_eq!(retried, [1, 1, 1], "one attempt on each instance");
+    assert_eq!(balancer.stats().calls.retries, 2);
+    untouched(&balancer, &before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_server_resets_with_cancel_is_cancelled_and_keeps_the_connection() {
+    // gRPC's HTTP/2 mapping: RST_STREAM(CANCEL) from a server is CANCELLED. It is a stream's
+    // end, not the connection's: the connection stays, nothing counts against the instance
+    // (A50 leaves CANCELLED uncounted here), and no transparent retry is made (A6: only a
+    // stream the server refused is).
+    let peer = support::h2_script::ScriptedPeer::start(support::h2_script::Script::Reset(
+        support::h2_script::CANCEL,
+    ))
+    .await;
+    let source = Arc::new(StaticSource::new(vec![
+        cloudmap_balancer::Instance::new("resets", peer.addr).with_zone("a"),
+    ]));
+    let mut options = Options::default();
+    // The peer would reset the health watch's stream too.
+    options.health_check.enabled = false;
+    let balancer = balancer(&source, options);
+    let mut client = HealthClient::new(balancer.channel());
+    for n in 0..10 {
+        let status = check(&mut client, n, None).await.unwrap_err();
+        assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+        assert!(status.message().contains("reset the stream"), "{status:?}");
+    }
+    assert_eq!((peer.connections(), peer.requests()), (1, 10));
+    untouched(&balancer, &[1]);
+    let stats = balancer.stats();
+    assert_eq!(stats.instances[0].successes, 0);
+    assert_eq!(stats.calls.transparent_retries, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_drops_its_call_costs_the_instance_nothing() {
+    let servers = servers(&["a"]);
+    let balancer = balancer(&source(&servers), Options::default());
+    let mut client = HealthClient::new(balancer.channel());
+    check(&mut client, 0, None).await.unwrap();
+    let before = connections(&balancer);
+    let successes = balancer.stats().instances[0].successes;
+    servers[0].set_delay(Duration::from_secs(10));
+    for n in 1..=5 {
+        let call = check(&mut client, n, None);
+        // Dropped once the server has the call.
+        let seen = servers[0].seen().len();
+        tokio::select! {
+            _ = call => panic!("answered"),
+            () = eventually("the server has the call", || servers[0].seen().len() > seen) => {}
+        }
+    }
+    untouched(&balancer, &before);
+    assert_eq!(balancer.stats().instances[0].successes, successes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_drops_a_streaming_response_resets_the_stream() {
+    // A call whose request stream is still open and whose response the caller drops: the server
+    // must see the call cancelled (RST_STREAM(CANCEL)) now, not a half-close whenever the request
+    // stream happens to end (hyper resets a stream only once both halves are done).
+    use http_body::Frame;
+    use support::h2_script::{CANCEL, Script, ScriptedPeer};
+    use tower::ServiceExt;
+
+    let peer = ScriptedPeer::start(Script::Respond).await;
+    let source = Arc::new(StaticSource::new(vec![
+        cloudmap_balancer::Instance::new("streams", peer.addr).with_zone("a"),
+    ]));
+    let mut options = Options::default();
+    options.health_check.enabled = false;
+    let balancer = balancer(&source, options);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<bytes::Bytes>, Status>>(1);
+    // One message, then nothing yet: the request stream stays open.
+    tx.send(Ok(Frame::data(bytes::Bytes::from_static(&[0; 5]))))
+        .await
+        .unwrap();
+    let messages = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("http://streams/grpc.testing.TestService/FullDuplexCall")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+            messages,
+        )))
+        .unwrap();
+    let response = balancer.channel().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(balancer.stats().instances[0].in_flight, 1);
+    drop(response);
+    eventually("the server saw the stream reset", || {
+        peer.resets() == [CANCEL]
+    })
+    .await;
+    untouched(&balancer, &[1]);
+    // The request stream was still open all along.
+    drop(tx);
+}

@@ -4,11 +4,12 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
@@ -49,6 +50,12 @@ pub(crate) struct ReplayState {
     replayable: bool,
     /// The attempt allowed to read.
     generation: u32,
+    /// The caller dropped the committed call's response before its end: the request stream
+    /// fails, so that hyper resets the stream (`CANCEL`) instead of half-closing it later.
+    cancelled: bool,
+    /// The task reading the request body while the caller's body has nothing yet (woken by a
+    /// cancellation).
+    reader: Option<Waker>,
 }
 
 impl Replay {
@@ -121,6 +128,8 @@ impl Replay {
             limit,
             replayable,
             generation: 0,
+            cancelled: false,
+            reader: None,
         })))
     }
 
@@ -157,6 +166,15 @@ impl Replay {
         })
     }
 
+    /// What cancels the committed call's request stream, for a streaming request (a whole one
+    /// was sent complete, and hyper resets its stream once the response is dropped).
+    pub(crate) fn canceller(&self) -> Option<Canceller> {
+        match self {
+            Self::Whole(..) => None,
+            Self::Streaming(shared) => Some(Canceller(Arc::clone(shared))),
+        }
+    }
+
     /// The call committed: no more attempts, so nothing more is kept.
     pub(crate) fn commit(&self) {
         if let Self::Streaming(shared) = self {
@@ -165,6 +183,29 @@ impl Replay {
             state.frames = Frames::default();
         }
     }
+}
+
+/// Cancels a committed call's request stream (see [`Replay::canceller`]).
+#[derive(Debug)]
+pub(crate) struct Canceller(Arc<Mutex<ReplayState>>);
+
+impl Canceller {
+    fn cancel(&self) {
+        let reader = {
+            let mut state = lock(&self.0);
+            state.cancelled = true;
+            state.reader.take()
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+}
+
+/// The request body's error once its call was cancelled: an h2 `CANCEL` in its source chain is
+/// the reason hyper resets the stream with.
+fn cancelled() -> Status {
+    Status::from_error(Box::new(h2::Error::from(h2::Reason::CANCEL)))
 }
 
 fn lock(shared: &Mutex<ReplayState>) -> MutexGuard<'_, ReplayState> {
@@ -250,6 +291,10 @@ impl HttpBody for AttemptBody {
             this.done = true;
             return Poll::Ready(None);
         }
+        if state.cancelled {
+            this.done = true;
+            return Poll::Ready(Some(Err(cancelled())));
+        }
         if let Some(frame) = state.frames.get(this.next) {
             this.next += 1;
             return Poll::Ready(Some(Ok(Frame::data(frame.clone()))));
@@ -269,7 +314,16 @@ impl HttpBody for AttemptBody {
             }
         };
         match polled {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !state
+                    .reader
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    state.reader = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
             Poll::Ready(None) => {
                 state.ended = true;
                 state.source = None;
@@ -317,6 +371,7 @@ impl HttpBody for AttemptBody {
 }
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// The gRPC status a response's headers or trailers carry, if any.
 #[inline]
@@ -329,19 +384,32 @@ pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 /// A response body that keeps its call counted in flight (and its instance's connection open)
 /// until the body ends — the whole stream for streaming calls — and records how the call ended
 /// for outlier detection and the retry throttle: the status in the trailers, or a transport
-/// failure, which it reports as `UNAVAILABLE` naming the instance.
+/// failure, which it reports naming the instance. A body dropped before its end (the caller
+/// cancelled) records nothing.
 pub(crate) struct Tracked {
     body: Body,
     guard: Option<InFlight>,
     shared: Arc<Shared>,
+    /// The call's deadline: a transport failure after it is the deadline's, not the instance's.
+    deadline: Option<Instant>,
+    /// Cancels a streaming request when the body is dropped before its end.
+    cancel: Option<Canceller>,
 }
 
 impl Tracked {
-    pub(crate) fn new(body: Body, guard: InFlight, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        body: Body,
+        guard: InFlight,
+        shared: Arc<Shared>,
+        deadline: Option<Instant>,
+        cancel: Option<Canceller>,
+    ) -> Self {
         Self {
             body,
             guard: Some(guard),
             shared,
+            deadline,
+            cancel,
         }
     }
 
@@ -350,6 +418,19 @@ impl Tracked {
             && let Some(code) = code
         {
             let _ = self.shared.record(guard.endpoint(), code);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // Dropped before its end: the caller cancelled the call. A stream whose request is still
+        // open is reset now (hyper would otherwise wait for the request stream to end and then
+        // half-close it, so the server would never see the cancellation).
+        if self.guard.is_some()
+            && let Some(cancel) = self.cancel.take()
+        {
+            cancel.cancel();
         }
     }
 }
@@ -366,10 +447,24 @@ impl HttpBody for Tracked {
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         match &frame {
             Poll::Ready(Some(Ok(f))) => {
-                if let Some(trailers) = f.trailers_ref() {
-                    // No grpc-status in the trailers is a protocol error (tonic reports it).
-                    let code = grpc_status(trailers).unwrap_or(Code::Unknown);
-                    this.end(Some(code));
+                let Some(trailers) = f.trailers_ref() else {
+                    return frame;
+                };
+                // No grpc-status in the trailers is a protocol error (tonic reports it).
+                let code = grpc_status(trailers).unwrap_or(Code::Unknown);
+                this.end(Some(code));
+                if code == Code::Cancelled && this.deadline.is_some_and(|d| Instant::now() >= d) {
+                    // A server that gave up on the call at its deadline and said `CANCELLED` (as
+                    // tonic's server does): the deadline's, as gRPC says.
+                    let mut trailers = trailers.clone();
+                    trailers.insert(GRPC_STATUS, HeaderValue::from_static("4"));
+                    trailers.insert(
+                        GRPC_MESSAGE,
+                        HeaderValue::from_static(
+                            "the deadline passed; the server cancelled the call",
+                        ),
+                    );
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
                 frame
             }
@@ -380,9 +475,15 @@ impl HttpBody for Tracked {
                 let endpoint = Arc::clone(guard.endpoint());
                 drop(guard);
                 // The connection broke, or the server reset the stream, mid-call: the call was
-                // committed, so it fails, naming the instance.
-                let status = transport::broken_mid_call(&this.shared, &endpoint, status);
-                let _ = this.shared.record(&endpoint, status.code());
+                // committed, so it fails, naming the instance. Once the deadline has passed,
+                // the failure is the deadline's (a server may reset the stream when it gives up
+                // on the call) and nothing counts against the instance.
+                let expired = this.deadline.is_some_and(|d| Instant::now() >= d);
+                let (failure, status) =
+                    transport::broken_mid_call(&this.shared, &endpoint, status, expired);
+                if failure.recorded() && !expired {
+                    let _ = this.shared.record(&endpoint, status.code());
+                }
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Ready(None) => {

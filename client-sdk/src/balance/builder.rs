@@ -326,7 +326,10 @@ impl Builder {
     /// TCP-level options set here (`tcp_nodelay`, `tcp_keepalive`, `local_address`, ...) are
     /// not applied: the balancer opens the TCP connections itself, with its own connector (it
     /// always sets `TCP_NODELAY`), and tonic applies those options only to its built-in one.
-    /// HTTP/2, TLS and timeout settings apply.
+    /// HTTP/2, TLS and timeout settings apply. A `timeout` set here is a per-attempt timeout:
+    /// an attempt it ends fails `DEADLINE_EXCEEDED`, counts nothing against the instance, keeps
+    /// the connection, and is retried by a retry policy that retries `DEADLINE_EXCEEDED`, within
+    /// the call's own deadline.
     pub fn configure_endpoint(
         mut self,
         configure: impl Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint

@@ -32,6 +32,9 @@ const PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// How one attempt ended.
 enum Attempt {
+    /// The call's deadline passed while the attempt was waiting for its response (whichever
+    /// timer noticed it): the call ends `DEADLINE_EXCEEDED`, nothing recorded.
+    Deadline,
     /// Answered: the call returns this response (committed, or a final status in its headers).
     Answered(http::Response<Body>),
     /// Nothing reached the server's application: it may be retried transparently.
@@ -100,16 +103,17 @@ pub(super) async fn run(
             Some(deadline) => {
                 tokio::select! {
                     biased;
-                    outcome = attempt(shared, picked, request, &replay) => outcome,
+                    outcome = attempt(shared, picked, request, &replay, Some(deadline)) => outcome,
                     () = tokio::time::sleep_until(deadline) => {
                         return Err(deadline_exceeded(shared, timeout, attempts));
                     }
                 }
             }
-            None => attempt(shared, picked, request, &replay).await,
+            None => attempt(shared, picked, request, &replay, None).await,
         };
         match outcome {
             Attempt::Answered(response) => return Ok(response),
+            Attempt::Deadline => return Err(deadline_exceeded(shared, timeout, attempts)),
             Attempt::Unsent(status) => {
                 tried.push(endpoint.key.clone());
                 if transparent < MAX_TRANSPARENT
@@ -138,6 +142,12 @@ pub(super) async fn run(
                     return give_up(status, response);
                 };
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                if left == Some(Duration::ZERO) {
+                    // No attempt starts after the deadline, and a status the server answered
+                    // as it passed (its own `DEADLINE_EXCEEDED`, say) reaches the caller as it
+                    // is, without taking a retry token.
+                    return give_up(status, response);
+                }
                 let decision = after_failure(
                     policy,
                     &mut retry,
@@ -229,6 +239,7 @@ async fn attempt(
     picked: Picked,
     request: http::Request<Body>,
     replay: &Replay,
+    deadline: Option<Instant>,
 ) -> Attempt {
     let Picked {
         endpoint,
@@ -286,11 +297,18 @@ async fn attempt(
                 answered(guard.endpoint());
                 replay.commit();
                 let shared = Arc::clone(shared);
+                let cancel = replay.canceller();
                 return Attempt::Answered(
-                    response.map(|body| Body::new(Tracked::new(body, guard, shared))),
+                    response
+                        .map(|body| Body::new(Tracked::new(body, guard, shared, deadline, cancel))),
                 );
             };
             // Trailers-only: the status is in the headers, and nothing is committed.
+            if code == Code::Cancelled && deadline.is_some_and(|d| Instant::now() >= d) {
+                // A server that gave up on the call at its deadline and said `CANCELLED` (as
+                // tonic's server does): the deadline's, as gRPC says.
+                return Attempt::Deadline;
+            }
             let outlier = shared.record(guard.endpoint(), code);
             if code == Code::Ok {
                 answered(guard.endpoint());
@@ -300,8 +318,15 @@ async fn attempt(
                 .unwrap_or_else(|| Status::new(code, ""));
             let pushback =
                 Pushback::parse(response.headers().get(&PUSHBACK).map(HeaderValue::as_bytes));
-            let response =
-                response.map(|body| Body::new(Tracked::new(body, guard, Arc::clone(shared))));
+            let response = response.map(|body| {
+                Body::new(Tracked::new(
+                    body,
+                    guard,
+                    Arc::clone(shared),
+                    deadline,
+                    None,
+                ))
+            });
             if code == Code::Ok {
                 return Attempt::Answered(response);
             }
@@ -315,28 +340,41 @@ async fn attempt(
         Err(error) => {
             let endpoint = Arc::clone(guard.endpoint());
             drop(guard);
+            // By the error's type (see `transport`): an error not known is not a broken
+            // connection.
             let failure = transport::classify(&error);
+            if failure.ends_connection() {
+                endpoint.mark_dead();
+            }
+            // Whichever timer fired first (this balancer's, or tonic's enforcement of the
+            // `grpc-timeout` it was sent with, which cannot fire before the deadline), or
+            // whatever failed as the deadline passed: the caller's deadline, which says nothing
+            // about the instance. (tonic's timeout before the deadline is one set on the
+            // instances' tonic `Endpoint`: the attempt's own timeout, which fails the attempt
+            // `DEADLINE_EXCEEDED` below.)
+            let expired = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+            let connect = failure == Failure::NotSent { connect: true };
+            if expired && !connect {
+                return Attempt::Deadline;
+            }
             let status = transport::attempt_failed(shared, &endpoint, failure, Box::new(error));
-            match failure {
-                Failure::NotSent { connect } => {
-                    endpoint.mark_dead();
-                    if connect {
-                        let cause: ConnectFailure = Arc::new(status.clone());
-                        shared.connect_failed(&endpoint, &cause);
-                    }
-                    Attempt::Unsent(status)
+            if connect {
+                // A connection that could not be made is the instance's, deadline or not.
+                let cause: ConnectFailure = Arc::new(status.clone());
+                shared.connect_failed(&endpoint, &cause);
+                if expired {
+                    return Attempt::Deadline;
                 }
-                Failure::Refused => Attempt::Unsent(status),
-                Failure::Broken => {
-                    endpoint.mark_dead();
-                    let outlier = shared.record(&endpoint, status.code());
-                    Attempt::Failed {
-                        status,
-                        pushback: Pushback::None,
-                        response: None,
-                        outlier,
-                    }
-                }
+            }
+            if failure.unsent() {
+                return Attempt::Unsent(status);
+            }
+            let outlier = failure.recorded() && shared.record(&endpoint, status.code());
+            Attempt::Failed {
+                status,
+                pushback: Pushback::None,
+                response: None,
+                outlier,
             }
         }
     }

@@ -153,6 +153,8 @@ pub(crate) struct Endpoint {
     pub(crate) latency: LatencyEstimate,
     pub(crate) picks: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
+    /// Connections opened, ever.
+    pub(crate) connections: AtomicU64,
     /// Outlier detection's call counter.
     pub(crate) calls: CallCounter,
     pub(crate) retries: RetryCounters,
@@ -185,6 +187,7 @@ impl Endpoint {
             latency: LatencyEstimate::default(),
             picks: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             calls: CallCounter::default(),
             retries: RetryCounters::default(),
             health,
@@ -310,6 +313,7 @@ impl Endpoint {
         match result {
             Ok(channel) => {
                 *last_failure = None;
+                self.connections.fetch_add(1, Ordering::Relaxed);
                 let watch = self.settings.health.enabled.then(|| {
                     self.health.set(HealthStatus::Unknown);
                     let attempt = self.attempts.load(Ordering::Relaxed);
@@ -404,6 +408,21 @@ impl tower_service::Service<Uri> for WatchedConnector {
             }))
         })
     }
+}
+
+/// A channel to `addr` through the balancer's own connector, as [`Endpoint::channel`] makes
+/// them (for the transport tests).
+#[cfg(test)]
+pub(crate) async fn watched_channel(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+    let connector = WatchedConnector {
+        addr,
+        alive: Arc::new(Liveness::new()),
+        used: Arc::new(AtomicBool::new(false)),
+        scan_frames: true,
+    };
+    TonicEndpoint::from_shared(format!("http://{addr}"))?
+        .connect_with_connector(connector)
+        .await
 }
 
 /// Finds HTTP/2 `GOAWAY` frames in what the server sends: frame headers are 9 bytes (24-bit

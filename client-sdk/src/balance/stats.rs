@@ -86,6 +86,14 @@ pub struct InstanceStats {
     pub transparent_retries: u64,
     /// Retries the throttle refused after a call failed on it.
     pub retries_throttled: u64,
+    /// Connections opened to it, ever: one while its connection stays up.
+    pub connections: u64,
+    /// Calls outlier detection counted as successes since its last sweep.
+    pub successes: u64,
+    /// Calls outlier detection counted as failures since its last sweep.
+    pub failures: u64,
+    /// Its current run of calls counted as failures (what consecutive-failure ejection reads).
+    pub consecutive_failures: u32,
 }
 
 impl InstanceStats {
@@ -275,6 +283,7 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
         .zip(&table.endpoints)
         .map(|((instance, view), endpoint)| {
             let ejection = shared.ejection(&endpoint.key);
+            let (successes, failures, consecutive_failures) = endpoint.calls.peek();
             InstanceStats {
             instance: instance.clone(),
             exclusion: view.exclusion,
@@ -297,6 +306,10 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
             retries: load(&endpoint.retries.retries),
             transparent_retries: load(&endpoint.retries.transparent),
             retries_throttled: load(&endpoint.retries.throttled),
+            connections: load(&endpoint.connections),
+            successes,
+            failures,
+            consecutive_failures,
         }
         })
         .collect();

@@ -36,6 +36,16 @@ impl CallCounter {
         self.consecutive.store(0, Ordering::Relaxed);
     }
 
+    /// (successes, failures) since the last harvest, and the current failure run, left as they
+    /// are (for stats).
+    pub(crate) fn peek(&self) -> (u64, u64, u32) {
+        (
+            self.successes.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+            self.consecutive.load(Ordering::Relaxed),
+        )
+    }
+
     /// Takes (successes, failures) since the last harvest.
     pub(crate) fn harvest(&self) -> (u64, u64) {
         (
@@ -56,6 +66,7 @@ mod tests {
         assert_eq!(c.failure(), 2);
         c.success();
         assert_eq!(c.failure(), 1);
+        assert_eq!(c.peek(), (1, 3, 1));
         assert_eq!(c.harvest(), (1, 3));
         assert_eq!(c.harvest(), (0, 0));
         c.reset_run();

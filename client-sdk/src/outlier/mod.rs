@@ -10,8 +10,13 @@
 //! failed, including a connection that broke under the call), otherwise a **success**.
 //! Application statuses (`NOT_FOUND`, `INVALID_ARGUMENT`, `PERMISSION_DENIED`, …) are
 //! successes: the server did its job. `DEADLINE_EXCEEDED` and `CANCELLED` never count either
-//! way: the caller's own deadline or cancellation says nothing about the server. Counting is one
-//! relaxed atomic add per call.
+//! way: the caller's own deadline or cancellation says nothing about the server. Neither does a
+//! call that ends without a status: one its caller dropped, one whose deadline passed while it
+//! waited (whichever timer noticed), or one that failed in a way the balancer does not know (see
+//! [`crate::retry`]'s "Transport failures"). A stream the server reset counts by gRPC's mapping
+//! of the reset's reason (`CANCEL` is `CANCELLED`: nothing). Counting is one relaxed atomic add
+//! per call. [`InstanceStats`](crate::InstanceStats) shows the counts of the current interval
+//! and the current run of failures.
 //!
 //! # When an instance is ejected
 //!
@@ -50,8 +55,11 @@
 //!
 //! # Deviations from A50, and why
 //!
-//! - Failures are a configurable set of status codes, not every non-`OK` status (grpc-go counts
-//!   any error): an instance answering `NOT_FOUND` correctly is not an outlier.
+//! - Failures are a configurable set of status codes, not every non-`OK` status (A50 does not
+//!   say which calls count; grpc-go counts any error, the caller's own `DEADLINE_EXCEEDED` and
+//!   `CANCELLED` included): an instance answering `NOT_FOUND` correctly is not an outlier, and
+//!   one slower than its callers' deadlines is not ejected for it (the latency-aware choice
+//!   steers calls away from it instead).
 //! - Failure-percentage ejection is on by default (A50 leaves both algorithms off unless
 //!   configured), and consecutive-failure ejection (Envoy's, which A50 does not support) is added,
 //!   so that with no configuration an instance failing every call stops getting calls.

@@ -34,7 +34,49 @@
 //!
 //! **Deadline**: the call's deadline (its `grpc-timeout`) bounds all attempts together: each
 //! attempt is sent with the time that is left, no attempt starts after the deadline, and a call
-//! still waiting for its response headers when the deadline passes fails `DEADLINE_EXCEEDED`.
+//! still waiting for its response headers when the deadline passes fails `DEADLINE_EXCEEDED`,
+//! whichever timer notices it first: the balancer's own, tonic's enforcement of the
+//! `grpc-timeout` the attempt carries (which tonic itself would report as `CANCELLED`), or the
+//! server's (a server's `DEADLINE_EXCEEDED` reaches the caller as it is; a `CANCELLED` a server
+//! answers once the deadline has passed, as tonic's server does, becomes `DEADLINE_EXCEEDED`).
+//! The connection stays, nothing counts against the instance, and the call takes no retry token.
+//! After the response headers the deadline is the server's to enforce (as with tonic); a
+//! transport failure or a server's `CANCELLED` after it is reported `DEADLINE_EXCEEDED` too.
+//! A caller that drops its call (cancellation) counts nothing against the instance either, and
+//! the server sees the call cancelled (`RST_STREAM(CANCEL)`), also when the caller drops a
+//! streaming call's response while its request stream is still open (tonic's own channel then
+//! leaves the call open until the request stream ends, and half-closes it).
+//!
+//! # Transport failures
+//!
+//! What a failed attempt's transport error is, by the type of the first error in its source
+//! chain that the balancer knows, and what it does. An error it does not know is never taken
+//! for a broken connection: a socket that really failed is seen by the connection's own watch,
+//! which forgets the connection anyway.
+//!
+//! | error (first known in the chain) | failure | connection | outlier detection | retries | caller sees |
+//! |---|---|---|---|---|---|
+//! | the balancer's `ConnectionGone` (tonic tried to reconnect underneath) | not sent | forgotten (already gone) | nothing | transparent | `UNAVAILABLE` |
+//! | `tonic::ConnectError` (connecting failed) | not sent | forgotten | a connect failure (ejection backoff) | transparent | `UNAVAILABLE` |
+//! | `hyper::Error` canceled or closed (the request never left) | not sent | forgotten | nothing | transparent | `UNAVAILABLE` |
+//! | `h2::Error`: `RST_STREAM(REFUSED_STREAM)` from the server | refused | kept | nothing | transparent | `UNAVAILABLE` |
+//! | `h2::Error`: `GOAWAY(NO_ERROR)` from the server, stream not processed | going away | forgotten | nothing | transparent | `UNAVAILABLE` |
+//! | `tonic::TimeoutExpired` (tonic enforcing the call's `grpc-timeout`) | deadline | kept | nothing | none | `DEADLINE_EXCEEDED` |
+//! | `tonic::TimeoutExpired` before the call's deadline (a timeout set on the instances' tonic `Endpoint`: a per-attempt timeout) | deadline | kept | nothing | policy (`DEADLINE_EXCEEDED`), within the call's deadline | `DEADLINE_EXCEEDED` |
+//! | `h2::Error`: `RST_STREAM` from the server with another reason, or h2 resetting a stream the server broke the protocol on | reset | kept | the mapped code (`CANCELLED`: nothing) | policy, by the mapped code | gRPC's mapping: `CANCEL` → `CANCELLED`, `ENHANCE_YOUR_CALM` → `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` → `PERMISSION_DENIED`, the rest → `INTERNAL` |
+//! | `h2::Error`: a reset this client sent (its request body failed) | local | kept | nothing | none (the body cannot be replayed) | the reason's mapped code |
+//! | `h2::Error` I/O or `GOAWAY` with an error, `hyper::Error` keep-alive timeout, `std::io::Error` | broken | forgotten | a failure (`UNAVAILABLE`) | policy (`UNAVAILABLE`) | `UNAVAILABLE` |
+//! | anything else | unknown | kept | nothing | policy (`UNKNOWN`) | `UNKNOWN` |
+//!
+//!
+//! Whatever the error, an attempt that fails once the call's deadline has passed ends the call
+//! `DEADLINE_EXCEEDED` and counts no call against the instance (a connection that is gone is
+//! still forgotten, and one that could not be made still counts as a connect failure). Outlier detection counts a code as its [`failure_codes`] say: A50 leaves
+//! which statuses count to the implementation (grpc-go counts every non-`OK` status, the
+//! caller's own `DEADLINE_EXCEEDED` and `CANCELLED` included); this balancer never counts those
+//! two (see [`crate::outlier`]).
+//!
+//! [`failure_codes`]: crate::outlier::OutlierOptions::failure_codes
 //!
 //! **Throttle** (A6's `retryThrottling`, one per balancer): a token count starts at `max_tokens`
 //! (10); every attempt that fails with a retryable status (or a pushback that says stop) takes

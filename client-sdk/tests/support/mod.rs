@@ -8,6 +8,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod h2_script;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
