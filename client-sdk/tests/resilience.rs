@@ -691,7 +691,7 @@ async fn a_stalling_client_keeps_the_weight_shares_and_still_avoids_a_slow_insta
     eprintln!(
         "task-1 20 ms slower: latency-aware {slow:?}, in-flight alone {slow_blind:?}; {stalled} stalls in all"
     );
-    assert!(stalled >= 20, "{stalled} stalls");
+    assert!(stalled >= 5, "{stalled} stalls: the injector ran");
     assert!(slow[1] < 120, "{slow:?}: 2 % of 6,000 is 120");
 }
 
