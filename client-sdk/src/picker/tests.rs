@@ -1018,18 +1018,18 @@ fn a_stalling_client_picks_equally_fast_instances_as_in_flight_counts_alone_do()
 fn a_stalling_client_still_avoids_an_instance_20_ms_slower() {
     // The same client; the instance with half the weight answers 20 ms later than the others.
     let weights = [100, 200, 300];
-    let slow = [100, 100, 20_100];
+    let slow = [200, 200, 20_200];
+    let in_flight_only = LatencyAware {
+        ratio: f64::MAX,
+        ..LatencyAware::default()
+    };
     for seed in 1..=5 {
-        let out = stalled_client::run(
-            &weights,
-            &slow,
-            LatencyAware::default(),
-            true,
-            CALLERS,
-            20_000,
-            seed,
-        );
-        let share = out.served[2] as f64 / out.served.iter().sum::<u64>() as f64;
-        assert!(share < 0.02, "seed {seed}: {:?}", out.served);
+        let run = |latency| {
+            stalled_client::run(&weights, &slow, latency, true, CALLERS, 20_000, seed).served
+        };
+        let (aware, alone) = (run(LatencyAware::default()), run(in_flight_only));
+        eprintln!("seed {seed}: latency-aware {aware:?}, in-flight alone {alone:?}");
+        let share = aware[2] as f64 / aware.iter().sum::<u64>() as f64;
+        assert!(share < 0.02, "seed {seed}: {aware:?}");
     }
 }
