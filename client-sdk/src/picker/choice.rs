@@ -147,11 +147,18 @@ pub(crate) fn prefer_second(
     weight_b: u64,
     latency: Option<&LatencyAware>,
 ) -> bool {
-    if let Some((latency_a, latency_b)) = latency.and_then(|l| compared(a, b, l)) {
-        let cost = |load: CandidateLoad, latency: f64, other_weight: u64| {
-            f64::from(load.in_flight + 1) * latency * u64_f64(other_weight)
-        };
-        return cost(b, latency_b, weight_a) < cost(a, latency_a, weight_b);
+    match latency.map_or(Judgement::Alike, |l| judge(a, b, l)) {
+        Judgement::Differ(latency_a, latency_b) => {
+            let cost = |load: CandidateLoad, latency: f64, other_weight: u64| {
+                f64::from(load.in_flight + 1) * latency * u64_f64(other_weight)
+            };
+            return cost(b, latency_b, weight_a) < cost(a, latency_a, weight_b);
+        }
+        // One probe at a time: while the probed instance has a call in flight, the other takes
+        // the next.
+        Judgement::Probe { first: true } if a.in_flight > 0 => return true,
+        Judgement::Probe { first: false } if b.in_flight > 0 => return false,
+        _ => {}
     }
     u64::from(b.in_flight) * weight_a < u64::from(a.in_flight) * weight_b
 }
@@ -161,40 +168,64 @@ fn u64_f64(n: u64) -> f64 {
     n as f64
 }
 
-/// The two latencies to compare, when they clearly differ: both known, of about the same age,
-/// and one over `ratio` times the other and above it by more than the noise.
+/// What latency says about two candidates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Judgement {
+    /// Nothing that counts: the in-flight rule decides.
+    Alike,
+    /// They clearly differ: compare costs with these latencies.
+    Differ(f64, f64),
+    /// The older, higher estimate (the first candidate's, or not) differs from the other's but
+    /// has decayed to within the noise: it may take one call at a time, to be measured again.
+    Probe { first: bool },
+}
+
+/// Whether the two latencies clearly differ: both known, of about the same age, and one over
+/// `ratio` times the other and above it by more than the noise.
 ///
 /// The older estimate, when it is the higher, first decays towards the newer by
 /// `exp(-age / decay)`, its age counted from the newer one's last answer (tower's and
 /// Linkerd's PeakEWMA decay theirs with time in the same way): an instance avoided for being
 /// slow gets no answers that could show it fast again, so after a few `decay`s without one it
-/// is within the ratio again, takes a call by the in-flight rule, and is measured. A slowness
-/// that lasted moments costs its instance a few hundred milliseconds of calls, not
-/// `stale_after`.
+/// is within the ratio again and is probed, one call at a time, until an answer measures it. A
+/// slowness that lasted moments costs its instance a few hundred milliseconds of calls, not
+/// `stale_after`, and a lasting one costs one call every few hundred milliseconds.
 #[inline]
-fn compared(a: CandidateLoad, b: CandidateLoad, latency: &LatencyAware) -> Option<(f64, f64)> {
+fn judge(a: CandidateLoad, b: CandidateLoad, latency: &LatencyAware) -> Judgement {
     if a.latency_us == 0 || b.latency_us == 0 {
-        return None;
+        return Judgement::Alike;
     }
     let stale_us = u64::try_from(latency.stale_after.as_micros()).unwrap_or(u64::MAX);
     if a.latency_at_us.abs_diff(b.latency_at_us) > stale_us {
-        return None;
+        return Judgement::Alike;
     }
-    let (mut latency_a, mut latency_b) = (f64::from(a.latency_us), f64::from(b.latency_us));
+    let noise = latency.noise_us(a.client_lag_us.max(b.client_lag_us));
+    let differ = |x: f64, y: f64| {
+        let (high, low) = (x.max(y), x.min(y));
+        high > latency.ratio * low && high - low > noise
+    };
+    let (raw_a, raw_b) = (f64::from(a.latency_us), f64::from(b.latency_us));
     let decay_us = latency.decay.as_secs_f64() * 1e6;
     let decayed = |older: f64, newer: f64, age_us: u64| {
         #[allow(clippy::cast_precision_loss)] // microsecond ages far below 2^52
         let factor = (-(age_us as f64) / decay_us).exp();
         (older * factor).max(newer)
     };
-    if a.latency_at_us < b.latency_at_us && latency_a > latency_b {
-        latency_a = decayed(latency_a, latency_b, b.latency_at_us - a.latency_at_us);
-    } else if b.latency_at_us < a.latency_at_us && latency_b > latency_a {
-        latency_b = decayed(latency_b, latency_a, a.latency_at_us - b.latency_at_us);
+    let (mut latency_a, mut latency_b) = (raw_a, raw_b);
+    if a.latency_at_us < b.latency_at_us && raw_a > raw_b {
+        latency_a = decayed(raw_a, raw_b, b.latency_at_us - a.latency_at_us);
+    } else if b.latency_at_us < a.latency_at_us && raw_b > raw_a {
+        latency_b = decayed(raw_b, raw_a, a.latency_at_us - b.latency_at_us);
     }
-    let (high, low) = (latency_a.max(latency_b), latency_a.min(latency_b));
-    let noise = latency.noise_us(a.client_lag_us.max(b.client_lag_us));
-    (high > latency.ratio * low && high - low > noise).then_some((latency_a, latency_b))
+    if differ(latency_a, latency_b) {
+        Judgement::Differ(latency_a, latency_b)
+    } else if differ(raw_a, raw_b) {
+        Judgement::Probe {
+            first: latency_a < raw_a,
+        }
+    } else {
+        Judgement::Alike
+    }
 }
 
 /// Microseconds since the first call of this function in the process: the clock of
@@ -413,6 +444,11 @@ mod tests {
         // 250 ms: 1,699, within 2 ms of it: the in-flight rule takes it (0 against 3 in flight).
         assert!(!prefer_second(slow, 1, fast(250), 1, Some(&l)));
         assert!(prefer_second(fast(250), 1, slow, 1, Some(&l)));
+        // One call at a time: with that probe in flight, the other takes the next, however
+        // many it has.
+        let probing = load(1, 20_700, 5_000 * MS);
+        assert!(prefer_second(probing, 1, fast(250), 1, Some(&l)));
+        assert!(!prefer_second(fast(250), 1, probing, 1, Some(&l)));
         // It never decays below the other: no rush of calls to an instance because it is old.
         let slower_peers = |age_ms: u64| load(3, 10_000, (5_000 + age_ms) * MS);
         assert!(!prefer_second(slow, 1, slower_peers(900), 1, Some(&l)));
