@@ -138,7 +138,8 @@
 //!   application, always; retry policies with A6's throttle, opt in. See [`retry`].
 //! - **Latency-aware picks** (on by default): within a zone, a task answering over twice as
 //!   slowly as the other candidate, and over 2 ms more slowly, stops taking calls, and is probed
-//!   again once its estimate has decayed towards the others' (a few hundred milliseconds). Neither A50 nor Envoy ejects for latency; this is how
+//!   again, one call at a time, once its estimate has decayed towards the others' (a few hundred
+//!   milliseconds). Neither A50 nor Envoy ejects for latency; this is how
 //!   Finagle's and Linkerd's EWMA balancers keep one slow task from owning the p99. Unlike
 //!   theirs, the client's own delay is kept out: a 5 ms heartbeat measures its scheduling lag,
 //!   the part of a call a stall covers is taken off, differences within 4 × its jitter are noise,
