@@ -102,7 +102,7 @@
 //! | `options.retry.throttling` | 10 tokens, 0.1 per success | A6's retry throttle |
 //! | `options.retry.buffer_limit` | 1 MiB | request bytes kept per call for replay; larger calls are not retried |
 //! | `options.slow_start` | off | ramp new tasks up after `LB_RUNNING_SINCE` (Envoy's curve; window, aggression, minimum 10 %) |
-//! | `options.latency_aware` | on (ratio 2, decay 100 ms, stale after 1 s; an estimate counts from 16 answers, not timed on a fresh connection) | within a zone, an instance over twice as slow as the other candidate is compared by `(in-flight + 1) × latency` per unit of weight, so a slow instance stops taking calls; `None`: in-flight calls alone ([`picker::LatencyAware`]) |
+//! | `options.latency_aware` | on (ratio 2, gap 2 ms + 4 × the client's jitter, persist 10 ms, decay 100 ms (also of an avoided instance's estimate), stale after 1 s; an estimate counts from 16 answers, not timed on a fresh connection; a stall of the client is taken off the calls it delayed) | within a zone, an instance over twice as slow as the other candidate and slower by more than the gap is compared by `(in-flight + 1) × latency` per unit of weight, so a slow instance stops taking calls; smaller differences, and slow answers that do not last 10 ms, are noise; `None`: in-flight calls alone ([`picker::LatencyAware`]) |
 //! | [`Options::keep_alive_interval`] / [`Options::keep_alive_timeout`] | 30 s / 10 s | HTTP/2 pings that find dead connections |
 //! | [`Options::zone_detection_timeout`] | 2 s | time for the task metadata request |
 //! | `options.adaptive.tick` | 500 ms | spill controller period |
@@ -142,9 +142,15 @@
 //!   not know is not taken for a broken connection. The table of errors and what each does is
 //!   in [`retry`] ("Transport failures").
 //! - **Latency-aware picks** (on by default): within a zone, a task answering over twice as
-//!   slowly as the other candidate stops taking calls, and is probed once its estimate is a second
-//!   stale. Neither A50 nor Envoy ejects for latency; this is how Finagle's and Linkerd's EWMA
-//!   balancers keep one slow task from owning the p99. See [`picker::LatencyAware`].
+//!   slowly as the other candidate, and over 2 ms more slowly, stops taking calls, and is probed
+//!   again, one call at a time, once its estimate has decayed towards the others' (a few hundred
+//!   milliseconds). Neither A50 nor Envoy ejects for latency; this is how
+//!   Finagle's and Linkerd's EWMA balancers keep one slow task from owning the p99. Unlike
+//!   theirs, the client's own delay is kept out: a 5 ms heartbeat measures its scheduling lag,
+//!   the part of a call a stall covers is taken off, differences within 4 × its jitter are noise,
+//!   and slow answers count in full only once they last 10 ms, so a busy or CPU-throttled caller
+//!   and servers that answer in microseconds keep the weight shares. See
+//!   [`picker::LatencyAware`].
 //! - **Slow start** (Envoy's, off by default): new tasks take a growing share over a window.
 //!
 //! Without a retry policy, an instance that fails every call costs at most the run of

@@ -69,9 +69,14 @@ pub struct Options {
     /// Default `None` (off).
     pub slow_start: Option<SlowStart>,
     /// Latency-aware two choices: within a zone, an instance whose recent latency is more than
-    /// twice the other candidate's is compared by `(in-flight + 1) × latency` per unit of weight,
-    /// so one slow instance stops taking calls. `None` compares in-flight calls alone (tower's
-    /// and gRPC's P2C). Default on ([`LatencyAware::default`]).
+    /// twice the other candidate's, and higher by more than the noise (2 ms plus four times the
+    /// client's own scheduling jitter), is compared by `(in-flight + 1) × latency` per unit of
+    /// weight, so one slow instance stops taking calls. The part of a call that a stall of the
+    /// client covers is taken off its latency, and slow answers count in full once they have
+    /// lasted 10 ms: a
+    /// busy or throttled caller does not move calls between instances that are equally fast.
+    /// `None` compares in-flight calls alone (tower's and gRPC's P2C). Default on
+    /// ([`LatencyAware::default`]).
     pub latency_aware: Option<LatencyAware>,
     /// HTTP/2 keep-alive pings on every connection, idle or not, so a connection to a task that
     /// vanished without closing it is noticed. `None` disables them. Default 30 s.
@@ -163,13 +168,16 @@ impl Options {
             );
         }
         if let Some(l) = &self.latency_aware
-            && (!(l.ratio > 1.0 && l.ratio.is_finite())
+            && (!(l.ratio > 1.0
+                && l.ratio.is_finite()
+                && l.lag_gap_factor >= 0.0
+                && l.lag_gap_factor.is_finite())
                 || l.decay.is_zero()
                 || l.stale_after.is_zero())
         {
             return invalid(
                 "latency_aware",
-                "needs a ratio above 1 and decay and stale_after above 0",
+                "needs a ratio above 1, a lag_gap_factor of 0 or more, and decay and stale_after above 0",
             );
         }
         let a = &self.adaptive;

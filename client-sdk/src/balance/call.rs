@@ -284,9 +284,15 @@ async fn attempt(
                 endpoint.zone.record(latency);
             }
             if let Some(l) = latency_aware.as_ref().filter(|_| !fresh) {
-                endpoint
-                    .latency
-                    .record(latency, micros((started + latency).into_std()), l);
+                // A call in flight across a stall of the client measures the stall too: the
+                // part the stall covers is the client's, not the instance's.
+                let (from, to) = (
+                    micros(started.into_std()),
+                    micros((started + latency).into_std()),
+                );
+                let own = Duration::from_micros(shared.lag.own_delay(from, to));
+                let latency = latency.saturating_sub(own);
+                endpoint.latency.record(latency, to, shared.lag.lag_us(), l);
             }
         }
     };

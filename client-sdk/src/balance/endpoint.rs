@@ -216,14 +216,16 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// What the two-choices step compares: in-flight calls and the latency estimate.
+    /// What the two-choices step compares: in-flight calls and the latency estimate, with the
+    /// client's own jitter (`client_lag_us`) that the estimate's noise includes.
     #[inline]
-    pub(crate) fn load(&self) -> CandidateLoad {
+    pub(crate) fn load(&self, client_lag_us: u32) -> CandidateLoad {
         let (latency_us, latency_at_us) = self.latency.read();
         CandidateLoad {
             in_flight: self.in_flight(),
             latency_us,
             latency_at_us,
+            client_lag_us,
         }
     }
 

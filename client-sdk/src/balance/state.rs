@@ -23,9 +23,9 @@ use crate::outlier::{
     Ejection, EjectionReason, Ejections, HostCounts, Outcome, OutlierOptions, sweep,
 };
 use crate::picker::{
-    AdaptiveOptions, Availability, Histogram, LatencyAware, Locality, Observation, Pick, Picker,
-    PickerConfig, SlowStart, SpillLevel, ZoneController, ZoneDemand, ZoneKey, ZoneMode, live_count,
-    locality, zones_of,
+    AdaptiveOptions, Availability, ClientLag, Histogram, LatencyAware, Locality, Observation, Pick,
+    Picker, PickerConfig, SlowStart, SpillLevel, ZoneController, ZoneDemand, ZoneKey, ZoneMode,
+    live_count, locality, micros, zones_of,
 };
 use crate::retry::{RetryOptions, RetryPolicy, Throttle};
 use crate::telemetry::{BalancerMetrics, Ident, InstanceMetrics};
@@ -142,6 +142,9 @@ pub(crate) struct Shared {
     /// The adaptive controller's last state, for [`Stats`](super::Stats).
     controller: Mutex<Option<AdaptiveStats>>,
     seeds: AtomicU64,
+    /// The client's own scheduling lag, for the latency-aware choice (its heartbeat runs with
+    /// the background task).
+    pub(crate) lag: Arc<ClientLag>,
 }
 
 impl Shared {
@@ -173,6 +176,7 @@ impl Shared {
             }),
             ejections_changed: Notify::new(),
             counters: Counters::default(),
+            lag: Arc::new(ClientLag::default()),
             controller: Mutex::new(None),
             seeds: AtomicU64::new(seed),
         }
@@ -248,9 +252,10 @@ impl Shared {
     /// Picks an endpoint from `table` and counts the pick.
     #[inline]
     pub(crate) fn pick(&self, table: &Table, rng: &mut Rng) -> Option<Picked> {
+        let lag = self.lag.lag_us();
         let pick = table
             .picker
-            .pick(rng, self.spill_level(), |i| table.endpoints[i].load())?;
+            .pick(rng, self.spill_level(), |i| table.endpoints[i].load(lag))?;
         let endpoint = &table.endpoints[pick.index];
         self.count(endpoint, pick);
         Some(Picked::new(table, endpoint))
@@ -260,10 +265,11 @@ impl Shared {
     /// zone's first ([`Picker::pick_excluding`]).
     pub(crate) fn repick(&self, rng: &mut Rng, tried: &[EndpointKey]) -> Option<Picked> {
         let table = self.table()?;
+        let lag = self.lag.lag_us();
         let pick = table.picker.pick_excluding(
             rng,
             self.spill_level(),
-            |i| table.endpoints[i].load(),
+            |i| table.endpoints[i].load(lag),
             |i| tried.contains(&table.endpoints[i].key),
         )?;
         let endpoint = &table.endpoints[pick.index];
@@ -861,6 +867,12 @@ pub(crate) async fn run(
     zone: crate::zone::Detection,
     adaptive: AdaptiveOptions,
 ) {
+    // The latency-aware choice's heartbeat lives as long as this task.
+    let _heartbeat = shared
+        .settings
+        .latency_aware
+        .is_some()
+        .then(|| AbortOnDrop(tokio::spawn(heartbeat(Arc::clone(&shared.lag)))));
     let namespace = shared.ident.namespace.clone();
     let service = shared.ident.service.clone();
     let local_zone = zone
@@ -939,6 +951,29 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+}
+
+/// The latency-aware choice's heartbeat: how late a timer on this runtime runs, every
+/// [`ClientLag::PERIOD`] (see `ClientLag`). A few microseconds of work per beat.
+async fn heartbeat(lag: Arc<ClientLag>) {
+    let mut beats = tokio::time::interval(ClientLag::PERIOD);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let scheduled = beats.tick().await;
+        lag.beat(
+            micros(scheduled.into_std()),
+            micros(Instant::now().into_std()),
+        );
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

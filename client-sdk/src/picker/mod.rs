@@ -75,9 +75,10 @@
 //! Within the chosen zone the picker takes two distinct weight-proportional samples and keeps the
 //! one with fewer in-flight requests per unit of weight (power of two choices, as in tower's `p2c`
 //! and linkerd; ties keep the first sample, so an idle fleet is picked exactly by weight). When
-//! one sample's recent latency is more than twice the other's, latency joins the comparison
+//! one sample's recent latency is more than twice the other's and higher by more than the noise
+//! (2 ms plus four times the client's own scheduling jitter), latency joins the comparison
 //! ([`LatencyAware`]), so one slow instance stops taking calls rather than taking its in-flight
-//! share of them. The second sample is drawn again when it repeats the first, and is the next
+//! share of them; the client's own stalls are kept out of the estimates. The second sample is drawn again when it repeats the first, and is the next
 //! instance of the zone if it repeats again: with replacement, an instance holding 41 % of a zone's
 //! weight would be compared with nothing on 17 % of the picks.
 //!
@@ -101,6 +102,7 @@
 
 mod adaptive;
 mod choice;
+mod lag;
 mod latency;
 mod slow_start;
 mod table;
@@ -119,6 +121,8 @@ pub(crate) use adaptive::{Observation, ZoneController};
 pub use choice::{CandidateLoad, LatencyAware};
 #[cfg(feature = "tonic")]
 pub(crate) use choice::{LatencyEstimate, micros};
+#[cfg(feature = "tonic")]
+pub(crate) use lag::ClientLag;
 #[cfg(feature = "tonic")]
 pub(crate) use latency::{BUCKETS, Histogram, bucket};
 pub use slow_start::SlowStart;

@@ -462,6 +462,7 @@ fn a_much_slower_instance_is_not_picked_and_latency_within_the_ratio_changes_not
             in_flight: 0,
             latency_us: if i == 0 { slow_us } else { 700 },
             latency_at_us: 5_000_000,
+            client_lag_us: 0,
         }
     };
     let count = |picker: &Picker, slow_us: u32| {
@@ -806,4 +807,229 @@ fn caller_fleet_demand_is_matched_by_id_too() {
     );
     // 80 % of callers in az1, 50 % of capacity there: 62.5 % stays local (0.5 / 0.8).
     assert!((picker.local_fraction(SpillLevel::NONE) - 0.625).abs() < 1e-6);
+}
+
+/// A model of a client whose thread stalls, driving the real picker, latency estimates and
+/// lag heartbeat in virtual time (microseconds): `callers` loop over calls; each instance
+/// answers after its own latency plus a seeded jitter, on its own threads; the client handles
+/// one event at a time (an answer, then its caller's next pick; a heartbeat beat), each costing
+/// it `CLIENT_COST`, and handles nothing while stalled. Stalls last 5 to 30 ms and begin 20 to
+/// 150 ms after the last one ended, at seeded moments.
+mod stalled_client {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    use super::super::choice::LatencyEstimate;
+    use super::super::lag::ClientLag;
+    use super::*;
+
+    const MS: u64 = 1_000;
+    /// What handling one answer and picking the next call costs the client's thread.
+    const CLIENT_COST: u64 = 20;
+
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Event {
+        /// Instance `1` answers the call started at `0`.
+        Answer(u64, usize),
+        /// The heartbeat scheduled for this time.
+        Beat,
+    }
+
+    pub(super) struct Outcome {
+        /// Answers per instance.
+        pub(super) served: Vec<u64>,
+        /// How many stalls there were.
+        pub(super) stalls: usize,
+    }
+
+    /// `calls` answered calls over instances of these weights and latencies (µs), with
+    /// `callers` calls in flight; `guarded`: the heartbeat runs and the stalls' part of calls is
+    /// taken off (off: as before this change, with `latency` set to match).
+    pub(super) fn run(
+        weights: &[u32],
+        latency_us: &[u64],
+        latency: LatencyAware,
+        guarded: bool,
+        callers: usize,
+        calls: u64,
+        seed: u64,
+    ) -> Outcome {
+        let instances: Vec<Instance> = weights
+            .iter()
+            .enumerate()
+            .map(|(n, &w)| instance(n, "a", w))
+            .collect();
+        let mut config = config(Some("a"), ZoneMode::Adaptive);
+        config.latency_aware = Some(latency);
+        let picker = build(&instances, &config);
+        let estimates: Vec<LatencyEstimate> = instances
+            .iter()
+            .map(|_| LatencyEstimate::default())
+            .collect();
+        let lag = ClientLag::default();
+        let mut in_flight = vec![0u32; instances.len()];
+        let mut served = vec![0u64; instances.len()];
+        let mut rng = Rng::with_seed(seed);
+        let mut picks = Rng::with_seed(seed ^ 0x5eed);
+        // Stalls as (start, end), generated as time goes on.
+        let mut stall = (50 * MS, 50 * MS + rng.u64(5 * MS..=30 * MS));
+        let mut stalls = 0;
+        let mut events = BinaryHeap::new();
+        let mut free_at = 0u64;
+        // Start at 1 ms: the clock's 0 means "never" to the estimates.
+        let start = MS;
+        let pick = |now: u64,
+                    in_flight: &mut Vec<u32>,
+                    picks: &mut Rng,
+                    rng: &mut Rng,
+                    events: &mut BinaryHeap<Reverse<(u64, Event)>>| {
+            let client_lag_us = lag.lag_us();
+            let i = picker
+                .pick(picks, SpillLevel::NONE, |i| {
+                    let (latency_us, latency_at_us) = estimates[i].read();
+                    CandidateLoad {
+                        in_flight: in_flight[i],
+                        latency_us,
+                        latency_at_us,
+                        client_lag_us,
+                    }
+                })
+                .unwrap()
+                .index;
+            in_flight[i] += 1;
+            // Jitter, and now and then (one answer in 50) a server thread that was not
+            // scheduled for up to 5 ms, as on a busy machine.
+            let mut answer = now + latency_us[i] + rng.u64(0..=latency_us[i] / 2 + 20);
+            if rng.u32(0..50) == 0 {
+                answer += rng.u64(0..=5 * MS);
+            }
+            events.push(Reverse((answer, Event::Answer(now, i))));
+        };
+        for _ in 0..callers {
+            pick(start, &mut in_flight, &mut picks, &mut rng, &mut events);
+        }
+        if guarded {
+            events.push(Reverse((start, Event::Beat)));
+        }
+        let mut answered = 0;
+        while answered < calls {
+            let Reverse((at, event)) = events.pop().unwrap();
+            // The client's thread takes it when free and not stalled.
+            let mut now = at.max(free_at);
+            while now >= stall.0 {
+                if now < stall.1 {
+                    now = stall.1;
+                }
+                stalls += 1;
+                let begins = stall.1 + rng.u64(20 * MS..=150 * MS);
+                stall = (begins, begins + rng.u64(5 * MS..=30 * MS));
+            }
+            free_at = now + CLIENT_COST;
+            match event {
+                Event::Beat => {
+                    lag.beat(at, now);
+                    events.push(Reverse((now + 5 * MS, Event::Beat)));
+                }
+                Event::Answer(started, i) => {
+                    in_flight[i] -= 1;
+                    served[i] += 1;
+                    answered += 1;
+                    let own = if guarded {
+                        lag.own_delay(started, now)
+                    } else {
+                        0
+                    };
+                    estimates[i].record(
+                        Duration::from_micros(now - started - own),
+                        now,
+                        lag.lag_us(),
+                        &latency,
+                    );
+                    pick(now, &mut in_flight, &mut picks, &mut rng, &mut events);
+                }
+            }
+        }
+        Outcome { served, stalls }
+    }
+
+    /// The largest difference between a share and its weight's share, in points.
+    pub(super) fn worst(served: &[u64], weights: &[u32]) -> f64 {
+        let total = served.iter().sum::<u64>() as f64;
+        let weight = weights.iter().map(|&w| f64::from(w)).sum::<f64>();
+        served
+            .iter()
+            .zip(weights)
+            .map(|(&s, &w)| (s as f64 / total - f64::from(w) / weight).abs() * 100.0)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// Callers of the model, as in the scenario.
+const CALLERS: usize = 8;
+
+#[test]
+fn a_stalling_client_picks_equally_fast_instances_as_in_flight_counts_alone_do() {
+    // 8 callers, instances weighted 1:2:3 answering in 200 to 300 µs (one answer in 50 up to
+    // 5 ms late), 20,000 calls; the client stalls for 5 to 30 ms every 20 to 150 ms. Nothing
+    // is slow, so latency must change no pick: the shares are exactly those of the in-flight
+    // rule, whose own distance from the weights (P2C with integer in-flight counts favours the
+    // light instance a little) is not the latency-aware choice's to fix.
+    let weights = [100, 200, 300];
+    let fast = [200, 200, 200];
+    let in_flight_only = LatencyAware {
+        ratio: f64::MAX,
+        ..LatencyAware::default()
+    };
+    let unguarded = LatencyAware {
+        min_latency_gap: Duration::ZERO,
+        lag_gap_factor: 0.0,
+        persist: Duration::ZERO,
+        ..LatencyAware::default()
+    };
+    let mut moved_unguarded: f64 = 0.0;
+    for seed in 1..=5 {
+        let run = |latency, guarded| {
+            stalled_client::run(&weights, &fast, latency, guarded, CALLERS, 20_000, seed)
+        };
+        let baseline = run(in_flight_only, true);
+        let guarded = run(LatencyAware::default(), true);
+        assert!(guarded.stalls >= 8, "{} stalls", guarded.stalls);
+        assert_eq!(guarded.served, baseline.served, "seed {seed}");
+        let worst = stalled_client::worst(&guarded.served, &weights);
+        // The same client without the guards (as before them: no gap, no persistence, stalled
+        // calls timed) moves calls by the noise.
+        let unguarded = run(unguarded, false);
+        let moved = unguarded
+            .served
+            .iter()
+            .zip(&baseline.served)
+            .map(|(&u, &b)| (u as f64 - b as f64).abs() / 200.0)
+            .fold(0.0, f64::max);
+        eprintln!(
+            "seed {seed}: in-flight alone and guarded {:?} ({worst:.1} points from the weights, {} stalls); unguarded {:?}, {moved:.1} points moved",
+            baseline.served, guarded.stalls, unguarded.served
+        );
+        moved_unguarded = moved_unguarded.max(moved);
+    }
+    assert!(moved_unguarded > 2.0, "{moved_unguarded:.1} points");
+}
+
+#[test]
+fn a_stalling_client_still_avoids_an_instance_20_ms_slower() {
+    // The same client; the instance with half the weight answers 20 ms later than the others.
+    let weights = [100, 200, 300];
+    let slow = [200, 200, 20_200];
+    let in_flight_only = LatencyAware {
+        ratio: f64::MAX,
+        ..LatencyAware::default()
+    };
+    for seed in 1..=5 {
+        let run = |latency| {
+            stalled_client::run(&weights, &slow, latency, true, CALLERS, 20_000, seed).served
+        };
+        let (aware, alone) = (run(LatencyAware::default()), run(in_flight_only));
+        eprintln!("seed {seed}: latency-aware {aware:?}, in-flight alone {alone:?}");
+        let share = aware[2] as f64 / aware.iter().sum::<u64>() as f64;
+        assert!(share < 0.02, "seed {seed}: {aware:?}");
+    }
 }

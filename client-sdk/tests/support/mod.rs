@@ -367,3 +367,30 @@ impl AsyncWrite for CountedStream {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+/// Checks the shares of calls a latency-aware balancer gave each instance (`aware`) against
+/// what weight × load promises (`promised`, fractions): the largest deviation within 3 points,
+/// or, where in-flight counts alone (`blind`, a balancer without the latency-aware choice that
+/// took turns with it over the same servers, so the machine's load hit both alike) miss the
+/// promise on this machine, within 2 points of their largest deviation. On a busy machine the
+/// servers' threads wait for a CPU for milliseconds at a time, which makes them unequal for
+/// real, and both choices follow that; the latency-aware choice must add little to it.
+pub fn assert_shares(what: &str, aware: &[u64], blind: &[u64], promised: &[f64]) {
+    let worst = |served: &[u64]| {
+        let total = served.iter().sum::<u64>() as f64;
+        served
+            .iter()
+            .zip(promised)
+            .map(|(&s, &p)| (s as f64 / total - p).abs())
+            .fold(0.0, f64::max)
+    };
+    let (got, alone) = (worst(aware), worst(blind));
+    assert!(
+        got < 0.03 || got <= alone + 0.02,
+        "{what}: largest deviation from weight × load {:.1} points latency-aware, {:.1} by \
+         in-flight counts alone (latency-aware {aware:?}, in-flight alone {blind:?}, promised \
+         {promised:?})",
+        got * 100.0,
+        alone * 100.0,
+    );
+}

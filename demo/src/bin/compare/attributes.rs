@@ -15,6 +15,11 @@ use local_stack::ecs_service::Task;
 const RUNNING_VERSION: u64 = 3;
 
 /// ECS's `registered` attributes merged with what the Lambda writes for `task` once it is
+/// `LB_WEIGHT` of a task of `cpu` units: the contract's formula, 100 per 0.25 vCPU.
+pub(crate) fn weight_of(cpu: u32) -> u32 {
+    (cpu * 100 + 128) / 256
+}
+
 /// RUNNING, with `load_percent` from Container Insights, written at `now`.
 pub(crate) fn as_the_lambda_writes(
     registered: &HashMap<String, String>,
@@ -25,8 +30,7 @@ pub(crate) fn as_the_lambda_writes(
     let ours = LbAttributes {
         state: LbState::Running,
         health: LbHealth::Healthy,
-        // The contract's formula: 100 per 0.25 vCPU.
-        weight: Weight::saturating((task.cpu * 100 + 128) / 256),
+        weight: Weight::saturating(weight_of(task.cpu)),
         cpu_units: Some(task.cpu),
         memory_mib: Some(task.memory),
         capacity: Some("FARGATE".into()),

@@ -72,6 +72,29 @@ pub(crate) struct Record {
     pub(crate) killed_s: Option<f64>,
     /// The slowed or killed task's ID, in those scenarios.
     pub(crate) faulted_task: Option<String>,
+    /// Every task of the fleet, with the weight its picks should follow.
+    pub(crate) tasks: Vec<TaskWeight>,
+}
+
+/// A task and its weight × load: `LB_WEIGHT` (from its CPU size, as the Lambda writes it)
+/// scaled by `1 − 0.75 × LB_LOAD / 100`, as the client crate documents, computed here from
+/// what the harness registered, independently of the client.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TaskWeight {
+    pub(crate) task_id: String,
+    pub(crate) zone: String,
+    pub(crate) effective_weight: f64,
+}
+
+impl TaskWeight {
+    fn of(member: &crate::fleet::Member) -> Self {
+        let weight = f64::from(crate::attributes::weight_of(member.task.spec.cpu));
+        Self {
+            task_id: member.task.spec.task_id.clone(),
+            zone: member.task.spec.zone.clone(),
+            effective_weight: weight * (1.0 - 0.75 * f64::from(member.load.min(100)) / 100.0),
+        }
+    }
 }
 
 /// Everything the run measured.
@@ -369,6 +392,7 @@ async fn run_segment(
         recovered_s,
         killed_s,
         faulted_task,
+        tasks: fleet.members.iter().map(TaskWeight::of).collect(),
     })
 }
 

@@ -19,6 +19,9 @@
 //! compare [--smoke] [--rounds N] [--concurrency N] [--out DIR]
 //! ```
 //!
+//! In the balanced and CPU-starved scenarios each task in the client's zone is reported with its
+//! share of the zone's calls against the share its weight × load promises (`task_shares`).
+//!
 //! Writes `results.md` (the table and the goals), `results.json` and `compare.svg` to `--out`
 //! (default `.local/compare`). Exit status: 0 when the run completed (goals met or not), 2 when
 //! it could not, 64 for a bad command line.

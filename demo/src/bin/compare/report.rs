@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use demo::fleet::CLIENT_ZONE;
+
 use crate::harness::Record;
 use crate::measure::{self, Spill, cross_zone_per_billion_calls};
 use crate::plan::{Scenario, Variant};
@@ -34,6 +36,64 @@ pub(crate) struct Row {
     /// When the zone slowed and recovered (first round; the schedule is the same in all).
     pub(crate) slowed_s: Option<f64>,
     pub(crate) recovered_s: Option<f64>,
+    /// Balanced and client CPU-starved: each of the client's zone's tasks, its share of the
+    /// zone's calls against its weight × load share of the zone (medians over rounds).
+    pub(crate) task_shares: Vec<TaskShare>,
+}
+
+/// One task's share of its zone's calls and the share its weight × load promises.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TaskShare {
+    pub(crate) task_id: String,
+    pub(crate) zone: String,
+    pub(crate) share: f64,
+    pub(crate) expected_share: f64,
+}
+
+impl TaskShare {
+    /// How far the share is from the promise, in points.
+    pub(crate) fn deviation_points(&self) -> f64 {
+        (self.share - self.expected_share).abs() * 100.0
+    }
+}
+
+/// Per-task shares of the client's zone's calls, medians over the rounds. A round's task list
+/// is the fleet it ran against; the tasks of the first round are reported.
+fn task_shares(records: &[&Record], zone: &str) -> Vec<TaskShare> {
+    let Some(first) = records.first() else {
+        return Vec::new();
+    };
+    first
+        .tasks
+        .iter()
+        .filter(|t| t.zone == zone)
+        .map(|task| {
+            let per_round = |get: &dyn Fn(&Record) -> Option<f64>| {
+                median(records.iter().filter_map(|r| get(r)).collect()).unwrap_or(0.0)
+            };
+            let share = per_round(&|r| {
+                let in_zone = r.result.per_zone.get(zone).copied().unwrap_or(0);
+                let mine = r.result.per_task.get(&task.task_id).copied().unwrap_or(0);
+                (in_zone > 0).then(|| f(mine) / f(in_zone))
+            });
+            let expected_share = per_round(&|r| {
+                let total: f64 = r
+                    .tasks
+                    .iter()
+                    .filter(|t| t.zone == zone)
+                    .map(|t| t.effective_weight)
+                    .sum();
+                let mine = r.tasks.iter().find(|t| t.task_id == task.task_id)?;
+                (total > 0.0).then(|| mine.effective_weight / total)
+            });
+            TaskShare {
+                task_id: task.task_id.clone(),
+                zone: zone.to_owned(),
+                share,
+                expected_share,
+            }
+        })
+        .collect()
 }
 
 impl Row {
@@ -120,6 +180,11 @@ pub(crate) fn rows(records: &[Record]) -> Vec<Row> {
                 },
                 slowed_s: mine.first().and_then(|r| r.slowed_s),
                 recovered_s: mine.first().and_then(|r| r.recovered_s),
+                task_shares: if matches!(scenario, Scenario::Balanced | Scenario::ClientStarved) {
+                    task_shares(&mine, CLIENT_ZONE)
+                } else {
+                    Vec::new()
+                },
             });
         }
     }
@@ -247,6 +312,19 @@ pub(crate) fn goals(rows: &[Row]) -> Vec<Goal> {
     goal(
         "client CPU-starved: (a) keeps ≥ 99 % in zone",
         share_goal(ClientStarved, Balancer, &|s| s >= 0.99),
+    );
+    goal(
+        "client CPU-starved: (a) gives each task in zone its weight × load share of the zone's calls (within 3 points)",
+        find(rows, ClientStarved, Balancer)
+            .filter(|r| !r.task_shares.is_empty())
+            .map(|r| {
+                let worst = r
+                    .task_shares
+                    .iter()
+                    .map(TaskShare::deviation_points)
+                    .fold(0.0, f64::max);
+                (format!("largest deviation {worst:.1} points"), worst <= 3.0)
+            }),
     );
     let slow = find(rows, SlowZone, Balancer);
     goal(
@@ -416,6 +494,34 @@ fn write_markdown(
             )?;
         }
     }
+    let shared: Vec<&Row> = rows.iter().filter(|r| !r.task_shares.is_empty()).collect();
+    if !shared.is_empty() {
+        writeln!(
+            out,
+            "\nShares of the client's zone's calls per task, against the share its weight × load \
+             promises (`LB_WEIGHT` × (1 − 0.75 × `LB_LOAD` / 100) over the zone's; medians over rounds):\n"
+        )?;
+        writeln!(
+            out,
+            "| scenario | variant | task | share of the zone's calls | weight × load share | deviation |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|")?;
+        for row in shared {
+            for task in &row.task_shares {
+                writeln!(
+                    out,
+                    "| {} | ({}) {} | {} | {} | {} | {:.1} points |",
+                    row.scenario.label(),
+                    row.variant.letter(),
+                    row.variant.label(),
+                    &task.task_id[..task.task_id.len().min(8)],
+                    percent(task.share),
+                    percent(task.expected_share),
+                    task.deviation_points()
+                )?;
+            }
+        }
+    }
     writeln!(out, "\n## Goals\n")?;
     writeln!(out, "| goal | measured | met |")?;
     writeln!(out, "|---|---|---|")?;
@@ -476,6 +582,7 @@ mod tests {
             recovered_s: None,
             killed_s: None,
             faulted_task: None,
+            tasks: Vec::new(),
         }
     }
 
@@ -563,6 +670,72 @@ mod tests {
         assert_eq!(met("fails no call"), Some(false));
         assert_eq!(met("(b) keeps"), None, "(b) did not run");
         assert_eq!(met("spills within 5 s"), None);
+    }
+
+    #[test]
+    fn the_starved_client_is_judged_on_each_tasks_share_of_its_zone() {
+        use crate::harness::TaskWeight;
+        let task = |id: &str, zone: &str, effective_weight: f64| TaskWeight {
+            task_id: id.into(),
+            zone: zone.into(),
+            effective_weight,
+        };
+        let starved = |round, calls: [u64; 3]| {
+            let mut r = result(calls.iter().sum(), calls[0] + calls[1], 900, 0);
+            r.per_zone = BTreeMap::from([
+                (CLIENT_ZONE.to_owned(), calls[0] + calls[1]),
+                ("other".to_owned(), calls[2]),
+            ]);
+            r.per_task = BTreeMap::from([
+                ("t1".to_owned(), calls[0]),
+                ("t2".to_owned(), calls[1]),
+                ("t3".to_owned(), calls[2]),
+            ]);
+            let mut record = record(round, Scenario::ClientStarved, Variant::Balancer, r);
+            // t1 weighs 100 at no load, t2 200 at 50 % load: 125.
+            record.tasks = vec![
+                task("t1", CLIENT_ZONE, 100.0),
+                task("t2", CLIENT_ZONE, 125.0),
+                task("t3", "other", 100.0),
+            ];
+            record
+        };
+        // 100 / 225 = 44.4 % and 55.6 % promised.
+        let rows = rows(&[starved(0, [450, 550, 10]), starved(1, [520, 480, 10])]);
+        let shares = &rows[0].task_shares;
+        assert_eq!(shares.len(), 2, "the client's zone only");
+        assert!((shares[0].expected_share - 100.0 / 225.0).abs() < 1e-9);
+        // Medians over two rounds: the mean of 45 % and 52 %.
+        assert!((shares[0].share - 0.485).abs() < 1e-9);
+        let goal = |rows: &[Row]| {
+            goals(rows)
+                .into_iter()
+                .find(|g| g.goal.contains("weight × load share"))
+                .unwrap()
+        };
+        let missed = goal(&rows);
+        assert_eq!(missed.met, Some(false), "{}", missed.measured);
+        assert!(
+            missed.measured.contains("4.1 points"),
+            "{}",
+            missed.measured
+        );
+        let rows = super::rows(&[starved(0, [450, 550, 10]), starved(1, [440, 560, 10])]);
+        assert_eq!(goal(&rows).met, Some(true));
+        let conditions = Conditions {
+            command: "c".into(),
+            rounds: 2,
+            concurrency: 8,
+            machine: "m".into(),
+            pinning: "p".into(),
+            timing: "t".into(),
+            network: "n".into(),
+            haproxy: "h".into(),
+            elapsed_s: 1.0,
+        };
+        let text = markdown(&rows, &goals(&rows), &conditions);
+        assert!(text.contains("| client CPU-starved | (a) "), "{text}");
+        assert!(text.contains("| 44.4 % |"), "{text}");
     }
 
     #[test]

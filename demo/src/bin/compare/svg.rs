@@ -358,6 +358,7 @@ mod tests {
             },
             slowed_s: Some(0.5),
             recovered_s: Some(1.0),
+            task_shares: Vec::new(),
         }
     }
 
