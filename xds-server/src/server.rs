@@ -323,7 +323,10 @@ impl AdsStream {
             return None;
         }
         let names = &self.server.config.names;
-        let mut resources: BTreeMap<String, (String, Any)> = BTreeMap::new();
+        // What to send, by name, with each resource's version. Versions come from the inputs,
+        // not the encoding, so a wake that changes nothing costs a few hashes; resources are
+        // encoded (or copied) only for a response that goes out.
+        let mut resources: BTreeMap<&str, (String, Source)> = BTreeMap::new();
         let mut fetched_at: Option<SystemTime> = None;
         for name in state.subscribed() {
             let Ok(service) = names.resolve(name) else {
@@ -335,37 +338,28 @@ impl AdsStream {
                 .get(&service)
                 .map_or(Resolution::Pending, |s| s.subscription.resolve());
             let canonical = service.resource_name();
-            let any = match (TYPES[index], resolution) {
+            let entry = match (TYPES[index], resolution) {
                 (_, Resolution::Rejected(_)) => continue,
-                (LISTENER, _) => pack_any(encode::listener(name, &canonical)),
-                (CLUSTER, _) => pack_any(encode::cluster(name, &self.server.config.cluster)),
+                (LISTENER, _) => (
+                    version::of(&(ENCODING, "Listener", name, &canonical)),
+                    Source::Listener(canonical),
+                ),
+                (CLUSTER, _) => (
+                    version::of(&(ENCODING, "Cluster", name, &self.server.config.cluster)),
+                    Source::Cluster,
+                ),
                 (_, Resolution::Pending) => continue,
                 (_, Resolution::Ready(answer)) => {
                     fetched_at =
                         Some(fetched_at.map_or(answer.fetched_at, |t| t.max(answer.fetched_at)));
-                    // Encoded once per (service, zone); a name other than the canonical one
-                    // (an alias) is encoded for this stream.
-                    let any = if *name == canonical {
-                        answer.encoded.clone()
-                    } else {
-                        pack_any(encode::load_assignment(
-                            name,
-                            &self.server.services.config().region,
-                            &answer.assignment,
-                        ))
-                    };
-                    resources.insert(name.clone(), (answer.version.clone(), any));
-                    continue;
+                    (answer.version.clone(), Source::Endpoints(answer, canonical))
                 }
             };
-            let resource_version = version::of(&any.value);
-            resources.insert(name.clone(), (resource_version, any));
+            resources.insert(name.as_str(), entry);
         }
         let version = version::of_response(
             TYPES[index],
-            resources
-                .iter()
-                .map(|(name, (v, _))| (name.as_str(), v.as_str())),
+            resources.iter().map(|(name, (v, _))| (*name, v.as_str())),
         );
         // An empty ClusterLoadAssignment answer would say nothing (EDS answers need not list
         // every subscribed name): wait until there is one to give.
@@ -374,6 +368,19 @@ impl AdsStream {
         {
             return None;
         }
+        let region = &self.server.services.config().region;
+        let resources: Vec<Any> = resources
+            .into_iter()
+            .map(|(name, (_, source))| match source {
+                Source::Listener(canonical) => pack_any(encode::listener(name, &canonical)),
+                Source::Cluster => pack_any(encode::cluster(name, &self.server.config.cluster)),
+                // Encoded once per (service, zone); an alias is encoded for this stream.
+                Source::Endpoints(answer, canonical) if name == canonical => answer.encoded.clone(),
+                Source::Endpoints(answer, _) => {
+                    pack_any(encode::load_assignment(name, region, &answer.assignment))
+                }
+            })
+            .collect();
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         self.types[index].sent(version.clone(), nonce.clone());
@@ -387,12 +394,24 @@ impl AdsStream {
         tracing::debug!(node = ?self.node.as_ref().map(|n| &n.id), type_url = TYPES[index], %version, resources = resources.len(), "push");
         Some(DiscoveryResponse {
             version_info: version,
-            resources: resources.into_values().map(|(_, any)| any).collect(),
+            resources,
             type_url: TYPES[index].to_owned(),
             nonce,
             ..DiscoveryResponse::default()
         })
     }
+}
+
+/// Part of every Listener and Cluster version: a release that encodes them differently gives
+/// them new versions, so clients of replicas running different releases are not told two
+/// different resources are the same.
+const ENCODING: &str = env!("CARGO_PKG_VERSION");
+
+/// What a resource is made from, until it is encoded.
+enum Source {
+    Listener(String),
+    Cluster,
+    Endpoints(Arc<crate::services::Answer>, String),
 }
 
 /// `Listener`, `Cluster` or `ClusterLoadAssignment`: a metric label.

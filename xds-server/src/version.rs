@@ -1,10 +1,11 @@
 //! Versions are hashes of content, so that two replicas give a client the same version for the
 //! same data, and a restarted server does not make every client re-apply what it has.
 //!
-//! FNV-1a over a canonical form: the encoded protobuf of Listeners and Clusters (which hold no
-//! maps, so their encoding is deterministic), the [`Assignment`](crate::resources::Assignment)
-//! model of ClusterLoadAssignments (whose metadata maps encode in any order). Integers are
-//! hashed little-endian, so replicas on different architectures agree too.
+//! FNV-1a over a canonical form of what a resource is made from: a Listener's and a Cluster's
+//! name, target or policy and the release (whose code encodes them), a ClusterLoadAssignment's
+//! [`Assignment`](crate::resources::Assignment) model and region (its metadata maps would encode
+//! in any order). A stream that wakes with nothing new hashes a few strings and encodes
+//! nothing. Integers are hashed little-endian, so replicas on different architectures agree too.
 
 use std::hash::{Hash, Hasher};
 

@@ -35,7 +35,7 @@ use envoy_types::util::pack_any;
 use super::assignment::{Assignment, EndpointHealth, METADATA_NAMESPACE};
 
 /// The load-balancing policy a Cluster names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum LbPolicy {
     /// `ROUND_ROBIN` over each locality's endpoints, localities by weight (gRPC's
     /// `xds_wrr_locality`). Our localities hold one task each, so calls follow the weights.
@@ -44,7 +44,7 @@ pub enum LbPolicy {
 }
 
 /// The Cluster's outlier detection (gRFC A50), failure-percentage based.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OutlierPolicy {
     /// How often clients sweep. Default 2 s (A50's 10 s lets a failing task fail 10 s of calls).
     pub interval: Duration,
@@ -79,7 +79,7 @@ impl Default for OutlierPolicy {
 }
 
 /// What every Cluster carries.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct ClusterPolicy {
     /// The load-balancing policy.
     pub lb_policy: LbPolicy,
