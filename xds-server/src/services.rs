@@ -135,7 +135,6 @@ impl Services {
                         self.inner.health_check.clone(),
                     );
                     entries.insert(name.clone(), Arc::downgrade(&entry));
-                    metrics::gauge!("cloudmap_xds_services").set(entries.len() as f64);
                     tracing::info!(service = %name, "polling a newly subscribed service");
                     entry
                 }
@@ -279,6 +278,7 @@ impl std::fmt::Debug for Entry {
 impl Drop for Entry {
     fn drop(&mut self) {
         self.watcher.abort();
+        metrics::gauge!("cloudmap_xds_services").decrement(1.0);
         tracing::info!(service = %self.name, "no subscriber left: polling stops");
     }
 }
@@ -290,6 +290,7 @@ impl Entry {
         config: AssignmentConfig,
         health_check: Option<String>,
     ) -> Arc<Self> {
+        metrics::gauge!("cloudmap_xds_services").increment(1.0);
         Arc::new_cyclic(|weak: &Weak<Self>| {
             let weak = weak.clone();
             let watched = discovery.clone();

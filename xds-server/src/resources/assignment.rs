@@ -53,9 +53,10 @@ impl ClientZone {
     }
 }
 
-/// AZ IDs look like `euc1-az1`: a region code of letters and a digit, `-az`, digits.
+/// AZ IDs look like `euc1-az1`, Local Zone IDs like `use1-bos1-az1`: a region code of letters
+/// and a digit (and a location code), `-az`, digits.
 fn is_zone_id(zone: &str) -> bool {
-    let Some((region, number)) = zone.split_once("-az") else {
+    let Some((region, number)) = zone.rsplit_once("-az") else {
         return false;
     };
     !number.is_empty()
@@ -63,7 +64,7 @@ fn is_zone_id(zone: &str) -> bool {
         && region.len() >= 3
         && region
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && region.bytes().any(|b| b.is_ascii_digit())
 }
 

@@ -51,6 +51,7 @@ fn run(instances: &[Instance], client: &ClientZone, demand: Option<&ZoneDemand>)
 fn zone_ids_and_names_are_told_apart() {
     assert_eq!(zone("euc1-az1").id.as_deref(), Some("euc1-az1"));
     assert_eq!(zone("use1-az4").id.as_deref(), Some("use1-az4"));
+    assert_eq!(zone("use1-bos1-az1").id.as_deref(), Some("use1-bos1-az1"));
     assert_eq!(zone("eu-central-1a").name.as_deref(), Some("eu-central-1a"));
     assert_eq!(
         zone("us-east-1-bos-1a").name.as_deref(),
