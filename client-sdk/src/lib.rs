@@ -102,7 +102,7 @@
 //! | `options.retry.throttling` | 10 tokens, 0.1 per success | A6's retry throttle |
 //! | `options.retry.buffer_limit` | 1 MiB | request bytes kept per call for replay; larger calls are not retried |
 //! | `options.slow_start` | off | ramp new tasks up after `LB_RUNNING_SINCE` (Envoy's curve; window, aggression, minimum 10 %) |
-//! | `options.latency_aware` | on (ratio 2, gap 2 ms + 4 × the client's jitter, persist 10 ms, decay 100 ms (also of an avoided instance's estimate), stale after 1 s; an estimate counts from 16 answers, not timed on a fresh connection; a stall of the client is taken off the calls it delayed) | within a zone, an instance over twice as slow as the other candidate and slower by more than the gap is compared by `(in-flight + 1) × latency` per unit of weight, so a slow instance stops taking calls; smaller differences, and slow answers that do not last 10 ms, are noise; `None`: in-flight calls alone ([`picker::LatencyAware`]) |
+//! | `options.latency_aware` | on (ratio 2, gap 2 ms + 4 × the client's jitter, persist 10 ms, decay 100 ms (also of an avoided instance's estimate), stale after 1 s; an estimate counts from 16 answers, not timed on a fresh connection, and from its first answer after a silence once it had them; a call a stall of the client covers counts as the value nearest the estimate that the stall leaves possible) | within a zone, an instance over twice as slow as the other candidate and slower by more than the gap is compared by `(in-flight + 1) × latency` per unit of weight, so a slow instance stops taking calls; smaller differences, and slow answers that do not last 10 ms, are noise; `None`: in-flight calls alone ([`picker::LatencyAware`]) |
 //! | [`Options::keep_alive_interval`] / [`Options::keep_alive_timeout`] | 30 s / 10 s | HTTP/2 pings that find dead connections |
 //! | [`Options::zone_detection_timeout`] | 2 s | time for the task metadata request |
 //! | `options.adaptive.tick` | 500 ms | spill controller period |
@@ -147,7 +147,8 @@
 //!   milliseconds). Neither A50 nor Envoy ejects for latency; this is how
 //!   Finagle's and Linkerd's EWMA balancers keep one slow task from owning the p99. Unlike
 //!   theirs, the client's own delay is kept out: a 5 ms heartbeat measures its scheduling lag,
-//!   the part of a call a stall covers is taken off, differences within 4 × its jitter are noise,
+//!   a call that a stall covers counts only as far as it proves (the
+//!   value nearest the estimate of those the stall leaves possible), differences within 4 × its jitter are noise,
 //!   and slow answers count in full only once they last 10 ms, so a busy or CPU-throttled caller
 //!   and servers that answer in microseconds keep the weight shares. See
 //!   [`picker::LatencyAware`].

@@ -140,9 +140,18 @@ async fn a_stalling_client_keeps_the_weight_shares_and_still_avoids_a_slow_insta
     servers[1].set_delay(Duration::from_millis(20));
     let [slow, slow_blind] = turns().await;
     let stalled = stalls.stop().await;
+    let estimates: Vec<_> = aware.stats().instances.iter().map(|i| i.latency).collect();
     eprintln!(
-        "task-1 20 ms slower: latency-aware {slow:?}, in-flight alone {slow_blind:?}; {stalled} stalls in all"
+        "task-1 20 ms slower: latency-aware {slow:?}, in-flight alone {slow_blind:?}; {stalled} \
+         stalls in all; latency estimates {estimates:?}"
     );
     assert!(stalled >= 5, "{stalled} stalls: the injector ran");
-    assert!(slow[1] < 120, "{slow:?}: 2 % of 6,000 is 120");
+    // What it keeps: a probe every few hundred milliseconds, and the calls that its cost, (in
+    // flight + 1) × latency per unit of weight, wins while the others are loaded. On a machine
+    // busy enough to make the fast servers' own answers take milliseconds, 20 ms is fewer
+    // times theirs, and cost wins it more: the estimates say how far that went.
+    assert!(
+        slow[1] < 120,
+        "{slow:?}: 2 % of 6,000 is 120 (latency estimates {estimates:?})"
+    );
 }

@@ -285,14 +285,15 @@ async fn attempt(
             }
             if let Some(l) = latency_aware.as_ref().filter(|_| !fresh) {
                 // A call in flight across a stall of the client measures the stall too: the
-                // part the stall covers is the client's, not the instance's.
+                // part the stall covers may be the client's, not the instance's.
                 let (from, to) = (
                     micros(started.into_std()),
                     micros((started + latency).into_std()),
                 );
-                let own = Duration::from_micros(shared.lag.own_delay(from, to));
-                let latency = latency.saturating_sub(own);
-                endpoint.latency.record(latency, to, shared.lag.lag_us(), l);
+                let stalled = Duration::from_micros(shared.lag.own_delay(from, to));
+                endpoint
+                    .latency
+                    .record_stalled(latency, stalled, to, shared.lag.lag_us(), l);
             }
         }
     };

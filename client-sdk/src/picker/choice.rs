@@ -28,9 +28,12 @@
 //! lands on whichever instances had calls in flight. Three guards keep it from moving calls
 //! (Linkerd's and Finagle's EWMA balancers have none of them):
 //!
-//! - **Stalls are taken off.** A heartbeat on the client's runtime measures its scheduling lag
-//!   (as the spill controller's tick does, but every 5 ms); the part of a call's time that a
-//!   stall of the client covers is taken off its latency (see `ClientLag`).
+//! - **Stalls prove only what they prove.** A heartbeat on the client's runtime measures its
+//!   scheduling lag (as the spill controller's tick does, but every 5 ms). A call that a stall
+//!   of the client covers may have been answered any time from the stall's start to its end:
+//!   it counts as the latency in that range nearest the instance's estimate (see `ClientLag`
+//!   and [`LatencyEstimate::record_stalled`]). So a stall neither makes a fast instance slow
+//!   nor, on a busy client whose stalls cover many calls, a slow one fast.
 //! - **Differences within the noise are ignored.** Latencies are compared only when they differ
 //!   by more than [`min_latency_gap`](LatencyAware::min_latency_gap) plus
 //!   [`lag_gap_factor`](LatencyAware::lag_gap_factor) times the client's smoothed jitter, on
@@ -43,7 +46,10 @@
 //!
 //! An instance 20 ms slower than its peers is avoided within a few tens of milliseconds, as
 //! before; a latency difference under the gap (2 ms plus four times the jitter by default) is
-//! left to the in-flight rule.
+//! left to the in-flight rule. Once two estimates differ, the noise band has done its work:
+//! the decayed estimate is compared on cost until it is within `ratio` of the other, and only
+//! then probed, so a busy client (wide band, fewer calls) probes a slow instance no more often
+//! than an idle one.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -55,9 +61,9 @@ use std::time::{Duration, Instant};
 /// higher by more than the noise (`min_latency_gap` plus `lag_gap_factor` times the client's own
 /// scheduling jitter): then each costs `(in-flight + 1) × latency` per unit of weight, as in
 /// Finagle's and Linkerd's EWMA balancers, and a slow instance stops taking calls instead of
-/// taking its in-flight share of them. The part of a call's time that a stall of the client
-/// covers is taken off its latency, and slow answers count in full only once they have lasted
-/// `persist`. The older of two estimates, when it is the higher, decays towards the other's
+/// taking its in-flight share of them. A call that a stall of the client covers counts as the
+/// latency nearest the estimate that the stall leaves possible, and slow answers count in full
+/// only once they have lasted `persist`. The older of two estimates, when it is the higher, decays towards the other's
 /// with its age (PeakEWMA's decay), so an avoided instance is probed and measured again within
 /// a few hundred milliseconds. See the [picker](crate::picker) docs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -176,12 +182,13 @@ enum Judgement {
     /// They clearly differ: compare costs with these latencies.
     Differ(f64, f64),
     /// The older, higher estimate (the first candidate's, or not) differs from the other's but
-    /// has decayed to within the noise: it may take one call at a time, to be measured again.
+    /// has decayed to within the ratio: it may take one call at a time, to be measured again.
     Probe { first: bool },
 }
 
 /// Whether the two latencies clearly differ: both known, of about the same age, and one over
-/// `ratio` times the other and above it by more than the noise.
+/// `ratio` times the other and above it by more than the noise. Once they do, the decayed
+/// estimates are compared on cost until the older is within `ratio` of the other.
 ///
 /// The older estimate, when it is the higher, first decays towards the newer by
 /// `exp(-age / decay)`, its age counted from the newer one's last answer (tower's and
@@ -217,14 +224,20 @@ fn judge(a: CandidateLoad, b: CandidateLoad, latency: &LatencyAware) -> Judgemen
     } else if b.latency_at_us < a.latency_at_us && raw_b > raw_a {
         latency_b = decayed(raw_b, raw_a, a.latency_at_us - b.latency_at_us);
     }
-    if differ(latency_a, latency_b) {
+    // Decay only lowers the higher estimate, so latencies that differ decayed differ raw too.
+    // Once the raw estimates differ beyond the noise, the noise band has done its work: the
+    // decayed ones are compared on cost until the older is within the ratio, and only then
+    // probed. (Probing as soon as it decayed into the noise band would probe a slow instance
+    // as much more often as the client is busier, and a busy client makes fewer calls: a 20 ms
+    // slower instance would keep several percent of them.)
+    if !differ(raw_a, raw_b) {
+        Judgement::Alike
+    } else if latency_a.max(latency_b) > latency.ratio * latency_a.min(latency_b) {
         Judgement::Differ(latency_a, latency_b)
-    } else if differ(raw_a, raw_b) {
+    } else {
         Judgement::Probe {
             first: latency_a < raw_a,
         }
-    } else {
-        Judgement::Alike
     }
 }
 
@@ -280,16 +293,8 @@ impl LatencyEstimate {
     }
 
     /// Folds in a call answered at `now_us` after `latency`, the client's jitter being
-    /// `client_lag_us`. (The caller has taken off the part of `latency` that a stall of the
-    /// client covered: `ClientLag::own_delay`.)
-    ///
-    /// The first answer, and the first after a silence of more than `stale_after` (a probe of
-    /// an instance that was avoided), set the estimate to their own latency; the next answers
-    /// up to [`MIN_SAMPLES`] average with it; later ones move it by `dt / (dt + decay)`. An
-    /// answer above the noise band (over `ratio` × the estimate and over the gap above it)
-    /// counts at the band's edge until a run of such answers has lasted `persist`.
-    #[inline]
-    #[cfg_attr(not(feature = "tonic"), allow(dead_code))] // recorded by the channel's calls
+    /// `client_lag_us`, with no stall of the client in it. See [`Self::record_stalled`].
+    #[cfg(test)]
     pub(crate) fn record(
         &self,
         latency: Duration,
@@ -297,16 +302,48 @@ impl LatencyEstimate {
         client_lag_us: u32,
         config: &LatencyAware,
     ) {
-        let sample = f64::from(
-            u32::try_from(latency.as_micros())
-                .unwrap_or(u32::MAX)
-                .max(1),
-        );
+        self.record_stalled(latency, Duration::ZERO, now_us, client_lag_us, config);
+    }
+
+    /// Folds in a call answered at `now_us` after `latency`, of which a stall of the client
+    /// covered `stalled` (`ClientLag::own_delay`), the client's jitter being `client_lag_us`.
+    ///
+    /// A stall hides when the answer came: anywhere from `latency - stalled` (it was ready as
+    /// the stall began) to `latency` (as it ended). The answer counts as the value in that
+    /// range nearest the estimate, so that a stall moves the estimate only as far as the call
+    /// proves: a fast instance's call held up by a stall does not make it slow, and a slow
+    /// instance's call that a stall covered does not make it fast (taking the whole stall off,
+    /// as a busy client's calls to a 20 ms slower instance often are, would).
+    ///
+    /// The first answer, and the first after a silence of more than `stale_after` (a probe of
+    /// an instance that was avoided), set the estimate to their own latency; the next answers
+    /// up to [`MIN_SAMPLES`] average with it (after a first answer only: an estimate that
+    /// had its samples is compared again from the first answer after a silence); later ones
+    /// move it by `dt / (dt + decay)`. An
+    /// answer above the noise band (over `ratio` × the estimate and over the gap above it)
+    /// counts at the band's edge until a run of such answers has lasted `persist`.
+    #[inline]
+    #[cfg_attr(not(feature = "tonic"), allow(dead_code))] // recorded by the channel's calls
+    pub(crate) fn record_stalled(
+        &self,
+        latency: Duration,
+        stalled: Duration,
+        now_us: u64,
+        client_lag_us: u32,
+        config: &LatencyAware,
+    ) {
+        let us = |d: Duration| f64::from(u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1));
+        let (highest, lowest) = (us(latency), us(latency.saturating_sub(stalled)));
         let (old, at) = self.raw();
         let gap = now_us.saturating_sub(at);
         let samples = self.samples.load(Ordering::Relaxed);
         let restart = old == 0 || u128::from(gap) > config.stale_after.as_micros();
         let old = f64::from(old);
+        let sample = if restart {
+            lowest
+        } else {
+            old.clamp(lowest, highest)
+        };
         // What this answer counts as: itself within the band; above it, the band's edge until
         // the run of high answers has lasted `persist`. The answer that completes the run
         // carries the whole run's time, so that a slow instance is over the band at once then.
@@ -342,7 +379,13 @@ impl LatencyEstimate {
         // How far the estimate moves towards it: all the way when (re)starting, by a plain mean
         // while it has fewer than MIN_SAMPLES answers, then by the time-decayed step.
         let step = if restart {
-            self.samples.store(1, Ordering::Relaxed);
+            // After a silence the connection is warm and the instance was measured before:
+            // its first answer is compared at once. (Waiting for MIN_SAMPLES again would let
+            // an instance avoided for longer than `stale_after` take its in-flight share of
+            // calls until it had answered sixteen of them.)
+            let known = samples >= MIN_SAMPLES;
+            self.samples
+                .store(if known { MIN_SAMPLES } else { 1 }, Ordering::Relaxed);
             1.0
         } else if samples < MIN_SAMPLES {
             self.samples.store(samples + 1, Ordering::Relaxed);
@@ -441,14 +484,18 @@ mod tests {
         // 100 ms without an answer (one decay): 20,700 / e = 7,615, still over 2 × and 2 ms
         // above the other's 700.
         assert!(prefer_second(slow, 1, fast(100), 1, Some(&l)));
-        // 250 ms: 1,699, within 2 ms of it: the in-flight rule takes it (0 against 3 in flight).
+        // 250 ms: 1,699, within 2 ms of it but over twice it: compared on cost, and idle it is
+        // the cheaper of the two, (0 + 1) × 1,699 < (3 + 1) × 700.
         assert!(!prefer_second(slow, 1, fast(250), 1, Some(&l)));
-        assert!(prefer_second(fast(250), 1, slow, 1, Some(&l)));
-        // One call at a time: with that probe in flight, the other takes the next, however
+        // 300 ms: 1,031, within twice the other's: probed, by the in-flight rule (0 against 3
+        // in flight)...
+        assert!(!prefer_second(slow, 1, fast(300), 1, Some(&l)));
+        assert!(prefer_second(fast(300), 1, slow, 1, Some(&l)));
+        // ...one call at a time: with that probe in flight, the other takes the next, however
         // many it has.
         let probing = load(1, 20_700, 5_000 * MS);
-        assert!(prefer_second(probing, 1, fast(250), 1, Some(&l)));
-        assert!(!prefer_second(fast(250), 1, probing, 1, Some(&l)));
+        assert!(prefer_second(probing, 1, fast(300), 1, Some(&l)));
+        assert!(!prefer_second(fast(300), 1, probing, 1, Some(&l)));
         // It never decays below the other: no rush of calls to an instance because it is old.
         let slower_peers = |age_ms: u64| load(3, 10_000, (5_000 + age_ms) * MS);
         assert!(!prefer_second(slow, 1, slower_peers(900), 1, Some(&l)));
@@ -495,8 +542,11 @@ mod tests {
         assert_eq!(e.read(), (10_325, at + 910 * MS));
         // After a silence over `stale_after` (1 s), the answer starts it again.
         e.record(Duration::from_micros(700), at + 1_911 * MS, 0, &decay);
-        assert_eq!(e.raw(), (700, at + 1_911 * MS));
-        assert_eq!(e.read().0, 0, "not compared until it has answers again");
+        assert_eq!(
+            e.read(),
+            (700, at + 1_911 * MS),
+            "compared at once: it had its samples before the silence"
+        );
         // The same instant or earlier: no move in time.
         e.record(Duration::from_micros(700), at + 1_000 * MS, 0, &decay);
         assert_eq!(e.raw(), (700, at + 1_911 * MS));
@@ -548,6 +598,70 @@ mod tests {
             1,
             Some(&l)
         ));
+    }
+
+    #[test]
+    fn a_busy_client_probes_an_avoided_instance_no_more_often() {
+        // The client's jitter at its 2 ms bound widens the noise band to 2 + 4 × 2 = 10 ms.
+        let l = LatencyAware::default();
+        let busy = |c: CandidateLoad| CandidateLoad {
+            client_lag_us: 2_000,
+            ..c
+        };
+        let slow = busy(load(0, 20_700, 5_000 * MS));
+        let fast = |age_ms: u64| busy(load(0, 700, (5_000 + age_ms) * MS));
+        // 100 ms on, it has decayed to 7,615, within the band of 700 but over twice it: still
+        // compared on cost, so the idle fast one takes the call, as on an idle client.
+        assert!(prefer_second(slow, 1, fast(100), 1, Some(&l)));
+        assert!(!prefer_second(fast(100), 1, slow, 1, Some(&l)));
+        // Probed once within the ratio, as on an idle client: 300 ms on (1,031).
+        assert!(prefer_second(slow, 1, fast(200), 1, Some(&l)));
+        assert!(!prefer_second(slow, 1, fast(300), 1, Some(&l)));
+        assert_eq!(
+            judge(slow, fast(300), &l),
+            judge(load(0, 20_700, 5_000 * MS), load(0, 700, 5_300 * MS), &l)
+        );
+    }
+
+    #[test]
+    fn a_stall_moves_the_estimate_only_as_far_as_the_call_proves() {
+        let l = LatencyAware::default();
+        // A fast instance's call held up by a 25 ms stall of the client: the answer may have
+        // come at any time in it, as early as 200 µs, which is the nearest to its 100 µs estimate.
+        let fast = settled(100, 50 * MS, &l);
+        fast.record_stalled(
+            Duration::from_micros(25_200),
+            Duration::from_micros(25_000),
+            80 * MS,
+            0,
+            &l,
+        );
+        assert_eq!(fast.read().0, 123, "moved towards 200 µs, by 30 / 130");
+        // A 20 ms slower instance's call that a 15 ms stall covered: 21 ms measured, 6 to 21
+        // ms proven. Taking the whole stall off would have made it 6 ms; it counts as the
+        // estimate, 20.7 ms, and leaves it there.
+        let slow = settled(20_700, 50 * MS, &l);
+        slow.record_stalled(
+            Duration::from_micros(21_000),
+            Duration::from_micros(15_000),
+            80 * MS,
+            0,
+            &l,
+        );
+        assert_eq!(slow.read().0, 20_700);
+        // A call the stall did not cover counts as it is.
+        slow.record_stalled(Duration::from_micros(900), Duration::ZERO, 90 * MS, 0, &l);
+        assert!(slow.read().0 < 20_700);
+        // With nothing to be near (the first answer), the least the call proves.
+        let new = LatencyEstimate::default();
+        new.record_stalled(
+            Duration::from_micros(25_200),
+            Duration::from_micros(25_000),
+            80 * MS,
+            0,
+            &l,
+        );
+        assert_eq!(new.raw().0, 200);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!
 //! - a beat later than [`ClientLag::STALL`] marks a **stall**, from when the beat was due to
 //!   when it ran: the part of a call's time that the stall covers (or the time since the
-//!   heartbeat became overdue, while one goes on) is the client's, and is taken off the call's
-//!   latency ([`ClientLag::own_delay`]);
+//!   heartbeat became overdue, while one goes on) may be the client's: the answer may have come
+//!   at any time in it ([`ClientLag::own_delay`]; the estimate takes the value nearest itself);
 //! - smaller lateness is the client's ordinary **jitter**, smoothed into [`ClientLag::lag_us`]:
 //!   the latency-aware choice treats differences within `lag_gap_factor` times it as noise.
 //!
@@ -58,8 +58,9 @@ impl ClientLag {
             self.stall_from_us.store(scheduled_us, Ordering::Relaxed);
             self.stall_end_us.store(now_us, Ordering::Relaxed);
         }
-        // A stall counts as STALL of jitter: it is taken off the calls it covers, so its length says
-        // nothing about the noise on the calls that are; this bounds the noise band.
+        // A stall counts as STALL of jitter: the calls it covers count only as far as they
+        // prove, so its length says nothing about the noise on the others; this bounds the
+        // noise band.
         let sample = late.min(stall);
         let old = u64::from(self.lag_us.load(Ordering::Relaxed));
         #[allow(clippy::cast_precision_loss)] // microseconds, far below 2^52
