@@ -8,7 +8,10 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
-use crate::contract::{AttributeSource, InstanceAttributes, LbHealth, LbState, Load, Weight};
+use crate::contract::{
+    AttributeSource, InstanceAttributes, LbHealth, LbState, Load, Weight, format_rfc3339_exact,
+    keys,
+};
 
 /// Cloud Map's own health status of an instance, as `DiscoverInstances` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -29,6 +32,15 @@ impl CloudMapHealth {
             Self::Healthy => "HEALTHY",
             Self::Unhealthy => "UNHEALTHY",
             Self::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// From the API's spelling; anything else is [`Unknown`](Self::Unknown).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "HEALTHY" => Self::Healthy,
+            "UNHEALTHY" => Self::Unhealthy,
+            _ => Self::Unknown,
         }
     }
 }
@@ -133,6 +145,41 @@ impl Instance {
             task_arn: decoded.task_arn,
             capacity: decoded.capacity,
         })
+    }
+
+    /// The instance as Cloud Map attributes that [`Instance::from_attributes`] reads back to an
+    /// equal instance (with the same Cloud Map health): the address and port, and every
+    /// contract value it has, times with the precision they have. Ordered by key. How the xDS
+    /// server hands a snapshot to Rust clients (endpoint metadata), so that both sources give
+    /// the same instances.
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        let mut values = vec![
+            (keys::AWS_INSTANCE_IPV4, self.addr.ip().to_string()),
+            (keys::AWS_INSTANCE_PORT, self.addr.port().to_string()),
+            (keys::LB_HEALTH, self.health.as_str().to_owned()),
+        ];
+        let mut optional = |key: &'static str, value: Option<String>| {
+            if let Some(value) = value {
+                values.push((key, value));
+            }
+        };
+        optional(keys::AVAILABILITY_ZONE, self.zone.clone());
+        optional(keys::AVAILABILITY_ZONE_ID, self.zone_id.clone());
+        optional(keys::LB_STATE, self.state.map(|s| s.as_str().to_owned()));
+        optional(keys::LB_WEIGHT, self.weight.map(|w| w.to_string()));
+        optional(keys::LB_LOAD, self.load.map(|l| l.to_string()));
+        optional(
+            keys::LB_UPDATED_AT,
+            self.updated_at.map(format_rfc3339_exact),
+        );
+        optional(
+            keys::LB_RUNNING_SINCE,
+            self.running_since.map(format_rfc3339_exact),
+        );
+        optional(keys::LB_TASK_ARN, self.task_arn.clone());
+        optional(keys::LB_CAPACITY, self.capacity.clone());
+        values.sort_by_key(|(key, _)| *key);
+        values
     }
 
     /// The ECS task ID: the last segment of `LB_TASK_ARN` when known, else the instance ID
@@ -262,5 +309,72 @@ mod tests {
     fn task_id_falls_back_to_the_instance_id() {
         let instance = Instance::new("task-1", "127.0.0.1:1".parse().unwrap());
         assert_eq!(instance.task_id(), "task-1");
+    }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "\\PC{0,12}",
+            (0u32..2_000).prop_map(|n| n.to_string()),
+            Just(" 70 ".to_owned()),
+            prop::sample::select(vec![
+                "RUNNING",
+                "DRAINING",
+                "STARTING",
+                "STOPPED",
+                "HEALTHY",
+                "UNHEALTHY",
+                "UNKNOWN",
+                "euc1-az1",
+                "eu-central-1a",
+                "FARGATE_SPOT",
+            ])
+            .prop_map(str::to_owned),
+            (0u64..4_000_000_000, 0u32..1_000_000_000).prop_map(|(s, n)| {
+                format_rfc3339_exact(std::time::UNIX_EPOCH + std::time::Duration::new(s, n))
+            }),
+            (0u64..4_000_000_000).prop_map(|s| format!(
+                "{}+02:00",
+                &crate::contract::format_rfc3339(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)
+                )[..19]
+            )),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever Cloud Map holds, the instance it decodes to survives being written out as
+        /// attributes and read back (the xDS server's endpoint metadata relies on it).
+        #[test]
+        fn attributes_read_back_to_the_same_instance(
+            values in proptest::collection::hash_map(
+                proptest::sample::select(vec![
+                    keys::AVAILABILITY_ZONE, keys::AVAILABILITY_ZONE_ID, keys::LB_STATE,
+                    keys::LB_HEALTH, keys::LB_WEIGHT, keys::LB_LOAD, keys::LB_UPDATED_AT,
+                    keys::LB_RUNNING_SINCE, keys::LB_TASK_ARN, keys::LB_CAPACITY, keys::LB_SCHEMA,
+                ]),
+                value(),
+                0..11,
+            ),
+            ip in proptest::prelude::any::<[u8; 4]>(),
+            port in 1u16..,
+            health in proptest::sample::select(vec![
+                CloudMapHealth::Healthy, CloudMapHealth::Unhealthy, CloudMapHealth::Unknown,
+            ]),
+        ) {
+            let mut raw: HashMap<String, String> =
+                values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            raw.insert(keys::AWS_INSTANCE_IPV4.to_owned(), std::net::Ipv4Addr::from(ip).to_string());
+            raw.insert(keys::AWS_INSTANCE_PORT.to_owned(), port.to_string());
+            let instance = Instance::from_attributes("task-1", &raw, health).unwrap();
+            let written: HashMap<String, String> = instance
+                .attributes()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            let read = Instance::from_attributes("task-1", &written, health).unwrap();
+            proptest::prop_assert_eq!(read, instance);
+            proptest::prop_assert_eq!(CloudMapHealth::parse(health.as_str()), health);
+        }
     }
 }

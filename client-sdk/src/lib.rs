@@ -117,6 +117,10 @@
 //! | `options.adaptive.reversal_interval` | 10 s | the spill changes direction at most once per this |
 //! | [`Builder::configure_endpoint`] | none | adjust each instance's tonic `Endpoint` (timeouts, windows, user agent) |
 //! | `Builder::tls` (feature `tls`) | plaintext | TLS to the instances via tonic's `ClientTlsConfig` |
+//! | `Builder::xds` (feature `xds`) | from the environment: `CLOUDMAP_XDS_SERVERS`, `GRPC_XDS_BOOTSTRAP_CONFIG`, `GRPC_XDS_BOOTSTRAP`; direct when none is set | instances pushed by the `cloudmap-xds` server, Cloud Map the fallback (`discovery::xds`); `None` polls Cloud Map directly |
+//! | `XdsOptions::start_timeout` / `lost_timeout` | 2 s / 15 s | no answer this long after start, or since the stream was lost: Cloud Map is polled directly until a server answers again |
+//! | `XdsOptions::connect_timeout` / `backoff_base` / `backoff_max` | 1 s / 250 ms / 5 s | per server; waits between rounds of servers that did not answer (doubling, ±20 %) |
+//! | `XdsOptions::node_id` / `zone` / `region` | `cloudmap-balancer-PID` / the builder's fixed zone or zone ID / none | the node presented to the server (the bootstrap's `node`, when read from one) |
 //! | [`Builder::rng_seed`] | random | reproducible picks and jitter |
 //!
 //! # Resilience
@@ -185,7 +189,9 @@
 //! `cloudmap_balancer_retries_throttled_total`, `cloudmap_balancer_failed_calls_total`,
 //! `cloudmap_balancer_health_changes_total{status}`,
 //! `cloudmap_balancer_discovery_polls_total{kind}`,
-//! `cloudmap_balancer_discovery_errors_total{cause}` and the gauges
+//! `cloudmap_balancer_discovery_errors_total{cause}`,
+//! `cloudmap_balancer_discovery_source_switches_total{to}` (the xDS source's fallback to Cloud
+//! Map and back) and the gauges
 //! `cloudmap_balancer_discovery_instances`, `cloudmap_balancer_discovery_unroutable_instances`,
 //! `cloudmap_balancer_discovery_attribute_problems`, `cloudmap_balancer_instances`,
 //! `cloudmap_balancer_eligible_instances`, `cloudmap_balancer_not_serving_instances`,
@@ -205,6 +211,7 @@
 //! | `aws` | yes (via `tonic`) | Cloud Map discovery: [`aws`], [`discovery`] |
 //! | `tonic` | yes | the balanced channel, [`zone`] |
 //! | `tls` | no | `Builder::tls` (tonic's rustls with *ring*) |
+//! | `xds` | no | `Builder::xds`, `discovery::xds`: instances from the `cloudmap-xds` server (adds `envoy-types`) |
 //!
 //! With `default-features = false` only [`contract`], [`picker`] and [`Instance`] remain, with no
 //! AWS SDK, Tokio or tonic: what the sync Lambda links.

@@ -79,6 +79,7 @@ pub(crate) struct DiscoveryMetrics {
     pub(crate) instances: Gauge,
     pub(crate) unroutable: Gauge,
     pub(crate) attribute_problems: Gauge,
+    ident: Ident,
 }
 
 /// The `cause` label values of `cloudmap_balancer_discovery_errors_total`.
@@ -106,7 +107,16 @@ impl DiscoveryMetrics {
             instances: ident.gauge("cloudmap_balancer_discovery_instances"),
             unroutable: ident.gauge("cloudmap_balancer_discovery_unroutable_instances"),
             attribute_problems: ident.gauge("cloudmap_balancer_discovery_attribute_problems"),
+            ident: ident.clone(),
         }
+    }
+
+    /// The counter of changes of source to `to` (`xds`, `cloud_map_fallback`, ...).
+    pub(crate) fn source_switch(&self, to: &'static str) -> Counter {
+        self.ident.counter(
+            "cloudmap_balancer_discovery_source_switches_total",
+            Some(("to", to)),
+        )
     }
 
     /// The error counter for `cause` (one of [`ERROR_CAUSES`]; anything else counts as

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use cloudmap_balancer::contract::xds::INSTANCES_PREFIX;
+
 use crate::error::NameError;
 
 /// A Cloud Map service: its namespace and its name.
@@ -64,8 +66,10 @@ impl Names {
         &self.aliases
     }
 
-    /// The service a resource name means.
+    /// The service a resource name means. `instances/NAME` (a Rust client's ask for every
+    /// instance, see [`is_instances`]) means the service `NAME` means.
     pub fn resolve(&self, name: &str) -> Result<ServiceName, NameError> {
+        let name = name.strip_prefix(INSTANCES_PREFIX).unwrap_or(name);
         let host = strip_port(name);
         if host.is_empty() {
             return Err(NameError::Empty);
@@ -89,6 +93,12 @@ impl Names {
             _ => Err(NameError::NoNamespace(name.to_owned())),
         }
     }
+}
+
+/// Whether `name` asks for the service's instances rather than the picks: the
+/// ClusterLoadAssignment `instances/SERVICE.NAMESPACE` the crate's xDS source subscribes to.
+pub fn is_instances(name: &str) -> bool {
+    name.starts_with(INSTANCES_PREFIX)
 }
 
 /// `name` without a trailing `:PORT`.
@@ -141,6 +151,17 @@ mod tests {
             ServiceName::new("prod.internal", "echo").resource_name(),
             "echo.prod.internal"
         );
+        // A Rust client's ask for the instances names the same service.
+        assert_eq!(
+            names.resolve("instances/echo.prod.internal"),
+            Ok(ServiceName::new("prod.internal", "echo"))
+        );
+        assert!(is_instances("instances/echo.prod.internal"));
+        assert!(!is_instances("echo.prod.internal"));
+        assert!(matches!(
+            names.resolve("instances/instances/echo.ns"),
+            Err(NameError::BadCharacter(_))
+        ));
     }
 
     #[test]

@@ -25,7 +25,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::ack::{TypeState, Verdict};
-use crate::naming::{Names, ServiceName};
+use cloudmap_balancer::contract::xds::INSTANCES_PREFIX;
+
+use crate::naming::{self, Names, ServiceName};
 use crate::resources::{ClientZone, ClusterPolicy, encode};
 use crate::services::{Resolution, Services, Subscription};
 use crate::version;
@@ -333,11 +335,22 @@ impl AdsStream {
                 tracing::debug!(%name, "not a service name: the client is told it does not exist");
                 continue;
             };
+            let instances = naming::is_instances(name);
             let resolution = self
                 .subscriptions
                 .get(&service)
-                .map_or(Resolution::Pending, |s| s.subscription.resolve());
-            let canonical = service.resource_name();
+                .map_or(Resolution::Pending, |s| {
+                    if instances && TYPES[index] == ENDPOINTS {
+                        s.subscription.resolve_instances()
+                    } else {
+                        s.subscription.resolve()
+                    }
+                });
+            let canonical = if instances {
+                format!("{INSTANCES_PREFIX}{}", service.resource_name())
+            } else {
+                service.resource_name()
+            };
             let entry = match (TYPES[index], resolution) {
                 (_, Resolution::Rejected(_)) => continue,
                 (LISTENER, _) => (

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
+use cloudmap_balancer::contract::xds::INSTANCES_PREFIX;
 use cloudmap_balancer::discovery::{Discovery, Snapshot};
 use cloudmap_balancer::picker::{Availability, ZoneDemand};
 use envoy_types::pb::google::protobuf::Any;
@@ -208,6 +209,12 @@ impl Subscription {
         self.entry.resolve(&self.zone)
     }
 
+    /// Where the service stands, and every instance of it (the `instances/` answer, the same
+    /// for every zone).
+    pub fn resolve_instances(&self) -> Resolution {
+        self.entry.resolve_instances()
+    }
+
     /// A receiver that changes whenever the service's answers may have changed (a new
     /// snapshot, a change in callers, a configuration error).
     pub fn changes(&self) -> watch::Receiver<u64> {
@@ -264,6 +271,8 @@ struct Entry {
     /// Answers per zone, with the (snapshot generation, callers generation) they were computed
     /// for.
     answers: Mutex<HashMap<ClientZone, (AnswerKey, Arc<Answer>)>>,
+    /// The instances answer, with the snapshot generation it was computed for.
+    instances: Mutex<Option<(u64, Arc<Answer>)>>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -340,6 +349,7 @@ impl Entry {
                 health_generation: AtomicU64::new(0),
                 changes: watch::Sender::new(0),
                 answers: Mutex::new(HashMap::new()),
+                instances: Mutex::new(None),
                 watcher,
             }
         })
@@ -382,17 +392,40 @@ impl Entry {
             .sum()
     }
 
+    /// What to say while there is no snapshot.
+    fn unresolved(&self) -> Resolution {
+        match self
+            .rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            Some(error) => Resolution::Rejected(error),
+            None => Resolution::Pending,
+        }
+    }
+
+    fn resolve_instances(&self) -> Resolution {
+        let Some(snapshot) = self.discovery.snapshot() else {
+            return self.unresolved();
+        };
+        let mut cached = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((generation, answer)) = cached.as_ref()
+            && *generation == snapshot.generation()
+        {
+            return Resolution::Ready(Arc::clone(answer));
+        }
+        let answer = Arc::new(compute_instances(&snapshot, &self.name, &self.config));
+        *cached = Some((snapshot.generation(), Arc::clone(&answer)));
+        Resolution::Ready(answer)
+    }
+
     fn resolve(&self, zone: &ClientZone) -> Resolution {
         let Some(snapshot) = self.discovery.snapshot() else {
-            return match self
-                .rejected
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-            {
-                Some(error) => Resolution::Rejected(error),
-                None => Resolution::Pending,
-            };
+            return self.unresolved();
         };
         let (demand, callers_generation) = {
             let callers = self.callers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -473,6 +506,23 @@ pub fn compute(
             &config.region,
             &assignment,
         )),
+        assignment,
+    }
+}
+
+/// Every instance of the snapshot, for the `instances/` name: [`instances`](crate::resources::instances),
+/// its version a hash of the result.
+pub fn compute_instances(
+    snapshot: &Snapshot,
+    service: &ServiceName,
+    config: &AssignmentConfig,
+) -> Answer {
+    let assignment = crate::resources::instances(snapshot.instances());
+    let name = format!("{INSTANCES_PREFIX}{}", service.resource_name());
+    Answer {
+        version: version::of(&(&assignment, &config.region, INSTANCES_PREFIX)),
+        fetched_at: snapshot.fetched_at(),
+        encoded: pack_any(encode::load_assignment(&name, &config.region, &assignment)),
         assignment,
     }
 }

@@ -229,6 +229,9 @@ pub struct Builder {
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
     seed: Option<u64>,
+    /// The xDS source: `None` reads the environment at build.
+    #[cfg(feature = "xds")]
+    xds: Option<Option<crate::discovery::xds::XdsOptions>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -273,6 +276,8 @@ impl Builder {
             #[cfg(feature = "tls")]
             tls: None,
             seed: None,
+            #[cfg(feature = "xds")]
+            xds: None,
         }
     }
 
@@ -358,6 +363,20 @@ impl Builder {
         self
     }
 
+    /// Takes the instances from the `cloudmap-xds` server instead of polling Cloud Map, which
+    /// stays the fallback (see [`discovery::xds`](crate::discovery::xds)); the caller fleet
+    /// ([`caller_service`](Self::caller_service)) too. `None` polls Cloud Map directly whatever
+    /// the environment says. Default: from the environment at [`build`](Self::build)
+    /// (`CLOUDMAP_XDS_SERVERS`, `GRPC_XDS_BOOTSTRAP_CONFIG`, `GRPC_XDS_BOOTSTRAP`), direct
+    /// when it names no server. Only for builders from [`Balancer::builder`]: a custom source
+    /// is used as it is. The node's zone defaults to [`local_zone`](Self::local_zone) or
+    /// [`local_zone_id`](Self::local_zone_id) when set.
+    #[cfg(feature = "xds")]
+    pub fn xds(mut self, options: Option<crate::discovery::xds::XdsOptions>) -> Self {
+        self.xds = Some(options);
+        self
+    }
+
     /// Seeds the random number generators (jitter, picks) for reproducible runs. Default: a
     /// random seed.
     pub fn rng_seed(mut self, seed: u64) -> Self {
@@ -381,6 +400,40 @@ impl Builder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let seed = self.seed.unwrap_or_else(|| fastrand::u64(..));
         let options = self.options;
+        // The xDS source wraps the Cloud Map sources; such pollers are not shared.
+        #[cfg(feature = "xds")]
+        let xds = match self.xds {
+            _ if self.client.is_none() => None,
+            Some(choice) => choice,
+            None => crate::discovery::xds::XdsOptions::from_env()?,
+        }
+        .map(|mut xds| {
+            if xds.zone.is_none() {
+                xds.zone = self.zone_id.clone().or(match &self.zone {
+                    OwnZone::Fixed(name) => Some(name.clone()),
+                    _ => None,
+                });
+            }
+            xds
+        });
+        #[cfg(feature = "xds")]
+        let via_xds = |source: Arc<dyn InstanceSource>, ident: &Ident| match &xds {
+            Some(xds) => crate::discovery::xds::XdsSource::start(
+                xds,
+                &ident.namespace,
+                &ident.service,
+                source,
+            )
+            .map(|s| Arc::new(s) as Arc<dyn InstanceSource>),
+            None => Ok(source),
+        };
+        #[cfg(not(feature = "xds"))]
+        let via_xds = |source: Arc<dyn InstanceSource>, _: &Ident| Ok::<_, Error>(source);
+        #[cfg(feature = "xds")]
+        let shareable = xds.is_none();
+        #[cfg(not(feature = "xds"))]
+        let shareable = true;
+        let own_source = via_xds(self.source, &self.ident)?;
 
         let zone = Detection::new(
             self.zone,
@@ -401,11 +454,8 @@ impl Builder {
                     });
                 };
                 let source = CloudMapSource::from_client(client, &namespace, &service);
-                Some((
-                    Arc::new(source) as Arc<dyn InstanceSource>,
-                    Ident { namespace, service },
-                    true,
-                ))
+                let ident = Ident { namespace, service };
+                Some((via_xds(Arc::new(source), &ident)?, ident, shareable))
             }
             (None, None) => None,
         };
@@ -448,7 +498,11 @@ impl Builder {
         let shared = Arc::new(Shared::new(self.ident.clone(), settings, limits, seed));
         // Cloud Map pollers are shared within the process (see `discovery::shared`); custom
         // sources are the caller's own.
-        let identity = self.client.as_ref().map(|(_, identity)| identity.clone());
+        let identity = self
+            .client
+            .as_ref()
+            .filter(|_| shareable)
+            .map(|(_, identity)| identity.clone());
         let start = |source: Arc<dyn InstanceSource>, ident: Ident, seed: u64| {
             let spawn = || {
                 Discovery::spawn(
@@ -467,7 +521,7 @@ impl Builder {
                 None => spawn(),
             }
         };
-        let discovery = start(self.source, self.ident, seed ^ 0x5EED_0001);
+        let discovery = start(own_source, self.ident, seed ^ 0x5EED_0001);
         let caller = caller.map(|(source, ident, cloud_map)| {
             if cloud_map {
                 start(source, ident, seed ^ 0x5EED_0002)

@@ -74,6 +74,7 @@ mod encode;
 pub mod keys;
 mod time;
 mod values;
+pub mod xds;
 
 #[cfg(test)]
 mod tests;
@@ -82,7 +83,7 @@ pub use decode::{AttributeProblem, AttributeSource, InstanceAttributes, ProblemK
 pub use encode::{
     AttributeSet, LbAttributes, LimitError, Merged, OmitReason, Omitted, limits, merge,
 };
-pub use time::{format_rfc3339, parse_rfc3339};
+pub use time::{format_rfc3339, format_rfc3339_exact, parse_rfc3339};
 pub use values::{LbHealth, LbState, Load, Weight};
 
 /// The contract version this crate writes to `LB_SCHEMA`.

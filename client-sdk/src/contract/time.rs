@@ -23,6 +23,22 @@ pub fn format_rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// Formats `time` as RFC 3339 UTC with as many fractional digits as it needs to be read back
+/// exactly: milliseconds, like [`format_rfc3339`], unless it has a finer part, then nanoseconds.
+/// For carrying a decoded time elsewhere (the xDS server's endpoint metadata), not for writing
+/// the contract.
+pub fn format_rfc3339_exact(time: SystemTime) -> String {
+    let nanos = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    let millis = format_rfc3339(time);
+    if nanos.is_multiple_of(1_000_000) {
+        return millis;
+    }
+    // "...SS.mmmZ" → "...SS.nnnnnnnnnZ".
+    format!("{}{nanos:09}Z", &millis[..millis.len() - 4])
+}
+
 /// Parses an RFC 3339 date-time (`2026-11-22T14:10:00Z`, `2026-11-22t14:10:00.5+01:00`, ...).
 /// Returns `None` for anything that is not one, or lies before 1970.
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {

@@ -201,6 +201,10 @@ impl InstanceSource for CloudMapSource {
     fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
         Box::pin(self.discover())
     }
+
+    fn kind(&self) -> super::SourceKind {
+        super::SourceKind::CloudMap
+    }
 }
 
 #[cfg(test)]

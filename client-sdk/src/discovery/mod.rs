@@ -84,6 +84,8 @@ mod schedule;
 #[cfg(feature = "tonic")]
 pub(crate) mod shared;
 mod source;
+#[cfg(feature = "xds")]
+pub mod xds;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -93,7 +95,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use cloud_map::CloudMapSource;
 pub use decode::{AttributeProblems, UnroutableInstance};
-pub use source::{BoxFuture, InstanceSource, Listing, StaticSource};
+pub use source::{BoxFuture, InstanceSource, Listing, SourceKind, StaticSource};
 
 use crate::error::Error;
 use crate::instance::Instance;
@@ -240,6 +242,12 @@ pub struct DiscoveryStatus {
     pub last_error: Option<Arc<Error>>,
     /// When an attempt last succeeded.
     pub last_success: Option<SystemTime>,
+    /// Where the instances came from at the last attempt (for the xDS source: the server, or
+    /// Cloud Map as its fallback).
+    pub source: SourceKind,
+    /// Times the source changed between xDS and Cloud Map (the xDS source's fallback and
+    /// return).
+    pub source_switches: u64,
 }
 
 /// Aborts a background task when dropped.

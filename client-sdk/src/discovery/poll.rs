@@ -40,6 +40,8 @@ struct Memory {
     /// Failed attempts since the last success, and the kind of the last one (for logs).
     failures: u32,
     last_cause: Option<&'static str>,
+    /// Whether the source's kind was recorded once (later changes are switches).
+    source_known: bool,
 }
 
 impl Poller {
@@ -51,24 +53,29 @@ impl Poller {
             confirming_empty: false,
             failures: 0,
             last_cause: None,
+            source_known: false,
         };
         let mut next = Instant::now();
         loop {
             let mut waiting: Vec<Reply> = Vec::new();
-            tokio::select! {
-                () = tokio::time::sleep_until(next) => {}
+            let pushed = tokio::select! {
+                () = tokio::time::sleep_until(next) => false,
                 request = self.requests.recv() => match request {
-                    Some(reply) => waiting.push(reply),
+                    Some(reply) => { waiting.push(reply); false }
                     None => return,
                 },
-            }
+                // A pushed change: check now. (Cancel-safe by the trait's contract.)
+                () = self.source.changed() => true,
+            };
             // Requests that arrived together share one listing.
             while let Ok(reply) = self.requests.try_recv() {
                 waiting.push(reply);
             }
 
             let now = Instant::now();
-            let list = !waiting.is_empty() || memory.schedule.list_due(now);
+            // A push asks for the revision, not a full listing (a source that pushes moves its
+            // revision with every change).
+            let list = !waiting.is_empty() || (!pushed && memory.schedule.list_due(now));
             let (outcome, result) = match self.attempt(list, &mut memory).await {
                 Ok(outcome) => {
                     self.succeeded(&mut memory);
@@ -79,6 +86,7 @@ impl Poller {
                     (outcome, Err(error))
                 }
             };
+            self.note_source(&mut memory);
             next = now + memory.schedule.after(outcome, now, self.rng.f64());
             for reply in waiting {
                 // The requester may have given up; nothing to do then.
@@ -129,6 +137,38 @@ impl Poller {
         let carries_lb_health = listing.carries_lb_health();
         self.publish(listing);
         Outcome::Listed { carries_lb_health }
+    }
+
+    /// Records where the instances come from, and counts and logs a change of it.
+    fn note_source(&self, memory: &mut Memory) {
+        let kind = self.source.kind();
+        let before = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .source
+            .clone();
+        if before == kind {
+            return;
+        }
+        // The first attempt sets it; later changes are switches.
+        let switched = std::mem::replace(&mut memory.source_known, true);
+        if switched {
+            tracing::warn!(
+                namespace = %self.ident.namespace,
+                service = %self.ident.service,
+                from = ?before,
+                to = ?kind,
+                "discovery source changed"
+            );
+            self.metrics.source_switch(kind.as_str()).increment(1);
+        }
+        self.record(|s| {
+            s.source = kind;
+            if switched {
+                s.source_switches += 1;
+            }
+        });
     }
 
     fn succeeded(&self, memory: &mut Memory) {

@@ -119,6 +119,53 @@ pub trait InstanceSource: Send + Sync + 'static {
 
     /// Every instance.
     fn list(&self) -> BoxFuture<'_, Result<Listing, Error>>;
+
+    /// Resolves when the source may have something new, so that the poller asks at once
+    /// instead of at its next poll: a source that is pushed to (the xDS source) says so here.
+    /// The poller then checks the [`revision`](InstanceSource::revision) as it does on a
+    /// poll. Must be cancel-safe (the poller drops it when its timer fires first). Default:
+    /// never (the source is polled).
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+
+    /// Where the instances come from now, for [`DiscoveryStatus::source`](super::DiscoveryStatus::source).
+    /// Default [`SourceKind::Custom`].
+    fn kind(&self) -> SourceKind {
+        SourceKind::Custom
+    }
+}
+
+/// Where a discovery poller's instances come from now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SourceKind {
+    /// Cloud Map, polled directly.
+    CloudMap,
+    /// An xDS server, pushing (the crate's xDS source), at this URI.
+    Xds {
+        /// The server's URI.
+        server: String,
+    },
+    /// Cloud Map polled directly because the xDS servers did not answer in time (the xDS
+    /// source's fallback).
+    CloudMapFallback,
+    /// A source of the application's own, or a static list.
+    #[default]
+    Custom,
+}
+
+impl SourceKind {
+    /// A short name for logs and metric labels: `cloud_map`, `xds`, `cloud_map_fallback`,
+    /// `custom`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::CloudMap => "cloud_map",
+            Self::Xds { .. } => "xds",
+            Self::CloudMapFallback => "cloud_map_fallback",
+            Self::Custom => "custom",
+        }
+    }
 }
 
 /// A fixed list of instances that can be replaced at run time; each replacement is a new
@@ -182,5 +229,13 @@ impl<S: InstanceSource> InstanceSource for Arc<S> {
 
     fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
         (**self).list()
+    }
+
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        (**self).changed()
+    }
+
+    fn kind(&self) -> SourceKind {
+        (**self).kind()
     }
 }

@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::Instance;
 use cloudmap_balancer::ZoneMode;
-use cloudmap_balancer::contract::{format_rfc3339, keys};
+use cloudmap_balancer::contract::xds;
 use cloudmap_balancer::picker::{
     Availability, Exclusion, Picker, PickerConfig, SpillLevel, ZoneDemand,
 };
 
 /// The `filter_metadata` namespace of every endpoint's contract values.
-pub const METADATA_NAMESPACE: &str = "cloudmap";
+pub const METADATA_NAMESPACE: &str = xds::METADATA_NAMESPACE;
 
 /// The sum of the priority-0 locality weights (before rounding each up to at least 1): a share
 /// of 1 in a million is the finest split served. gRPC NACKs sums over 2³².
@@ -256,38 +256,56 @@ fn scale(share: f64) -> u32 {
     weight.max(1)
 }
 
-/// The contract values of an instance, as the attribute table spells them.
+/// The contract values of an instance, as the attribute table spells them, with its ID and
+/// Cloud Map health: what the crate's xDS source reads back (see the crate's `contract::xds`).
 fn metadata(instance: &Instance) -> Vec<(&'static str, String)> {
-    let mut values = vec![
-        (
-            "CLOUD_MAP_HEALTH",
-            instance.cloud_map_health.as_str().to_owned(),
-        ),
-        ("INSTANCE_ID", instance.id.clone()),
-        (keys::LB_HEALTH, instance.health.as_str().to_owned()),
-    ];
-    let mut optional = |key: &'static str, value: Option<String>| {
-        if let Some(value) = value {
-            values.push((key, value));
-        }
-    };
-    optional(keys::AVAILABILITY_ZONE, instance.zone.clone());
-    optional(keys::AVAILABILITY_ZONE_ID, instance.zone_id.clone());
-    optional(
-        keys::LB_STATE,
-        instance.state.map(|s| s.as_str().to_owned()),
-    );
-    optional(keys::LB_WEIGHT, instance.weight.map(|w| w.to_string()));
-    optional(keys::LB_LOAD, instance.load.map(|l| l.to_string()));
-    optional(keys::LB_UPDATED_AT, instance.updated_at.map(format_rfc3339));
-    optional(
-        keys::LB_RUNNING_SINCE,
-        instance.running_since.map(format_rfc3339),
-    );
-    optional(keys::LB_TASK_ARN, instance.task_arn.clone());
-    optional(keys::LB_CAPACITY, instance.capacity.clone());
+    let mut values = instance.attributes();
+    values.push((xds::INSTANCE_ID, instance.id.clone()));
+    values.push((
+        xds::CLOUD_MAP_HEALTH,
+        instance.cloud_map_health.as_str().to_owned(),
+    ));
     values.sort_by_key(|(key, _)| *key);
     values
+}
+
+/// Every instance of a snapshot, zone-agnostic and unpicked, for Rust clients that pick for
+/// themselves (the `instances/` names): one locality each, in priority 0, weighted by
+/// `LB_WEIGHT` (1 when it has none or 0), `DRAINING` when its state says so, `UNHEALTHY` when
+/// Cloud Map or `LB_HEALTH` says so. Nothing is left out, not even two instances at one
+/// address: the metadata carries each instance whole.
+pub fn instances(instances: &[Instance]) -> Assignment {
+    let mut localities: Vec<LocalityAssignment> = instances
+        .iter()
+        .map(|instance| LocalityAssignment {
+            instance_id: instance.id.clone(),
+            zone: instance
+                .zone_id
+                .clone()
+                .or_else(|| instance.zone.clone())
+                .unwrap_or_default(),
+            priority: 0,
+            // At most 4,000,000 each: 1,000 instances stay under gRPC's 2³² sum.
+            weight: instance.weight.map_or(1, |w| w.get().clamp(1, 4_000_000)),
+            addr: instance.addr,
+            health: if instance.state == Some(cloudmap_balancer::contract::LbState::Draining) {
+                EndpointHealth::Draining
+            } else if instance.cloud_map_health == cloudmap_balancer::CloudMapHealth::Unhealthy
+                || instance.health == cloudmap_balancer::contract::LbHealth::Unhealthy
+            {
+                EndpointHealth::Unhealthy
+            } else {
+                EndpointHealth::Healthy
+            },
+            metadata: metadata(instance),
+        })
+        .collect();
+    localities.sort_by(|a, b| (&a.instance_id, a.addr).cmp(&(&b.instance_id, b.addr)));
+    Assignment {
+        localities,
+        duplicates: Vec::new(),
+        panic: false,
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,6 @@ pub mod encode;
 
 pub use assignment::{
     Assignment, AssignmentConfig, ClientZone, EndpointHealth, LocalityAssignment,
-    METADATA_NAMESPACE, WEIGHT_TOTAL, assign,
+    METADATA_NAMESPACE, WEIGHT_TOTAL, assign, instances,
 };
 pub use encode::{ClusterPolicy, LbPolicy, OutlierPolicy};

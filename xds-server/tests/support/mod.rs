@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod fleet;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

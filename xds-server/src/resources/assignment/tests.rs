@@ -1,6 +1,7 @@
 //! The assignment against the crate's picker: the same shares, the lifecycle mapped as
 //! documented, and what gRPC would NACK never produced.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::contract::{LbHealth, LbState, Load, Weight};
@@ -304,5 +305,117 @@ proptest! {
         }
         let sum: u64 = assignment.localities.iter().map(|l| u64::from(l.weight)).sum();
         prop_assert!(sum < 1 << 32);
+    }
+}
+
+/// A Cloud Map instance's attributes, odd values included.
+fn arbitrary_attributes(
+    n: u8,
+) -> impl Strategy<Value = (String, HashMap<String, String>, CloudMapHealth)> {
+    use cloudmap_balancer::contract::{format_rfc3339_exact, keys};
+    let time = (
+        1_600_000_000u64..1_900_000_000,
+        0u32..1_000_000_000,
+        any::<bool>(),
+    )
+        .prop_map(|(s, n, whole)| {
+            format_rfc3339_exact(
+                SystemTime::UNIX_EPOCH
+                    + Duration::new(s, if whole { n / 1_000_000 * 1_000_000 } else { n }),
+            )
+        });
+    (
+        prop::sample::select(vec!["eu-central-1a", "eu-central-1b", ""]),
+        prop::option::of(prop::sample::select(vec!["euc1-az1", "euc1-az2"])),
+        prop::option::of(prop::sample::select(vec![
+            "RUNNING", "DRAINING", "STARTING", "STOPPED", "DRAINNG", "running",
+        ])),
+        prop::option::of(prop::sample::select(vec![
+            "HEALTHY",
+            "UNHEALTHY",
+            "UNKNOWN",
+            "sick",
+        ])),
+        prop::option::of(prop::sample::select(vec![
+            "0", "1", "256", "1000", "abc", "-5",
+        ])),
+        prop::option::of(prop::sample::select(vec!["0", "37", "100", "250", "x"])),
+        prop::option::of(time.clone()),
+        prop::option::of(time),
+        prop::option::of(prop::sample::select(vec!["FARGATE", "FARGATE_SPOT", "EC2"])),
+        (
+            1u8..4,
+            prop::sample::select(vec![
+                CloudMapHealth::Healthy,
+                CloudMapHealth::Unhealthy,
+                CloudMapHealth::Unknown,
+            ]),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            move |(
+                zone,
+                zone_id,
+                state,
+                health,
+                weight,
+                load,
+                updated,
+                running,
+                capacity,
+                (host, cm, schema),
+            )| {
+                let mut a = HashMap::new();
+                // Addresses repeat across instances (a task re-registered, a stale entry).
+                a.insert(keys::AWS_INSTANCE_IPV4.to_owned(), format!("10.0.0.{host}"));
+                a.insert(keys::AWS_INSTANCE_PORT.to_owned(), "50051".to_owned());
+                let mut put = |k: &str, v: Option<&str>| {
+                    if let Some(v) = v {
+                        a.insert(k.to_owned(), v.to_owned());
+                    }
+                };
+                put(
+                    keys::AVAILABILITY_ZONE,
+                    Some(zone).filter(|z| !z.is_empty()),
+                );
+                put(keys::AVAILABILITY_ZONE_ID, zone_id);
+                put(keys::LB_STATE, state);
+                put(keys::LB_HEALTH, health);
+                put(keys::LB_WEIGHT, weight);
+                put(keys::LB_LOAD, load);
+                put(keys::LB_UPDATED_AT, updated.as_deref());
+                put(keys::LB_RUNNING_SINCE, running.as_deref());
+                put(keys::LB_CAPACITY, capacity);
+                put(keys::LB_SCHEMA, schema.then_some("1"));
+                put(
+                    keys::LB_TASK_ARN,
+                    Some(&format!("arn:aws:ecs:eu-central-1:1:task/c/t{n}")),
+                );
+                (format!("t{n}"), a, cm)
+            },
+        )
+}
+
+proptest! {
+    /// The same fleet through both sources gives the same instances: decoded from Cloud Map's
+    /// attributes directly, or served as the `instances/` ClusterLoadAssignment and decoded by
+    /// the crate's xDS source.
+    #[test]
+    fn the_instances_answer_reads_back_to_the_direct_listing(
+        fleet in (1usize..10).prop_flat_map(|n| {
+            (0..n).map(|i| arbitrary_attributes(u8::try_from(i + 1).unwrap())).collect::<Vec<_>>()
+        }),
+    ) {
+        let direct = cloudmap_balancer::discovery::Listing::decode(
+            Some(7),
+            fleet.iter().map(|(id, attributes, health)| (id.as_str(), attributes, *health)),
+        );
+        let assignment = instances(direct.instances());
+        let cla = crate::resources::encode::load_assignment("instances/echo.ns", "eu-central-1", &assignment);
+        let through_xds = cloudmap_balancer::discovery::xds::decode_listing(&cla, 7).unwrap();
+        prop_assert_eq!(through_xds.instances(), direct.instances());
+        // What gRPC would NACK is never produced, should a gRPC client ask for it.
+        prop_assert!(assignment.localities.iter().all(|l| l.weight > 0));
     }
 }

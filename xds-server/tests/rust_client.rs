@@ -1,0 +1,192 @@
+//! The Rust client through the xDS server, end to end with real parts: moto as Cloud Map, real
+//! tonic backends on 127.0.0.1:0, the real `cloudmap-xds` binary, and the crate's `Balancer`
+//! with its xDS source next to one polling Cloud Map directly. Every case runs in this one
+//! test, so the set-up is paid once.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cloudmap_balancer::discovery::SourceKind;
+use cloudmap_balancer::discovery::xds::XdsOptions;
+use cloudmap_balancer::{Balancer, Options};
+use support::fleet::{Backend, XdsProcess};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Waits (a hang guard of 30 s, not a timing check) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
+/// Calls through `balancer` until `stop` is set; counts failures.
+fn caller(balancer: &Balancer, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64)> {
+    let mut client = HealthClient::new(balancer.channel());
+    tokio::spawn(async move {
+        let (mut calls, mut failed) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            calls += 1;
+            if client.check(HealthCheckRequest::default()).await.is_err() {
+                failed += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        (calls, failed)
+    })
+}
+
+fn source(balancer: &Balancer) -> SourceKind {
+    balancer.stats().discovery.source
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
+    let moto = local_stack::MotoServer::shared();
+    let cloudmap = moto.servicediscovery();
+    let namespace =
+        local_stack::cloudmap::create_http_namespace(&cloudmap, &local_stack::unique_name("rx"))
+            .await
+            .unwrap();
+    let service = local_stack::cloudmap::create_service(&cloudmap, &namespace, "echo", false)
+        .await
+        .unwrap();
+    let backends = vec![
+        Backend::start("t1", "eu-central-1a", 100).await,
+        Backend::start("t2", "eu-central-1a", 200).await,
+        Backend::start("t3", "eu-central-1b", 300).await,
+        // Not yet callable: must reach the client as it is, not be left out.
+        Backend::start("t4", "eu-central-1b", 100).await,
+    ];
+    let register = |b: &Backend, state: &str| {
+        let attributes = HashMap::from([
+            ("AWS_INSTANCE_IPV4".to_owned(), b.addr.ip().to_string()),
+            ("AWS_INSTANCE_PORT".to_owned(), b.addr.port().to_string()),
+            ("AVAILABILITY_ZONE".to_owned(), b.zone.to_owned()),
+            ("LB_STATE".to_owned(), state.to_owned()),
+            ("LB_WEIGHT".to_owned(), b.weight.to_string()),
+            (
+                "LB_UPDATED_AT".to_owned(),
+                "2026-12-05T01:02:03.456789Z".to_owned(),
+            ),
+        ]);
+        cloudmap
+            .register_instance()
+            .service_id(&service.id)
+            .instance_id(b.id)
+            .set_attributes(Some(attributes))
+            .send()
+    };
+    for b in &backends {
+        let state = if b.id == "t4" { "STARTING" } else { "RUNNING" };
+        register(b, state).await.unwrap();
+    }
+
+    // Server A runs; B's port is reserved for a replica that starts later.
+    let a = XdsProcess::start(moto.endpoint());
+    let b_addr = format!("127.0.0.1:{}", local_stack::free_port().unwrap());
+    let mut xds = XdsOptions::new([a.addr.to_string(), b_addr.clone()]);
+    xds.lost_timeout = Duration::from_secs(1);
+    xds.backoff_base = Duration::from_millis(50);
+    xds.backoff_max = Duration::from_millis(200);
+    let build = |xds: Option<XdsOptions>| {
+        Balancer::builder(&moto.sdk_config(), &namespace.name, "echo")
+            .local_zone("eu-central-1a")
+            .options(Options::default())
+            .xds(xds)
+            .build()
+            .unwrap()
+    };
+    let direct = build(None);
+    let pushed = build(Some(xds));
+    direct.ready().await.unwrap();
+    pushed.ready().await.unwrap();
+
+    // The same instances through both sources, STARTING one and sub-millisecond times too.
+    let same = || direct.snapshot().unwrap().instances() == pushed.snapshot().unwrap().instances();
+    assert!(
+        same(),
+        "{:?}\nvs\n{:?}",
+        direct.snapshot(),
+        pushed.snapshot()
+    );
+    assert_eq!(pushed.snapshot().unwrap().instances().len(), 4);
+    assert_eq!(
+        source(&pushed),
+        SourceKind::Xds {
+            server: format!("http://{}", a.addr)
+        }
+    );
+    assert_eq!(source(&direct), SourceKind::CloudMap);
+
+    // A Cloud Map write reaches the client by push (the server polls every second; the client's
+    // own poll interval is 25 s).
+    register(&backends[1], "DRAINING").await.unwrap();
+    until("the push of t2's DRAINING", || {
+        pushed.snapshot().unwrap().instances()[1].state
+            == Some(cloudmap_balancer::contract::LbState::Draining)
+    })
+    .await;
+    direct.refresh().await.unwrap();
+    assert!(same(), "the same after the change");
+
+    // Server A killed mid-run: the last snapshot stays, no call fails, and after the lost
+    // timeout (1 s here) Cloud Map is polled directly.
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = caller(&pushed, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.kill();
+    until("the fallback to Cloud Map", || {
+        source(&pushed) == SourceKind::CloudMapFallback
+    })
+    .await;
+    let status = pushed.stats().discovery;
+    assert_eq!(status.source_switches, 1, "{status:?}");
+    assert!(same(), "Cloud Map's listing is the one xDS served");
+
+    // A replica comes up: the client returns to xDS at once.
+    let b = XdsProcess::start_on(moto.endpoint(), &b_addr);
+    until("the return to xDS", || {
+        source(&pushed)
+            == SourceKind::Xds {
+                server: format!("http://{b_addr}"),
+            }
+    })
+    .await;
+    assert_eq!(pushed.stats().discovery.source_switches, 2);
+    stop.store(true, Ordering::Relaxed);
+    let (made, failed) = calls.await.unwrap();
+    assert!(made > 10, "{made} calls");
+    assert_eq!(
+        failed, 0,
+        "no call failed through the server's death and the fallback"
+    );
+    assert!(same());
+
+    // No server reachable at start: after the start timeout (2 s, under the 5 s first-snapshot
+    // timeout), Cloud Map; calls made meanwhile wait for it and succeed.
+    let nowhere = format!("127.0.0.1:{}", local_stack::free_port().unwrap());
+    let stranded = build(Some(XdsOptions::new([nowhere])));
+    let mut client = HealthClient::new(stranded.channel());
+    client.check(HealthCheckRequest::default()).await.unwrap();
+    assert_eq!(source(&stranded), SourceKind::CloudMapFallback);
+    assert!(stranded.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+
+    let summary = b.stop();
+    assert_eq!(
+        summary["nacks"], 0,
+        "the server's answers were accepted: {summary}"
+    );
+    let served: u64 = backends.iter().map(Backend::calls).sum();
+    assert!(served >= made, "{served} calls served, {made} made");
+}
