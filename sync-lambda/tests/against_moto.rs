@@ -12,8 +12,8 @@ use cloudmap_balancer::contract::{self, LbAttributes, LbHealth, LbState, Weight,
 use cloudmap_sync::observe::InvocationKind;
 use cloudmap_sync::{ErrorKind, SystemClock};
 use common::{
-    Fixed, Settable, Stack, TaskInfo, fixture_json, handler, handler_on, in_subnet, put_cpu,
-    sdk_via, task_subnet, without_time,
+    Fixed, Networked, Settable, Stack, TaskInfo, fixture_json, handler, handler_on, in_subnet,
+    networked_handler, put_cpu, sdk_via, subnet_in, task_subnet, without_time,
 };
 use local_stack::MotoServer;
 use local_stack::fault::{Fault, FaultProxy};
@@ -29,10 +29,10 @@ type Case = (&'static str, bool, &'static [(&'static str, &'static str)]);
 #[tokio::test]
 async fn fixture_events_produce_the_expected_attributes() {
     let stack = Stack::new().await;
-    let tasks = stack.run_tasks(5, &[]).await;
+    let tasks = stack.run_tasks(6, &[]).await;
     let handler = handler(stack.config(&[]));
     // (fixture, stop the task in ECS first, expected LB_* values)
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             "fargate_running.json",
             false,
@@ -86,6 +86,21 @@ async fn fixture_events_produce_the_expected_attributes() {
             "deprovisioning.json",
             true,
             &[(keys::LB_STATE, "STOPPED"), (keys::LB_TASK_VERSION, "7")],
+        ),
+        (
+            // ECS Managed Instances (launch type MANAGED_INSTANCES, its capacity provider):
+            // the same path as EC2's and Fargate's.
+            "managed_instances_running.json",
+            false,
+            &[
+                (keys::LB_STATE, "RUNNING"),
+                (keys::LB_CAPACITY, "managed-instances-cp"),
+                (keys::LB_CPU_UNITS, "1024"),
+                (keys::LB_MEMORY_MIB, "3072"),
+                (keys::LB_WEIGHT, "400"),
+                (keys::LB_TASK_VERSION, "3"),
+                (keys::LB_RUNNING_SINCE, "2026-11-23T08:41:06.883Z"),
+            ],
         ),
     ];
     assert_eq!(cases.len(), tasks.len(), "one task per case");
@@ -689,7 +704,8 @@ async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() 
     for task in &tasks {
         stack.register_like_ecs(task).await;
     }
-    // A task ECS has forgotten, whose event names no ENI (EC2 bridge mode): no subnet anywhere.
+    // A task ECS has forgotten, whose event names no ENI (EC2 bridge mode): no subnet anywhere,
+    // and its zone name is not translated (ECS does not vouch that it is this account's task).
     let gone = TaskInfo {
         arn: format!(
             "{}/{}",
@@ -706,7 +722,7 @@ async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() 
     // way (`ErrorResponse/Error/Code`), which the EC2 adapter reads as it reads EC2's own
     // `Response/Errors/Error/Code`: the reasons come from the codes.
     let cases: [ZoneIdCase<'_>; 5] = [
-        (&gone, None, None, "no_subnet", 0),
+        (&gone, None, None, "task_unknown", 0),
         // moto's own answer, InvalidSubnetID.NotFound.
         (
             &tasks[0],
@@ -808,6 +824,125 @@ async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() 
             Some(zone_id.as_str()),
             "{}",
             task.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn tasks_without_a_subnet_get_their_zone_id_from_the_zone_name() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(5, &[]).await;
+    let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
+    let clock = Settable::at(SystemTime::now());
+    // DescribeTasks as AWS describes bridge- and host-mode tasks: without an ENI.
+    let handler = networked_handler(
+        &sdk_via(&proxy.endpoint()),
+        stack.config(&[("SYNC_LOAD_ENABLED", "false")]),
+        clock.clone(),
+        Networked::bridge,
+    );
+    for task in &tasks {
+        stack.register_like_ecs(task).await;
+    }
+    // What moto's EC2 says each zone's ID is, through DescribeSubnets: the name map
+    // (DescribeAvailabilityZones) must agree with it.
+    let (_, zone_1b) = subnet_in("eu-central-1b").await;
+    let (subnet_1c, zone_1c) = subnet_in("eu-central-1c").await;
+
+    // An EC2 bridge-mode task's real event (no ENI; zone eu-central-1b), a Managed Instances
+    // task in host mode (its event without the ENI; zone eu-central-1c): one
+    // DescribeAvailabilityZones for both, no DescribeSubnets.
+    let bridge = stack.event("ec2_bridge_running.json", &tasks[0], 2);
+    let host_mode = in_subnet(
+        stack.event("managed_instances_running.json", &tasks[1], 3),
+        None,
+    );
+    for (event, task, zone_id) in [
+        (bridge, &tasks[0], &zone_1b),
+        (host_mode, &tasks[1], &zone_1c),
+    ] {
+        let report = handler.handle(event).await.unwrap();
+        assert_eq!(report.writes(), 1, "{report:#?}");
+        assert!(report.zone_id_unavailable.is_empty(), "{report:#?}");
+        let attrs = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(
+            get(&attrs, keys::AVAILABILITY_ZONE_ID),
+            Some(zone_id.as_str())
+        );
+    }
+    assert_eq!(
+        proxy.count("DescribeAvailabilityZones"),
+        1,
+        "one per account and region"
+    );
+    assert_eq!(proxy.count("DescribeSubnets"), 0);
+
+    // A Managed Instances task in awsvpc mode: its subnet names the zone.
+    proxy.reset_counts();
+    let awsvpc = in_subnet(
+        stack.event("managed_instances_running.json", &tasks[2], 3),
+        Some(&subnet_1c),
+    );
+    let report = handler.handle(awsvpc).await.unwrap();
+    assert_eq!(report.writes(), 1, "{report:#?}");
+    let attrs = stack.attributes(&tasks[2].id).await.unwrap();
+    assert_eq!(
+        get(&attrs, keys::AVAILABILITY_ZONE_ID),
+        Some(zone_1c.as_str())
+    );
+    assert_eq!(get(&attrs, keys::LB_CAPACITY), Some("managed-instances-cp"));
+    assert_eq!(proxy.count("DescribeSubnets"), 1);
+
+    // Throttled or denied, the state is written without the zone ID and counted; the next
+    // reconciliation past the retry interval fills it in (moto's DescribeTasks names no zone:
+    // the name ECS wrote, AVAILABILITY_ZONE, stands in).
+    let fresh = networked_handler(
+        &sdk_via(&proxy.endpoint()),
+        stack.config(&[("SYNC_LOAD_ENABLED", "false")]),
+        clock.clone(),
+        Networked::bridge,
+    );
+    for (task, fault, reason) in [
+        (&tasks[3], Fault::Throttle, "throttled"),
+        (
+            &tasks[4],
+            Fault::Status {
+                status: 403,
+                code: "UnauthorizedOperation".into(),
+            },
+            "access_denied",
+        ),
+    ] {
+        proxy.fail("DescribeAvailabilityZones", fault);
+        clock.advance(Duration::from_secs(61));
+        let event = stack.event("ec2_bridge_running.json", task, 2);
+        let report = fresh.handle(event).await.unwrap();
+        assert_eq!(report.writes(), 1, "{reason}: {report:#?}");
+        assert_eq!(
+            report.zone_id_unavailable.get(reason),
+            Some(&1),
+            "{report:#?}"
+        );
+        let attrs = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(get(&attrs, keys::LB_STATE), Some("RUNNING"), "{reason}");
+        assert_eq!(get(&attrs, keys::AVAILABILITY_ZONE_ID), None, "{reason}");
+    }
+    proxy.clear();
+    clock.advance(Duration::from_secs(61));
+    proxy.reset_counts();
+    fresh.handle(json!({"action": "reconcile"})).await.unwrap();
+    assert_eq!(
+        proxy.count("DescribeAvailabilityZones"),
+        1,
+        "one for both tasks"
+    );
+    // ECS registered the instances in eu-central-1a (`register_like_ecs`).
+    let (_, zone_1a) = subnet_in("eu-central-1a").await;
+    for task in &tasks[3..] {
+        let attrs = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(
+            get(&attrs, keys::AVAILABILITY_ZONE_ID),
+            Some(zone_1a.as_str())
         );
     }
 }
