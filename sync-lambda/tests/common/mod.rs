@@ -11,6 +11,11 @@ use std::time::SystemTime;
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use cloudmap_balancer::contract::keys;
 use cloudmap_sync::aws::{AwsClients, CloudMap, CloudWatch, Ec2, Ecs};
 use cloudmap_sync::ports::{ServiceRegistries, Tasks};
@@ -336,6 +341,64 @@ pub fn networked_handler<C: Clock>(
         networked(aws.ecs),
         aws.cloudwatch,
         clock,
+        aws.ec2,
+    )
+}
+
+/// Every Cloud Map request as the SDK sends it (after serialisation, before transmission): its
+/// operation (`X-Amz-Target`) and JSON body. Shared namespaces cannot be made in moto; what the
+/// Lambda sends for them is what these tests check.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded(std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>);
+
+impl Recorded {
+    /// The requests so far, in order.
+    pub fn calls(&self) -> Vec<(String, Value)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Intercept for Recorded {
+    fn name(&self) -> &'static str {
+        "Recorded"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _config: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let operation = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|target| target.rsplit('.').next())
+            .unwrap_or_default()
+            .to_owned();
+        let body = request
+            .body()
+            .bytes()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .unwrap_or(Value::Null);
+        self.0.lock().unwrap().push((operation, body));
+        Ok(())
+    }
+}
+
+/// A handler on moto whose Cloud Map client records every request in `recorded`.
+pub fn recorded_handler(config: Config, recorded: Recorded) -> AwsHandler {
+    let sdk = MotoServer::shared().sdk_config();
+    let aws = AwsClients::new(&sdk, &config);
+    let cloudmap = aws_sdk_servicediscovery::config::Builder::from(&sdk)
+        .interceptor(recorded)
+        .build();
+    Handler::new(
+        config,
+        CloudMap::new(aws_sdk_servicediscovery::Client::from_conf(cloudmap)),
+        aws.ecs,
+        aws.cloudwatch,
+        SystemClock,
         aws.ec2,
     )
 }
