@@ -24,6 +24,12 @@ These adjustments make moto behave like AWS where the project depends on it:
    NAME`, CBOR bodies), which current AWS SDKs (the Rust SDK among them) use and moto 5.2.5 does
    not route (404). Such requests are translated to CloudWatch's JSON protocol, which moto serves,
    and the answers back to CBOR.
+6. Cloud Map takes a service's ID or its ARN as `ServiceId` (GetInstance, ListInstances,
+   RegisterInstance, DeregisterInstance and the other instance and service operations; the ARN
+   is what names a service in a namespace shared from another account). moto 5.2 looks services
+   up by ID only. An ARN of moto's own account and region is read as its ID here; any other ARN
+   stays unknown (ServiceNotFound), as a service of an account that shares nothing with the
+   caller.
 """
 
 import argparse
@@ -75,6 +81,31 @@ def register_instance_replaces() -> None:
         return original_register(self, service_id, instance_id, *args, **kwargs)
 
     backend.register_instance = register_instance
+
+
+def service_arns_name_services() -> None:
+    backend = servicediscovery_models.ServiceDiscoveryBackend
+
+    def service_id_of(self, service_id):
+        if isinstance(service_id, str) and service_id.startswith("arn:"):
+            parts = service_id.split(":", 5)
+            if (len(parts) == 6 and parts[2] == "servicediscovery"
+                    and parts[3] == self.region_name and parts[4] == self.account_id
+                    and parts[5].startswith("service/")):
+                return parts[5][len("service/"):]
+        return service_id
+
+    def by_id(original):
+        def method(self, service_id, *args, **kwargs):
+            return original(self, service_id_of(self, service_id), *args, **kwargs)
+
+        return method
+
+    for name in ("get_service", "update_service", "get_service_attributes",
+                 "update_service_attributes", "delete_service_attributes", "register_instance",
+                 "deregister_instance", "list_instances", "get_instance",
+                 "get_instances_health_status", "update_instance_custom_health_status"):
+        setattr(backend, name, by_id(getattr(backend, name)))
 
 
 def list_tasks_filters_by_service() -> None:
@@ -286,6 +317,7 @@ def main() -> int:
     keep_container_numbers_as_strings()
     keep_tasks_in_their_state()
     register_instance_replaces()
+    service_arns_name_services()
     list_tasks_filters_by_service()
     cloudwatch_speaks_cbor()
 

@@ -34,14 +34,15 @@ pub struct Config {
     pub log_level: String,
 }
 
-/// One owner-mode mapping: `CLUSTER/SERVICE=CLOUD_MAP_SERVICE_ID:PORT`.
+/// One owner-mode mapping: `CLUSTER/SERVICE=CLOUD_MAP_SERVICE:PORT`, the Cloud Map service by ID
+/// (`srv-…`) or ARN (required for a service in a namespace another account shares).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerMapping {
     /// ECS cluster name.
     pub cluster: String,
     /// ECS service name.
     pub service: String,
-    /// Cloud Map service ID (`srv-…`).
+    /// The Cloud Map service: its ID (`srv-…`) or ARN, sent as `ServiceId` as given.
     pub cloudmap_service_id: String,
     /// Port written to `AWS_INSTANCE_PORT`.
     pub port: u16,
@@ -286,7 +287,10 @@ impl Vars<'_> {
                 Self::invalid(
                     name,
                     &entry,
-                    format!("{reason}; expected CLUSTER/SERVICE=CLOUD_MAP_SERVICE_ID:PORT"),
+                    format!(
+                        "{reason}; expected CLUSTER/SERVICE=CLOUD_MAP_SERVICE_ID:PORT \
+                         (the service's ID or ARN)"
+                    ),
                 )
             };
             let (ecs, cloud_map) = entry.split_once('=').ok_or_else(|| bad("no `=`"))?;
@@ -301,6 +305,9 @@ impl Vars<'_> {
                 .ok_or_else(|| bad("the port is not 1-65535"))?;
             if [cluster, service, service_id].iter().any(|s| s.is_empty()) {
                 return Err(bad("an empty name"));
+            }
+            if service_id.starts_with("arn:") && !crate::handler::is_service_arn(service_id) {
+                return Err(bad("not a Cloud Map service ARN"));
             }
             if mappings
                 .iter()
@@ -376,6 +383,15 @@ mod tests {
         );
         assert_eq!(c.owner_mapping("staging", "echo").unwrap().port, 8080);
         assert_eq!(c.owner_mapping("prod", "other"), None);
+        // A service of a namespace another account shares: by ARN, colons and all.
+        let shared = "arn:aws:servicediscovery:eu-central-1:111122223333:service/srv-abc";
+        let by_arn =
+            config(&[("SYNC_OWNER_MAPPINGS", &format!("prod/echo={shared}:50051"))]).unwrap();
+        let mapping = by_arn.owner_mapping("prod", "echo").unwrap();
+        assert_eq!(
+            (mapping.cloudmap_service_id.as_str(), mapping.port),
+            (shared, 50051)
+        );
         let load = c.load.unwrap();
         assert_eq!(load.reserved_metric, None);
         assert_eq!(load.dimensions[1], Dimension::TaskDefinitionFamily);
@@ -395,6 +411,10 @@ mod tests {
             ("SYNC_OWNER_MAPPINGS", "prod/echo=srv-1:0"),
             ("SYNC_OWNER_MAPPINGS", "prod/echo=srv-1:1,prod/echo=srv-2:2"),
             ("SYNC_OWNER_MAPPINGS", "/echo=srv-1:80"),
+            (
+                "SYNC_OWNER_MAPPINGS",
+                "prod/echo=arn:aws:servicediscovery:eu-central-1:1:namespace/ns-1:80",
+            ),
             ("SYNC_LOAD_DIMENSIONS", "ClusterName,Pod"),
             ("SYNC_LOAD_DIMENSIONS", "ClusterName"),
             ("SYNC_LOAD_STEP", "0"),

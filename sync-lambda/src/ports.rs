@@ -1,4 +1,5 @@
-//! The narrow traits the handler is generic over: Cloud Map, ECS, CloudWatch, EC2 and the clock.
+//! The narrow traits the handler is generic over: Cloud Map, ECS, CloudWatch, EC2 (zones) and the
+//! clock.
 //!
 //! The AWS implementations are in [`crate::aws`]; each method is one AWS operation (or a
 //! paginated/batched series of one), returns parsed domain values, and maps SDK errors to
@@ -134,12 +135,19 @@ pub trait Metrics: Send + Sync {
 /// metric. None of these stops a write: the instance is written without `AVAILABILITY_ZONE_ID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ZoneIdGap {
-    /// Neither the event nor `DescribeTasks` names a subnet (no ENI: EC2 bridge or host mode).
-    NoSubnet,
+    /// Neither the event nor `DescribeTasks` names a subnet or a zone.
+    NoZone,
     /// EC2 does not know the subnet (`InvalidSubnetID.NotFound`), or answered without its zone ID.
     SubnetNotFound,
-    /// The function may not call `ec2:DescribeSubnets` (`UnauthorizedOperation`), e.g. after an
-    /// upgrade that did not update its role.
+    /// The zone name (a task without a subnet: EC2 bridge or host mode) is not among the zones
+    /// `DescribeAvailabilityZones` lists for the function's account and region.
+    ZoneNotFound,
+    /// A task without a subnet that ECS does not describe (stopped over an hour ago, or another
+    /// account's task forwarded to this function): zone names are per account, and only the
+    /// function's own account's mapping can be read, so its name is not translated.
+    TaskUnknown,
+    /// The function may not call `ec2:DescribeSubnets` or `ec2:DescribeAvailabilityZones`
+    /// (`UnauthorizedOperation`), e.g. after an upgrade that did not update its role.
     AccessDenied,
     /// EC2 throttled the call.
     Throttled,
@@ -151,8 +159,10 @@ impl ZoneIdGap {
     /// A short stable name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::NoSubnet => "no_subnet",
+            Self::NoZone => "no_zone",
             Self::SubnetNotFound => "subnet_not_found",
+            Self::ZoneNotFound => "zone_not_found",
+            Self::TaskUnknown => "task_unknown",
             Self::AccessDenied => "access_denied",
             Self::Throttled => "throttled",
             Self::Unavailable => "unavailable",
@@ -160,12 +170,12 @@ impl ZoneIdGap {
     }
 }
 
-/// A subnet's zone ID could not be read.
+/// A zone ID could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("the zone ID of subnet {subnet} is unknown ({})", gap.as_str())]
+#[error("the zone ID of {what} is unknown ({})", gap.as_str())]
 pub struct ZoneIdLookupError {
-    /// The subnet.
-    pub subnet: String,
+    /// What was looked up: a subnet ID, or the region's zones.
+    pub what: String,
     /// Why.
     pub gap: ZoneIdGap,
     /// The AWS error, when there was one (not for a subnet EC2 answered without).
@@ -173,13 +183,19 @@ pub struct ZoneIdLookupError {
     pub source: Option<SyncError>,
 }
 
-/// EC2, as far as the Lambda uses it.
-pub trait Subnets: Send + Sync {
+/// EC2, as far as the Lambda uses it: where zone IDs come from.
+pub trait Zones: Send + Sync {
     /// `DescribeSubnets` of one subnet: its `AvailabilityZoneId` (e.g. `euc1-az2`).
     fn zone_id(
         &self,
         subnet_id: &str,
     ) -> impl Future<Output = Result<String, ZoneIdLookupError>> + Send;
+
+    /// `DescribeAvailabilityZones` in the function's own account and region: zone name (e.g.
+    /// `eu-central-1a`) → zone ID, for every zone listed.
+    fn zone_ids(
+        &self,
+    ) -> impl Future<Output = Result<HashMap<String, String>, ZoneIdLookupError>> + Send;
 }
 
 /// The time, injected so tests decide it.

@@ -2,7 +2,7 @@
 //! as plain validated data. The event and AWS modules parse into these types; the decision
 //! modules read only these.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use cloudmap_balancer::contract::{LbHealth, LbState, Weight};
@@ -29,6 +29,25 @@ impl TaskRef {
             id: id.to_owned(),
             cluster: cluster.to_owned(),
         })
+    }
+}
+
+impl TaskRef {
+    /// The account and region in the task's ARN (`arn:PARTITION:ecs:REGION:ACCOUNT:task/…`, both
+    /// formats); `None` when the ARN is not of that shape.
+    pub fn account_region(&self) -> Option<(&str, &str)> {
+        let mut parts = self.arn.splitn(6, ':');
+        let (Some("arn"), Some(_partition), Some("ecs"), Some(region), Some(account), Some(_)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        (!region.is_empty() && !account.is_empty()).then_some((account, region))
     }
 }
 
@@ -182,8 +201,8 @@ impl Lifecycle {
     }
 }
 
-/// Facts about a task that do not change during its life: size, zone, capacity, address, subnet,
-/// start time. Every field is optional; sources are layered with [`TaskFacts::or`].
+/// Facts about a task that do not change during its life: size, zone, capacity, addresses,
+/// subnet, start time. Every field is optional; sources are layered with [`TaskFacts::or`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFacts {
     /// Task CPU units (1024 = one vCPU).
@@ -194,12 +213,15 @@ pub struct TaskFacts {
     pub zone: Option<String>,
     /// Capacity provider name, else launch type.
     pub capacity: Option<String>,
-    /// The ENI's private IPv4 address (awsvpc tasks only).
+    /// The ENI's private IPv4 address (awsvpc tasks only; absent in IPv6-only subnets).
     pub ipv4: Option<Ipv4Addr>,
+    /// The ENI's IPv6 address (awsvpc tasks in dual-stack or IPv6-only subnets).
+    pub ipv6: Option<Ipv6Addr>,
     /// The ENI's subnet (`subnetId`; awsvpc tasks only): where the zone ID comes from.
     pub subnet: Option<String>,
     /// Availability zone ID, e.g. `euc1-az2`. Neither an event nor `DescribeTasks` carries it: the
-    /// handler derives it from [`TaskFacts::subnet`] (EC2 `DescribeSubnets`) before deciding.
+    /// handler derives it from [`TaskFacts::subnet`] (EC2 `DescribeSubnets`), or for a task
+    /// without one from [`TaskFacts::zone`] (EC2 `DescribeAvailabilityZones`), before deciding.
     pub zone_id: Option<String>,
     /// ECS `startedAt`: when the task turned RUNNING. Absent before that, and for a task that
     /// never ran.
@@ -216,6 +238,7 @@ impl TaskFacts {
             zone: self.zone.or(fallback.zone),
             capacity: self.capacity.or(fallback.capacity),
             ipv4: self.ipv4.or(fallback.ipv4),
+            ipv6: self.ipv6.or(fallback.ipv6),
             subnet: self.subnet.or(fallback.subnet),
             zone_id: self.zone_id.or(fallback.zone_id),
             started_at: self.started_at.or(fallback.started_at),
@@ -329,6 +352,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.id, "9f8e-7d6c");
+        for task in [&new, &old] {
+            assert_eq!(
+                task.account_region(),
+                Some(("123456789012", "eu-central-1"))
+            );
+        }
+        assert_eq!(TaskRef::new("abc", "prod").unwrap().account_region(), None);
+        assert_eq!(
+            TaskRef::new("arn:aws:ecs::1:task/c/abc", "c")
+                .unwrap()
+                .account_region(),
+            None
+        );
         assert_eq!(TaskRef::new("arn:aws:ecs:x:task/", "prod"), None);
         assert_eq!(TaskRef::new("abc", " "), None);
     }

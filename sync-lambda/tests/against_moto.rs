@@ -12,8 +12,9 @@ use cloudmap_balancer::contract::{self, LbAttributes, LbHealth, LbState, Weight,
 use cloudmap_sync::observe::InvocationKind;
 use cloudmap_sync::{ErrorKind, SystemClock};
 use common::{
-    Fixed, Settable, Stack, TaskInfo, fixture_json, handler, handler_on, in_subnet, put_cpu,
-    sdk_via, task_subnet, without_time,
+    Fixed, Networked, Recorded, Settable, Stack, TaskInfo, fixture_json, handler, handler_on,
+    in_subnet, networked_handler, put_cpu, recorded_handler, sdk_via, subnet_in, task_subnet,
+    without_time,
 };
 use local_stack::MotoServer;
 use local_stack::fault::{Fault, FaultProxy};
@@ -29,10 +30,10 @@ type Case = (&'static str, bool, &'static [(&'static str, &'static str)]);
 #[tokio::test]
 async fn fixture_events_produce_the_expected_attributes() {
     let stack = Stack::new().await;
-    let tasks = stack.run_tasks(5, &[]).await;
+    let tasks = stack.run_tasks(6, &[]).await;
     let handler = handler(stack.config(&[]));
     // (fixture, stop the task in ECS first, expected LB_* values)
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             "fargate_running.json",
             false,
@@ -86,6 +87,21 @@ async fn fixture_events_produce_the_expected_attributes() {
             "deprovisioning.json",
             true,
             &[(keys::LB_STATE, "STOPPED"), (keys::LB_TASK_VERSION, "7")],
+        ),
+        (
+            // ECS Managed Instances (launch type MANAGED_INSTANCES, its capacity provider):
+            // the same path as EC2's and Fargate's.
+            "managed_instances_running.json",
+            false,
+            &[
+                (keys::LB_STATE, "RUNNING"),
+                (keys::LB_CAPACITY, "managed-instances-cp"),
+                (keys::LB_CPU_UNITS, "1024"),
+                (keys::LB_MEMORY_MIB, "3072"),
+                (keys::LB_WEIGHT, "400"),
+                (keys::LB_TASK_VERSION, "3"),
+                (keys::LB_RUNNING_SINCE, "2026-11-23T08:41:06.883Z"),
+            ],
         ),
     ];
     assert_eq!(cases.len(), tasks.len(), "one task per case");
@@ -689,7 +705,8 @@ async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() 
     for task in &tasks {
         stack.register_like_ecs(task).await;
     }
-    // A task ECS has forgotten, whose event names no ENI (EC2 bridge mode): no subnet anywhere.
+    // A task ECS has forgotten, whose event names no ENI (EC2 bridge mode): no subnet anywhere,
+    // and its zone name is not translated (ECS does not vouch that it is this account's task).
     let gone = TaskInfo {
         arn: format!(
             "{}/{}",
@@ -706,7 +723,7 @@ async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() 
     // way (`ErrorResponse/Error/Code`), which the EC2 adapter reads as it reads EC2's own
     // `Response/Errors/Error/Code`: the reasons come from the codes.
     let cases: [ZoneIdCase<'_>; 5] = [
-        (&gone, None, None, "no_subnet", 0),
+        (&gone, None, None, "task_unknown", 0),
         // moto's own answer, InvalidSubnetID.NotFound.
         (
             &tasks[0],
@@ -810,6 +827,310 @@ async fn a_failing_zone_id_lookup_never_blocks_the_state_write_and_is_retried() 
             task.id
         );
     }
+}
+
+#[tokio::test]
+async fn tasks_without_a_subnet_get_their_zone_id_from_the_zone_name() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(5, &[]).await;
+    let proxy = FaultProxy::start(MotoServer::shared().endpoint()).unwrap();
+    let clock = Settable::at(SystemTime::now());
+    // DescribeTasks as AWS describes bridge- and host-mode tasks: without an ENI.
+    let handler = networked_handler(
+        &sdk_via(&proxy.endpoint()),
+        stack.config(&[("SYNC_LOAD_ENABLED", "false")]),
+        clock.clone(),
+        Networked::bridge,
+    );
+    for task in &tasks {
+        stack.register_like_ecs(task).await;
+    }
+    // What moto's EC2 says each zone's ID is, through DescribeSubnets: the name map
+    // (DescribeAvailabilityZones) must agree with it.
+    let (_, zone_1b) = subnet_in("eu-central-1b").await;
+    let (subnet_1c, zone_1c) = subnet_in("eu-central-1c").await;
+
+    // An EC2 bridge-mode task's real event (no ENI; zone eu-central-1b), a Managed Instances
+    // task in host mode (its event without the ENI; zone eu-central-1c): one
+    // DescribeAvailabilityZones for both, no DescribeSubnets.
+    let bridge = stack.event("ec2_bridge_running.json", &tasks[0], 2);
+    let host_mode = in_subnet(
+        stack.event("managed_instances_running.json", &tasks[1], 3),
+        None,
+    );
+    for (event, task, zone_id) in [
+        (bridge, &tasks[0], &zone_1b),
+        (host_mode, &tasks[1], &zone_1c),
+    ] {
+        let report = handler.handle(event).await.unwrap();
+        assert_eq!(report.writes(), 1, "{report:#?}");
+        assert!(report.zone_id_unavailable.is_empty(), "{report:#?}");
+        let attrs = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(
+            get(&attrs, keys::AVAILABILITY_ZONE_ID),
+            Some(zone_id.as_str())
+        );
+    }
+    assert_eq!(
+        proxy.count("DescribeAvailabilityZones"),
+        1,
+        "one per account and region"
+    );
+    assert_eq!(proxy.count("DescribeSubnets"), 0);
+
+    // A Managed Instances task in awsvpc mode: its subnet names the zone.
+    proxy.reset_counts();
+    let awsvpc = in_subnet(
+        stack.event("managed_instances_running.json", &tasks[2], 3),
+        Some(&subnet_1c),
+    );
+    let report = handler.handle(awsvpc).await.unwrap();
+    assert_eq!(report.writes(), 1, "{report:#?}");
+    let attrs = stack.attributes(&tasks[2].id).await.unwrap();
+    assert_eq!(
+        get(&attrs, keys::AVAILABILITY_ZONE_ID),
+        Some(zone_1c.as_str())
+    );
+    assert_eq!(get(&attrs, keys::LB_CAPACITY), Some("managed-instances-cp"));
+    assert_eq!(proxy.count("DescribeSubnets"), 1);
+
+    // Throttled or denied, the state is written without the zone ID and counted; the next
+    // reconciliation past the retry interval fills it in (moto's DescribeTasks names no zone:
+    // the name ECS wrote, AVAILABILITY_ZONE, stands in).
+    let fresh = networked_handler(
+        &sdk_via(&proxy.endpoint()),
+        stack.config(&[("SYNC_LOAD_ENABLED", "false")]),
+        clock.clone(),
+        Networked::bridge,
+    );
+    for (task, fault, reason) in [
+        (&tasks[3], Fault::Throttle, "throttled"),
+        (
+            &tasks[4],
+            Fault::Status {
+                status: 403,
+                code: "UnauthorizedOperation".into(),
+            },
+            "access_denied",
+        ),
+    ] {
+        proxy.fail("DescribeAvailabilityZones", fault);
+        clock.advance(Duration::from_secs(61));
+        let event = stack.event("ec2_bridge_running.json", task, 2);
+        let report = fresh.handle(event).await.unwrap();
+        assert_eq!(report.writes(), 1, "{reason}: {report:#?}");
+        assert_eq!(
+            report.zone_id_unavailable.get(reason),
+            Some(&1),
+            "{report:#?}"
+        );
+        let attrs = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(get(&attrs, keys::LB_STATE), Some("RUNNING"), "{reason}");
+        assert_eq!(get(&attrs, keys::AVAILABILITY_ZONE_ID), None, "{reason}");
+    }
+    proxy.clear();
+    clock.advance(Duration::from_secs(61));
+    proxy.reset_counts();
+    fresh.handle(json!({"action": "reconcile"})).await.unwrap();
+    assert_eq!(
+        proxy.count("DescribeAvailabilityZones"),
+        1,
+        "one for both tasks"
+    );
+    // ECS registered the instances in eu-central-1a (`register_like_ecs`).
+    let (_, zone_1a) = subnet_in("eu-central-1a").await;
+    for task in &tasks[3..] {
+        let attrs = stack.attributes(&task.id).await.unwrap();
+        assert_eq!(
+            get(&attrs, keys::AVAILABILITY_ZONE_ID),
+            Some(zone_1a.as_str())
+        );
+    }
+}
+
+/// The event with its ENI in an IPv6-only subnet: `privateIPv6Address` instead of
+/// `privateIPv4Address`, and the container interface's `ipv6Address` likewise.
+fn ipv6_only(mut event: serde_json::Value, ipv6: std::net::Ipv6Addr) -> serde_json::Value {
+    let detail = &mut event["detail"];
+    for attachment in detail["attachments"].as_array_mut().into_iter().flatten() {
+        for pair in attachment["details"].as_array_mut().into_iter().flatten() {
+            if pair["name"] == "privateIPv4Address" {
+                *pair = json!({"name": "privateIPv6Address", "value": ipv6.to_string()});
+            }
+        }
+    }
+    for container in detail["containers"].as_array_mut().into_iter().flatten() {
+        for interface in container["networkInterfaces"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            interface
+                .as_object_mut()
+                .unwrap()
+                .remove("privateIpv4Address");
+            interface["ipv6Address"] = json!(ipv6.to_string());
+        }
+    }
+    event
+}
+
+#[tokio::test]
+async fn owner_mode_registers_ipv6_only_tasks_and_reconciliation_pairs_by_ipv6() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(2, &[]).await;
+    let ipv6 = |task: &TaskInfo| common::ipv6_of(task.ip.parse().unwrap());
+    let mapping = format!(
+        "{}/{}={}:8080",
+        stack.cluster, stack.service, stack.cloudmap_service_id
+    );
+    // DescribeTasks as AWS describes tasks in an IPv6-only subnet (moto gives every task IPv4).
+    let handler = networked_handler(
+        &MotoServer::shared().sdk_config(),
+        stack.config(&[
+            ("SYNC_OWNER_MAPPINGS", &mapping),
+            ("SYNC_LOAD_ENABLED", "false"),
+        ]),
+        SystemClock,
+        Networked::ipv6_only,
+    );
+
+    // The event of an IPv6-only ENI registers the task by its IPv6 address alone.
+    let event = ipv6_only(
+        stack.event("fargate_running.json", &tasks[0], 4),
+        ipv6(&tasks[0]),
+    );
+    let report = handler.handle(event).await.unwrap();
+    assert_eq!(report.creates(), 1, "{report:#?}");
+    let t0 = stack.attributes(&tasks[0].id).await.unwrap();
+    assert_eq!(
+        get(&t0, "AWS_INSTANCE_IPV6"),
+        Some(ipv6(&tasks[0]).to_string().as_str())
+    );
+    assert_eq!(get(&t0, keys::AWS_INSTANCE_IPV4), None);
+    assert_eq!(get(&t0, keys::AWS_INSTANCE_PORT), Some("8080"));
+    assert_eq!(get(&t0, keys::LB_OWNER), Some("LAMBDA"));
+    assert_eq!(get(&t0, keys::LB_STATE), Some("RUNNING"));
+
+    // An instance someone registered for t1 under another ID, by its IPv6 address only:
+    // reconciliation pairs it with t1 by that address instead of registering t1 again.
+    let by_hand = HashMap::from([
+        ("AWS_INSTANCE_IPV6".to_owned(), ipv6(&tasks[1]).to_string()),
+        (keys::AWS_INSTANCE_PORT.to_owned(), "8080".to_owned()),
+        (keys::ECS_SERVICE_NAME.to_owned(), stack.service.clone()),
+        (keys::ECS_CLUSTER_NAME.to_owned(), stack.cluster.clone()),
+    ]);
+    stack.register("t1-by-hand", by_hand).await;
+    let report = handler
+        .handle(json!({"action": "reconcile"}))
+        .await
+        .unwrap();
+    assert_eq!(report.creates(), 0, "{report:#?}");
+    assert_eq!(stack.attributes(&tasks[1].id).await, None);
+    let t1 = stack.attributes("t1-by-hand").await.unwrap();
+    assert!(
+        get(&t1, keys::LB_TASK_ARN).is_some_and(|arn| arn.ends_with(&tasks[1].id)),
+        "{t1:?}"
+    );
+    assert_eq!(get(&t1, keys::LB_STATE), Some("RUNNING"));
+}
+
+#[tokio::test]
+async fn every_cloud_map_call_names_the_service_by_its_arn() {
+    let stack = Stack::new().await;
+    let tasks = stack.run_tasks(2, &[]).await;
+    let recorded = Recorded::default();
+    // Enrich mode: the service as ECS's registry ARN names it.
+    let enrich = recorded_handler(
+        stack.config(&[("SYNC_LOAD_ENABLED", "false")]),
+        recorded.clone(),
+    );
+    stack.register_like_ecs(&tasks[0]).await;
+    let report = enrich
+        .handle(stack.event("fargate_running.json", &tasks[0], 4))
+        .await
+        .unwrap();
+    assert_eq!(report.writes(), 1, "{report:#?}");
+    // Owner mode, mapped by ARN: registered, deregistered, reconciled.
+    let by_arn = format!(
+        "{}/{}={}:8080",
+        stack.cluster, stack.service, stack.cloudmap_service_arn
+    );
+    let owner = recorded_handler(
+        stack.config(&[
+            ("SYNC_OWNER_MAPPINGS", &by_arn),
+            ("SYNC_LOAD_ENABLED", "false"),
+        ]),
+        recorded.clone(),
+    );
+    let report = owner
+        .handle(stack.event("fargate_running.json", &tasks[1], 4))
+        .await
+        .unwrap();
+    assert_eq!(report.creates(), 1, "{report:#?}");
+    stack.stop_task(&tasks[1]).await;
+    let report = owner
+        .handle(stack.event("fargate_stopped_by_scheduler.json", &tasks[1], 8))
+        .await
+        .unwrap();
+    assert_eq!(report.deregistrations(), 1, "{report:#?}");
+    owner.handle(json!({"action": "reconcile"})).await.unwrap();
+
+    let calls = recorded.calls();
+    let operations: std::collections::BTreeSet<&str> =
+        calls.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(
+        operations,
+        [
+            "DeregisterInstance",
+            "GetInstance",
+            "ListInstances",
+            "RegisterInstance"
+        ]
+        .into()
+    );
+    for (operation, body) in &calls {
+        assert_eq!(
+            body["ServiceId"], stack.cloudmap_service_arn,
+            "{operation}: {body}"
+        );
+        // Only discovery takes an owner account; these operations have none in their model.
+        assert!(body.get("OwnerAccount").is_none(), "{operation}: {body}");
+    }
+
+    // A service of a namespace another account (111122223333) shares: the same form, its ARN,
+    // sent as configured. moto has no such account, so it answers ServiceNotFound, a permanent
+    // error the function logs and acknowledges (AWS, without the share, answers an error too).
+    let shared = format!(
+        "arn:aws:servicediscovery:{}:111122223333:service/srv-sharedbyowner",
+        local_stack::REGION
+    );
+    let recorded = Recorded::default();
+    let consumer = recorded_handler(
+        stack.config(&[
+            (
+                "SYNC_OWNER_MAPPINGS",
+                &format!("{}/{}={shared}:8080", stack.cluster, stack.service),
+            ),
+            ("SYNC_LOAD_ENABLED", "false"),
+        ]),
+        recorded.clone(),
+    );
+    let report = consumer
+        .handle(stack.event("fargate_running.json", &tasks[0], 4))
+        .await
+        .unwrap();
+    assert_eq!(report.writes(), 0, "{report:#?}");
+    assert_eq!(
+        report.handled_errors.values().sum::<u32>(),
+        1,
+        "{report:#?}"
+    );
+    let calls = recorded.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].0, "GetInstance");
+    assert_eq!(calls[0].1["ServiceId"], shared.as_str());
+    assert_eq!(calls[0].1["InstanceId"], tasks[0].id.as_str());
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 xds-server/src and the crate's discovery module it runs): every fluent call on an AWS SDK client
 (`client.register_instance()`, also through a renamed crate such as `sdk::Client` for
 `use aws_sdk_servicediscovery as sdk`), and every hand-signed request (a `const SERVICE` and
-`const OPERATION` pair, as EC2's DescribeSubnets is). A new call therefore shows up here without
+`const OPERATION` pair per file, as EC2's DescribeSubnets and DescribeAvailabilityZones are). A new call therefore shows up here without
 anyone editing this file; if AWS authorizes it in a way `REQUESTS` does not yet describe, or the
 role does not grant it, the rehearsal fails.
 

@@ -68,6 +68,8 @@ sys.path.insert(0, str(HERE))
 # Region and account of the ECS events the tests carry; moto's default account is the same.
 REGION = "eu-central-1"
 ACCOUNT = "123456789012"
+# The owner of a Cloud Map namespace shared with ACCOUNT through AWS RAM.
+SHARING_ACCOUNT = "111122223333"
 os.environ.update({"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "rehearsal",
                    "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_EC2_METADATA_DISABLED": "true"})
 
@@ -204,7 +206,8 @@ def demo_set(aws: Aws) -> tuple[dict[str, str], Callable[[dict[str, str]], Targe
 
 def production_set(aws: Aws) -> tuple[dict[str, str], Callable[[dict[str, str]], Target]]:
     """Demo off; the clusters of the ECS fixtures (prod, legacy); two services in a private DNS
-    namespace, as ECS service discovery creates them; an SNS topic for the alarms; the xDS server
+    namespace, as ECS service discovery creates them, and one in a namespace another account
+    shares; an SNS topic for the alarms; the xDS server
     on, in the prod cluster, in two subnets (two zones) of the namespace's VPC."""
     clusters = [aws.ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"]
                 for name in ("prod", "legacy")]
@@ -225,6 +228,10 @@ def production_set(aws: Aws) -> tuple[dict[str, str], Callable[[dict[str, str]],
             Name=name, NamespaceId=namespace["Id"],
             DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 10}], "RoutingPolicy": "MULTIVALUE"},
             HealthCheckCustomConfig={"FailureThreshold": 1})["Service"]["Arn"])
+    # A service of a namespace another account shares through AWS RAM: it lives in the owner's
+    # account, and the Lambda names it by that ARN (an HTTP namespace: no hosted zone).
+    shared = f"arn:aws:servicediscovery:{REGION}:{SHARING_ACCOUNT}:service/srv-sharedbyowner001"
+    services.append(shared)
     topic = aws.sns.create_topic(Name="cloudmap-sync-alarms")["TopicArn"]
     xds = XdsTarget(cluster=clusters[0], vpc=vpc, subnets=subnets, namespace_id=namespace["Id"],
                     namespace_name="internal.example", client_cidr="10.0.0.0/16",
@@ -244,7 +251,8 @@ def production_set(aws: Aws) -> tuple[dict[str, str], Callable[[dict[str, str]],
         "XdsNamespaceId": xds.namespace_id,
         "XdsClientCidr": xds.client_cidr,
     }
-    return params, lambda outputs: Target(clusters, services, {s: zone for s in services}, topic,
+    return params, lambda outputs: Target(clusters, services,
+                                          {s: zone for s in services if s != shared}, topic,
                                           xds=xds)
 
 
@@ -696,6 +704,7 @@ REQUESTS: dict[str, Callable[[str], Request]] = {
     "ecs:ListServices": lambda c: Request("ecs:ListServices", "*", {"ecs:cluster": c}),
     "cloudwatch:GetMetricData": lambda _: Request("cloudwatch:GetMetricData", "*"),
     "ec2:DescribeSubnets": lambda _: Request("ec2:DescribeSubnets", "*"),
+    "ec2:DescribeAvailabilityZones": lambda _: Request("ec2:DescribeAvailabilityZones", "*"),
     # The xDS server's reads, for one SERVICE.NAMESPACE: no resource type, only the namespace and
     # service name keys.
     "servicediscovery:DiscoverInstances": lambda name: _discover("DiscoverInstances", name),

@@ -1,7 +1,7 @@
 //! [`Tasks`] on ECS, and the parsing of ECS's task descriptions into [`DescribedTask`].
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
@@ -237,6 +237,7 @@ pub(crate) fn described_task(
                 .map(str::to_owned)
                 .or_else(|| task.launch_type().map(|l| l.as_str().to_owned())),
             ipv4: ipv4(task),
+            ipv6: ipv6(task),
             subnet: eni_detail(task, "subnetId").map(str::to_owned),
             zone_id: None,
             started_at: task
@@ -278,10 +279,24 @@ fn ipv4(task: &Task) -> Option<Ipv4Addr> {
         })
 }
 
+/// The ENI's `privateIPv6Address`, else a container network interface's `ipv6Address`.
+fn ipv6(task: &Task) -> Option<Ipv6Addr> {
+    eni_detail(task, "privateIPv6Address")
+        .and_then(|v| v.parse().ok())
+        .or_else(|| {
+            task.containers()
+                .iter()
+                .flat_map(|c| c.network_interfaces())
+                .find_map(|n| n.ipv6_address()?.trim().parse().ok())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_ecs::types::{Attachment, Container, HealthStatus, KeyValuePair, Tag};
+    use aws_sdk_ecs::types::{
+        Attachment, Container, HealthStatus, KeyValuePair, NetworkInterface, Tag,
+    };
 
     #[test]
     fn a_full_aws_description() {
@@ -356,5 +371,42 @@ mod tests {
         assert_eq!(d.facts.capacity.as_deref(), Some("FARGATE"));
         assert_eq!(d.task.cluster, "prod");
         assert_eq!(d.weight_tag, Some(WeightTag::Invalid("lots".into())));
+    }
+
+    #[test]
+    fn ipv6_addresses_of_dual_stack_and_ipv6_only_tasks() {
+        let ipv6_only = Task::builder()
+            .task_arn("arn:aws:ecs:eu-central-1:1:task/prod/abc")
+            .attachments(
+                Attachment::builder()
+                    .r#type("ElasticNetworkInterface")
+                    .details(
+                        KeyValuePair::builder()
+                            .name("privateIPv6Address")
+                            .value("2a05:d014:9f1:8c02::7")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        let d = described_task(&ipv6_only, "prod", "lb:weight").unwrap();
+        assert_eq!(d.facts.ipv4, None);
+        assert_eq!(d.facts.ipv6, Some("2a05:d014:9f1:8c02::7".parse().unwrap()));
+        let dual_stack = Task::builder()
+            .task_arn("arn:aws:ecs:eu-central-1:1:task/prod/abc")
+            .containers(
+                Container::builder()
+                    .network_interfaces(
+                        NetworkInterface::builder()
+                            .private_ipv4_address("10.1.2.3")
+                            .ipv6_address("2a05:d014:9f1:8c02::8")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        let d = described_task(&dual_stack, "prod", "lb:weight").unwrap();
+        assert_eq!(d.facts.ipv4, Some([10, 1, 2, 3].into()));
+        assert_eq!(d.facts.ipv6, Some("2a05:d014:9f1:8c02::8".parse().unwrap()));
     }
 }

@@ -3,7 +3,7 @@
 //! once, and classifies failures (see [`ErrorKind`](crate::error::ErrorKind)).
 //!
 //! The endpoint, region and credentials come from the SDK's standard configuration, so
-//! `AWS_ENDPOINT_URL` points the same binary at the local stack. EC2's one read is signed by hand
+//! `AWS_ENDPOINT_URL` points the same binary at the local stack. EC2's two reads are signed by hand
 //! with the SDK's parts rather than through `aws-sdk-ec2` (see [`Ec2`]).
 
 mod cloudmap;
@@ -30,7 +30,7 @@ pub struct AwsClients {
     pub ecs: Ecs,
     /// CloudWatch.
     pub cloudwatch: CloudWatch,
-    /// EC2 (subnets' zone IDs).
+    /// EC2 (zone IDs: subnets', and the account's zone names').
     pub ec2: Ec2,
 }
 

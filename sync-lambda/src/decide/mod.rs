@@ -49,14 +49,15 @@
 //! each event was handled as it happened; another test drives a whole task life and counts its
 //! writes.
 //!
-//! Static facts (CPU, memory, zone, capacity, address) do not change during a task's life. An
+//! Static facts (CPU, memory, zone, capacity, addresses) do not change during a task's life. An
 //! event's own values come first (moto's `DescribeTasks` lacks the task-level ones), then
 //! `DescribeTasks`', then what was written before; reconciliation keeps what is written and fills
 //! gaps from `DescribeTasks`. On AWS all sources agree; the order only keeps an event and a
 //! reconciliation from flipping a value back and forth where they do not. `AVAILABILITY_ZONE`,
-//! `AVAILABILITY_ZONE_ID` (which the handler derives from the subnet and hands in as a fact) and
-//! the address are only ever added where missing. `LB_RUNNING_SINCE` is the earliest candidate
-//! seen (see `running_since`), another join.
+//! `AVAILABILITY_ZONE_ID` (which the handler derives from the subnet or the zone name and hands
+//! in as a fact) and the addresses (`AWS_INSTANCE_IPV4`, `AWS_INSTANCE_IPV6`) are only ever
+//! added where missing. `LB_RUNNING_SINCE` is the earliest candidate seen (see
+//! `running_since`), another join.
 //!
 //! What no decision does is cut a value to fit: an optional key Cloud Map would refuse is left
 //! out and listed in [`Decision::omitted`] (see `contract::merge`).
@@ -66,7 +67,8 @@
 //! - **Enrich** (the service has ECS service registries): ECS creates and deletes instances; a
 //!   decision only ever updates an existing instance. A missing instance is never re-created.
 //! - **Owner** (an explicit mapping): the Lambda creates the instance when `DescribeTasks` says
-//!   the task is RUNNING (with its IPv4 address and the configured port, `LB_OWNER=LAMBDA`), and
+//!   the task is RUNNING (with its IPv4 and/or IPv6 address, the configured port and
+//!   `LB_OWNER=LAMBDA`; an IPv6-only task gets `AWS_INSTANCE_IPV6` alone), and
 //!   deregisters it when the task is STOPPED, only if it carries `LB_OWNER=LAMBDA`.
 
 mod lifecycle;
@@ -81,6 +83,10 @@ pub use plan::{
 };
 
 pub(crate) use load::utilisation;
+
+/// Cloud Map's reserved key for an instance's IPv6 address (`contract::keys::RESERVED` lists it;
+/// the contract has no constant of its own for it yet).
+pub(crate) const AWS_INSTANCE_IPV6: &str = "AWS_INSTANCE_IPV6";
 
 #[cfg(test)]
 mod tests;

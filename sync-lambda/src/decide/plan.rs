@@ -144,7 +144,7 @@ pub enum SkipReason {
     InstanceNotFound,
     /// Owner mode: no instance, and the task is not running, so there is nothing to register.
     NotRunning,
-    /// Owner mode: the task runs but has no known IPv4 address (not an awsvpc task).
+    /// Owner mode: the task runs but has no known IPv4 or IPv6 address (not an awsvpc task).
     NoAddress,
     /// The instance carries another task's `LB_TASK_ARN`.
     OtherTask,
@@ -469,15 +469,18 @@ fn settle(
         if !live || !registrable {
             return Ok(decision(Action::Skip(SkipReason::NotRunning)));
         }
-        let Some(ipv4) = target.facts.ipv4 else {
+        // An IPv4 address, an IPv6 address (IPv6-only subnets) or both (dual-stack): Cloud Map
+        // takes either, and clients pick the family.
+        let addresses = addresses(&target.facts);
+        if addresses.is_empty() {
             return Ok(decision(Action::Skip(SkipReason::NoAddress)));
-        };
-        let if_missing = [
-            (keys::AWS_INSTANCE_IPV4, ipv4.to_string()),
+        }
+        let mut if_missing = addresses;
+        if_missing.extend([
             (keys::AWS_INSTANCE_PORT, port.to_string()),
             (keys::ECS_CLUSTER_NAME, target.task.cluster.clone()),
             (keys::ECS_SERVICE_NAME, ctx.service.to_owned()),
-        ];
+        ]);
         let merged = attributes(ctx, &target, &HashMap::new(), true, &if_missing)?;
         return Ok(Decision {
             omitted: merged.omitted,
@@ -500,10 +503,7 @@ fn settle(
             )));
         }
     }
-    let mut if_missing = Vec::new();
-    if let Some(ipv4) = target.facts.ipv4 {
-        if_missing.push((keys::AWS_INSTANCE_IPV4, ipv4.to_string()));
-    }
+    let if_missing = addresses(&target.facts);
     let proposed = attributes(ctx, &target, existing, lambda_owned, &if_missing)?;
     if proposed
         .attributes
@@ -558,6 +558,19 @@ fn attributes(
         if_missing.push((keys::AVAILABILITY_ZONE_ID, zone_id.clone()));
     }
     contract::merge(existing, &ours, &if_missing)
+}
+
+/// The task's addresses as Cloud Map keys: `AWS_INSTANCE_IPV4` and `AWS_INSTANCE_IPV6`, each
+/// where known. Only ever added where missing: an address ECS (or a person) wrote stays.
+fn addresses(facts: &TaskFacts) -> Vec<(&'static str, String)> {
+    let mut addresses = Vec::new();
+    if let Some(ipv4) = facts.ipv4 {
+        addresses.push((keys::AWS_INSTANCE_IPV4, ipv4.to_string()));
+    }
+    if let Some(ipv6) = facts.ipv6 {
+        addresses.push((super::AWS_INSTANCE_IPV6, ipv6.to_string()));
+    }
+    addresses
 }
 
 /// Whether the written attributes belong to `task`: no `LB_TASK_ARN` yet, or one with its ID.

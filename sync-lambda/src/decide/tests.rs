@@ -607,6 +607,63 @@ fn owner_mode_needs_an_address() {
 }
 
 #[test]
+fn owner_mode_registers_an_ipv6_only_task_by_its_ipv6_address() {
+    let policy = Policy::default();
+    let running = lifecycle(Running, DRunning);
+    let ipv6: std::net::Ipv6Addr = "2a05:d014:9f1:8c02::7".parse().unwrap();
+    let mut event = change(3, running);
+    event.facts.ipv4 = None;
+    event.facts.ipv6 = Some(ipv6);
+    let ipv6_only = with(described(running), |t| {
+        t.facts.ipv4 = None;
+        t.facts.ipv6 = Some(ipv6);
+    });
+    let d = on_event(
+        &ctx(Mode::Owner { port: 8080 }, &policy),
+        &event,
+        &ipv6_only,
+        None,
+    )
+    .unwrap();
+    assert!(
+        matches!(d.action, Action::Register { create: true, .. }),
+        "{d:?}"
+    );
+    let attributes = written(&d);
+    assert_eq!(attributes[AWS_INSTANCE_IPV6], "2a05:d014:9f1:8c02::7");
+    assert!(!attributes.contains_key(keys::AWS_INSTANCE_IPV4));
+    assert_eq!(attributes[keys::AWS_INSTANCE_PORT], "8080");
+
+    // Dual-stack: both addresses.
+    let dual = with(described(running), |t| t.facts.ipv6 = Some(ipv6));
+    let d = on_event(
+        &ctx(Mode::Owner { port: 8080 }, &policy),
+        &change(3, running),
+        &dual,
+        None,
+    )
+    .unwrap();
+    let attributes = written(&d);
+    assert_eq!(attributes[keys::AWS_INSTANCE_IPV4], "10.0.2.9");
+    assert_eq!(attributes[AWS_INSTANCE_IPV6], "2a05:d014:9f1:8c02::7");
+}
+
+#[test]
+fn enrich_mode_adds_a_missing_ipv6_address_and_never_replaces_one() {
+    let policy = Policy::default();
+    let l = lifecycle(Running, DRunning);
+    let c = ctx(Mode::Enrich, &policy);
+    let mut event = change(3, l);
+    event.facts.ipv6 = Some("2a05:d014:9f1:8c02::7".parse().unwrap());
+    let d = on_event(&c, &event, &described(l), Some(&ecs_instance())).unwrap();
+    assert_eq!(written(&d)[AWS_INSTANCE_IPV6], "2a05:d014:9f1:8c02::7");
+    let mut by_ecs = ecs_instance();
+    by_ecs.insert(AWS_INSTANCE_IPV6.into(), "2a05:d014:9f1:8c02::1".into());
+    let d = on_event(&c, &event, &described(l), Some(&by_ecs)).unwrap();
+    assert_eq!(written(&d)[AWS_INSTANCE_IPV6], "2a05:d014:9f1:8c02::1");
+}
+
+#[test]
 fn reconcile_writes_load_only_past_the_step() {
     let policy = Policy::default();
     let l = lifecycle(Running, DRunning);

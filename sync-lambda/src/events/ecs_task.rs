@@ -1,7 +1,7 @@
 //! The `ECS Task State Change` event: its detail as it arrives (lenient), and the validated
 //! [`TaskChange`] the rest of the crate works with.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use cloudmap_balancer::contract::{limits, parse_rfc3339};
@@ -113,6 +113,9 @@ pub struct NetworkInterface {
     /// `privateIpv4Address`.
     #[serde(deserialize_with = "lenient::text")]
     pub private_ipv4_address: Option<String>,
+    /// `ipv6Address` (dual-stack and IPv6-only subnets).
+    #[serde(deserialize_with = "lenient::text")]
+    pub ipv6_address: Option<String>,
 }
 
 /// A task state change, validated: what the decision logic needs from one event.
@@ -217,6 +220,7 @@ fn facts(detail: &TaskStateDetail) -> TaskFacts {
             .clone()
             .or_else(|| detail.launch_type.clone()),
         ipv4: eni_ipv4(detail),
+        ipv6: eni_ipv6(detail),
         subnet: eni_detail(detail, "subnetId").map(str::to_owned),
         zone_id: None,
         started_at: detail.started_at.as_deref().and_then(parse_rfc3339),
@@ -248,6 +252,19 @@ fn eni_ipv4(detail: &TaskStateDetail) -> Option<Ipv4Addr> {
             .iter()
             .flat_map(|c| &c.network_interfaces)
             .find_map(|n| n.private_ipv4_address.as_deref()?.parse().ok())
+    })
+}
+
+/// The task's IPv6 address: the ENI attachment's `privateIPv6Address`, else a container network
+/// interface's `ipv6Address`. A value that is not an IPv6 address counts as absent.
+fn eni_ipv6(detail: &TaskStateDetail) -> Option<Ipv6Addr> {
+    let from_attachments = eni_detail(detail, "privateIPv6Address").and_then(|v| v.parse().ok());
+    from_attachments.or_else(|| {
+        detail
+            .containers
+            .iter()
+            .flat_map(|c| &c.network_interfaces)
+            .find_map(|n| n.ipv6_address.as_deref()?.trim().parse().ok())
     })
 }
 
@@ -387,5 +404,42 @@ mod tests {
             TaskChange::from_detail(&d, &[]).unwrap().facts.ipv4,
             Some([10, 0, 3, 8].into())
         );
+    }
+
+    #[test]
+    fn the_ipv6_address_comes_from_the_eni_or_a_container_interface() {
+        // An IPv6-only subnet: the ENI has no IPv4 address.
+        let d = detail(serde_json::json!({
+            "taskArn": "arn:aws:ecs:r:1:task/c/abc", "version": 1,
+            "attachments": [{"type": "eni", "details": [
+                {"name": "subnetId", "value": "subnet-1"},
+                {"name": "privateIPv6Address", "value": "2600:1f18:4a3:6902::1a"}
+            ]}]
+        }));
+        let facts = TaskChange::from_detail(&d, &[]).unwrap().facts;
+        assert_eq!(facts.ipv4, None);
+        assert_eq!(facts.ipv6, Some("2600:1f18:4a3:6902::1a".parse().unwrap()));
+        let d = detail(serde_json::json!({
+            "taskArn": "arn:aws:ecs:r:1:task/c/abc", "version": 1,
+            "containers": [{"networkInterfaces": [
+                {"privateIpv4Address": "10.0.3.8", "ipv6Address": " 2600:1f18::8 "}
+            ]}]
+        }));
+        let facts = TaskChange::from_detail(&d, &[]).unwrap().facts;
+        assert_eq!(
+            (facts.ipv4, facts.ipv6),
+            (
+                Some([10, 0, 3, 8].into()),
+                Some("2600:1f18::8".parse().unwrap())
+            )
+        );
+        // Not an IPv6 address: absent, and the rest of the event stands.
+        let d = detail(serde_json::json!({
+            "taskArn": "arn:aws:ecs:r:1:task/c/abc", "version": 1,
+            "attachments": [{"type": "eni", "details": [
+                {"name": "privateIPv6Address", "value": "10.0.3.9"}
+            ]}]
+        }));
+        assert_eq!(TaskChange::from_detail(&d, &[]).unwrap().facts.ipv6, None);
     }
 }

@@ -13,8 +13,8 @@ mod targets;
 mod task_change;
 mod zone_ids;
 
-pub(crate) use targets::{ManagedService, Target, TargetCache, enrich_targets};
-pub(crate) use zone_ids::{ZoneIdCache, count_gap, wanted as zone_id_wanted};
+pub(crate) use targets::{ManagedService, Target, TargetCache, enrich_targets, is_service_arn};
+pub(crate) use zone_ids::{ZoneIdCache, ZoneSource, count_gap, wanted as zone_id_wanted};
 
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
@@ -27,7 +27,7 @@ use crate::decide::{Action, Decision, Policy};
 use crate::error::SyncError;
 use crate::events::{self, Invocation};
 use crate::observe::{DecisionRecord, InvocationKind, OmittedAttribute, Report, emf};
-use crate::ports::{Clock, Metrics, Registry, Subnets, Tasks};
+use crate::ports::{Clock, Metrics, Registry, Tasks, Zones};
 use crate::task::TaskRef;
 
 /// The sync Lambda's handler.
@@ -38,21 +38,21 @@ pub struct Handler<R, T, M, C, S> {
     pub(crate) tasks: T,
     pub(crate) metrics: M,
     pub(crate) clock: C,
-    pub(crate) subnets: S,
+    pub(crate) zones: S,
     pub(crate) cache: Mutex<TargetCache>,
     pub(crate) zone_ids: Mutex<ZoneIdCache>,
 }
 
-impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Subnets> Handler<R, T, M, C, S> {
-    /// A handler over the given Cloud Map, ECS, CloudWatch, clock and EC2 (subnets' zone IDs).
-    pub fn new(config: Config, registry: R, tasks: T, metrics: M, clock: C, subnets: S) -> Self {
+impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Zones> Handler<R, T, M, C, S> {
+    /// A handler over the given Cloud Map, ECS, CloudWatch, clock and EC2 (zone IDs).
+    pub fn new(config: Config, registry: R, tasks: T, metrics: M, clock: C, zones: S) -> Self {
         Self {
             config,
             registry,
             tasks,
             metrics,
             clock,
-            subnets,
+            zones,
             cache: Mutex::new(TargetCache::default()),
             zone_ids: Mutex::new(ZoneIdCache::default()),
         }

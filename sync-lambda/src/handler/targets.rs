@@ -1,6 +1,13 @@
 //! Which Cloud Map services an ECS service's tasks live in, and in which mode: an owner-mode
 //! mapping from configuration, else the service's registries from `ecs:DescribeServices`, cached
 //! across invocations (a warm Lambda keeps its memory) for the configured TTL.
+//!
+//! A Cloud Map service is named by its ARN wherever the Lambda has one: ECS's registry ARN, or
+//! an owner mapping that gives one. Cloud Map takes the ID or the ARN as `ServiceId` in
+//! `GetInstance`, `ListInstances`, `RegisterInstance` and `DeregisterInstance`, and needs the ARN
+//! for a service in a namespace another account shares through AWS RAM (its ID alone names no
+//! service in the caller's account). None of these operations takes an `OwnerAccount`: only
+//! discovery does, which the Lambda never calls.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -11,7 +18,8 @@ use crate::task::last_segment;
 /// One Cloud Map service a task is registered in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
-    /// Cloud Map service ID (`srv-…`).
+    /// What Cloud Map calls get as `ServiceId`: the service's ARN when known, else its ID
+    /// (`srv-…`). See the module docs.
     pub(crate) service_id: String,
     /// Enrich (ECS registers) or owner (the Lambda registers).
     pub(crate) mode: Mode,
@@ -25,11 +33,19 @@ pub(crate) struct ManagedService {
     pub(crate) targets: Vec<Target>,
 }
 
-/// Enrich-mode targets from registry ARNs (`arn:aws:servicediscovery:…:service/srv-…`).
+/// Enrich-mode targets from registry ARNs (`arn:aws:servicediscovery:…:service/srv-…`): the
+/// ARN itself; anything else ECS might answer, by its last segment (the ID).
 pub(crate) fn enrich_targets(registry_arns: &[String]) -> Vec<Target> {
     let mut targets: Vec<Target> = registry_arns
         .iter()
-        .filter_map(|arn| last_segment(arn))
+        .filter_map(|arn| {
+            let arn = arn.trim();
+            if is_service_arn(arn) {
+                Some(arn)
+            } else {
+                last_segment(arn)
+            }
+        })
         .map(|id| Target {
             service_id: id.to_owned(),
             mode: Mode::Enrich,
@@ -37,6 +53,22 @@ pub(crate) fn enrich_targets(registry_arns: &[String]) -> Vec<Target> {
         .collect();
     targets.dedup();
     targets
+}
+
+/// Whether `text` is a Cloud Map service ARN: `arn:PARTITION:servicediscovery:REGION:ACCOUNT:
+/// service/ID`, with every part present and no blank.
+pub(crate) fn is_service_arn(text: &str) -> bool {
+    let parts: Vec<&str> = text.splitn(6, ':').collect();
+    let [arn, partition, service, region, account, resource] = parts[..] else {
+        return false;
+    };
+    arn == "arn"
+        && service == "servicediscovery"
+        && [partition, region, account].iter().all(|p| !p.is_empty())
+        && resource
+            .strip_prefix("service/")
+            .is_some_and(|id| !id.is_empty())
+        && !text.contains(char::is_whitespace)
 }
 
 /// The cache: per ECS service its targets, per cluster its service names, each with an expiry.
@@ -110,19 +142,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_arns_become_service_ids() {
-        let targets = enrich_targets(&[
-            "arn:aws:servicediscovery:eu-central-1:1:service/srv-abc".into(),
-            "arn:aws:servicediscovery:eu-central-1:1:service/srv-abc".into(),
-            "".into(),
-        ]);
+    fn registry_arns_name_their_services() {
+        // A service of a namespace shared by another account (111122223333) is named by its ARN,
+        // as Cloud Map needs; so is every other.
+        let shared = "arn:aws:servicediscovery:eu-central-1:111122223333:service/srv-abc";
+        let targets = enrich_targets(&[shared.into(), format!(" {shared} "), "".into()]);
         assert_eq!(
             targets,
             [Target {
-                service_id: "srv-abc".into(),
+                service_id: shared.into(),
                 mode: Mode::Enrich
             }]
         );
+        assert_eq!(
+            enrich_targets(&["service/srv-def".into()])[0].service_id,
+            "srv-def",
+            "not an ARN: its ID"
+        );
+    }
+
+    #[test]
+    fn service_arns() {
+        assert!(is_service_arn(
+            "arn:aws:servicediscovery:eu-central-1:111122223333:service/srv-abc"
+        ));
+        assert!(is_service_arn(
+            "arn:aws-cn:servicediscovery:cn-north-1:111122223333:service/srv-abc"
+        ));
+        for not in [
+            "srv-abc",
+            "arn:aws:servicediscovery:eu-central-1:111122223333:namespace/ns-abc",
+            "arn:aws:servicediscovery:eu-central-1::service/srv-abc",
+            "arn:aws:ecs:eu-central-1:111122223333:service/srv-abc",
+            "arn:aws:servicediscovery:eu-central-1:111122223333:service/",
+            "arn:aws:servicediscovery:eu-central-1:111122223333:service/srv abc",
+        ] {
+            assert!(!is_service_arn(not), "{not}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The event flow: one `ECS Task State Change` → at most `DescribeTasks`, `GetInstance`,
 //! `RegisterInstance` per Cloud Map service (the registries lookup is cached), and
-//! `DescribeSubnets` once per subnet in the warm Lambda's life, only when an instance lacks
+//! `DescribeSubnets` once per subnet (or, for tasks without one, `DescribeAvailabilityZones` once
+//! per account and region) in the warm Lambda's life, only when an instance lacks
 //! `AVAILABILITY_ZONE_ID`.
 //!
 //! The reads are ordered to keep the read-then-write window short: `DescribeTasks` first, then
@@ -12,15 +13,15 @@
 
 use tracing::{debug, warn};
 
-use super::{Handler, Target};
+use super::{Handler, Target, ZoneSource};
 use crate::decide::{self, Context};
 use crate::error::SyncError;
 use crate::events::TaskChange;
 use crate::observe::Report;
-use crate::ports::{Clock, Metrics, Registry, Subnets, Tasks};
+use crate::ports::{Clock, Metrics, Registry, Tasks, Zones};
 use crate::task::{Described, TaskFacts, WeightTag};
 
-impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Subnets> Handler<R, T, M, C, S> {
+impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Zones> Handler<R, T, M, C, S> {
     pub(crate) async fn on_task_change(
         &self,
         change: &TaskChange,
@@ -76,12 +77,21 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Subnets> Handler<R, T, M, C
             .zip(&current)
             .any(|(target, existing)| super::zone_id_wanted(existing.as_ref(), target.mode))
         {
-            let subnet = change
-                .facts
-                .subnet
-                .as_deref()
-                .or_else(|| described.found().and_then(|d| d.facts.subnet.as_deref()));
-            match self.zone_id(subnet).await {
+            let found = described.found();
+            let source = ZoneSource {
+                subnet: change
+                    .facts
+                    .subnet
+                    .as_deref()
+                    .or_else(|| found.and_then(|d| d.facts.subnet.as_deref())),
+                zone: change
+                    .facts
+                    .zone
+                    .as_deref()
+                    .or_else(|| found.and_then(|d| d.facts.zone.as_deref())),
+                home: found.and_then(|d| d.task.account_region()),
+            };
+            match self.zone_id(source).await {
                 Ok(zone_id) => {
                     enriched = Some(TaskChange {
                         facts: TaskFacts {

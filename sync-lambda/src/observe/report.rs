@@ -37,7 +37,7 @@ impl InvocationKind {
 pub struct DecisionRecord {
     /// Task ID.
     pub task: String,
-    /// Cloud Map service ID.
+    /// The Cloud Map service as the calls named it: its ARN when known, else its ID.
     pub cloudmap_service: String,
     /// Instance ID.
     pub instance: String,
@@ -79,7 +79,8 @@ pub struct Report {
     /// Optional attributes left out of the writes made (each write still carried the rest).
     pub omitted: Vec<OmittedAttribute>,
     /// Writes that went out without `AVAILABILITY_ZONE_ID` because its lookup failed, by reason
-    /// (`no_subnet`, `subnet_not_found`, `access_denied`, `throttled`, `unavailable`).
+    /// (`no_zone`, `subnet_not_found`, `zone_not_found`, `task_unknown`, `access_denied`,
+    /// `throttled`, `unavailable`).
     pub zone_id_unavailable: BTreeMap<&'static str, u32>,
 }
 

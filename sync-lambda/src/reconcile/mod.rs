@@ -12,8 +12,9 @@
 //! 2. one `DescribeTasks` per 100 of the listed tasks and of the tasks the instances claim
 //!    (a task that is draining or stopped is not listed but still described);
 //! 3. one `GetMetricData` per 250 running tasks (two queries each), when load is enabled;
-//! 4. `DescribeSubnets` per subnet not yet cached, only for tasks whose instance lacks
-//!    `AVAILABILITY_ZONE_ID` (a failure writes without it, see the handler's zone IDs);
+//! 4. `DescribeSubnets` per subnet not yet cached (`DescribeAvailabilityZones` once for tasks
+//!    without a subnet), only for tasks whose instance lacks `AVAILABILITY_ZONE_ID` (a failure
+//!    writes without it, see the handler's zone IDs);
 //! 5. a [`decide::on_reconcile`] per task/instance pair; then the writes they ask for, issued
 //!    back to back, so that a service's load (and other) writes of one sweep move its revision in
 //!    one burst: a client polling the revision sees it move once per sweep unless its poll lands
@@ -29,18 +30,18 @@ mod pairing;
 
 use std::collections::{HashMap, HashSet};
 
-use cloudmap_balancer::contract::LbState;
+use cloudmap_balancer::contract::{LbState, keys};
 use tracing::{info, warn};
 
 use crate::decide::{self, Context, Measured};
 use crate::error::SyncError;
 use crate::events::ReconcileScope;
-use crate::handler::{Handler, ManagedService, Target, enrich_targets};
+use crate::handler::{Handler, ManagedService, Target, ZoneSource, enrich_targets};
 use crate::observe::Report;
-use crate::ports::{Clock, Instance, LoadQuery, Metrics, Registry, Subnets, Tasks, ZoneIdGap};
+use crate::ports::{Clock, Instance, LoadQuery, Metrics, Registry, Tasks, ZoneIdGap, Zones};
 use crate::task::{Described, last_segment, task_id};
 
-impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Subnets> Handler<R, T, M, C, S> {
+impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Zones> Handler<R, T, M, C, S> {
     pub(crate) async fn reconcile(
         &self,
         scope: &ReconcileScope,
@@ -205,21 +206,36 @@ impl<R: Registry, T: Tasks, M: Metrics, C: Clock, S: Subnets> Handler<R, T, M, C
         };
 
         // Zone IDs, for the tasks whose instance a write could add one to (cached per subnet).
-        let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+        // The zone name: `DescribeTasks`', else the `AVAILABILITY_ZONE` ECS (or owner mode) wrote.
+        let mut wanted: Vec<(&crate::task::DescribedTask, Option<&str>)> = Vec::new();
         for (target, claims) in targets.iter().zip(&claims) {
             for pair in pairing::pairs(cluster, &listed, claims, &described) {
                 let Some(task) = pair.described.found() else {
                     continue;
                 };
-                if crate::handler::zone_id_wanted(pair.instance.map(|i| &i.attributes), target.mode)
-                {
-                    wanted.push((task.task.id.clone(), task.facts.subnet.clone()));
+                let existing = pair.instance.map(|i| &i.attributes);
+                if crate::handler::zone_id_wanted(existing, target.mode) {
+                    let written_zone = existing
+                        .and_then(|a| a.get(keys::AVAILABILITY_ZONE))
+                        .map(|z| z.trim())
+                        .filter(|z| !z.is_empty());
+                    wanted.push((task, written_zone));
                 }
             }
         }
+        let mut zone_ids: HashMap<String, Result<String, ZoneIdGap>> = HashMap::new();
+        for (task, written_zone) in wanted {
+            // Described, so the task is the function's account's, in its region.
+            let source = ZoneSource {
+                subnet: task.facts.subnet.as_deref(),
+                zone: task.facts.zone.as_deref().or(written_zone),
+                home: task.task.account_region(),
+            };
+            zone_ids.insert(task.task.id.clone(), self.zone_id(source).await);
+        }
         let mut gaps: HashMap<String, ZoneIdGap> = HashMap::new();
-        for (task_id, subnet) in wanted {
-            match self.zone_id(subnet.as_deref()).await {
+        for (task_id, zone_id) in zone_ids {
+            match zone_id {
                 Ok(zone_id) => {
                     if let Some(Described::Found(task)) = described.get_mut(&task_id) {
                         task.facts.zone_id = Some(zone_id);

@@ -7,9 +7,11 @@
 //!
 //! An instance's task is the one its `LB_TASK_ARN` names, else the task whose ID is the
 //! instance ID (what ECS uses), else, for an instance never enriched, the running task with
-//! the same IPv4 address (in case ECS's instance IDs are not task IDs).
+//! the same address, IPv4 or IPv6 (in case ECS's instance IDs are not task IDs; an IPv6-only
+//! task's instance has only `AWS_INSTANCE_IPV6`).
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv6Addr};
 
 use cloudmap_balancer::contract::{InstanceAttributes, keys};
 
@@ -86,10 +88,14 @@ pub(crate) fn pairs<'a>(
     };
 
     let claimed: HashSet<&str> = claims.iter().map(|c| c.task_id.as_str()).collect();
-    let mut by_address: HashMap<std::net::Ipv4Addr, &str> = HashMap::new();
+    let mut by_address: HashMap<IpAddr, &str> = HashMap::new();
     for id in listed.iter().filter(|id| !claimed.contains(id.as_str())) {
-        if let Some(ip) = lookup(id).found().and_then(|d| d.facts.ipv4) {
-            by_address.insert(ip, id);
+        if let Some(facts) = lookup(id).found().map(|d| &d.facts) {
+            let v4 = facts.ipv4.map(IpAddr::from);
+            let v6 = facts.ipv6.map(IpAddr::from);
+            for ip in v4.into_iter().chain(v6) {
+                by_address.insert(ip, id);
+            }
         }
     }
 
@@ -100,8 +106,12 @@ pub(crate) fn pairs<'a>(
         // ECS knows.
         let mut id = claim.task_id.as_str();
         if !claim.enriched && lookup(id).found().is_none() {
-            let ip = InstanceAttributes::decode(&claim.instance.attributes).ipv4;
-            if let Some(task) = ip.and_then(|ip| by_address.remove(&ip)) {
+            let task = addresses(claim.instance)
+                .into_iter()
+                .find_map(|ip| by_address.get(&ip).copied());
+            if let Some(task) = task {
+                // A dual-stack task is keyed twice: neither key may pair another instance.
+                by_address.retain(|_, t| *t != task);
                 id = task;
             }
         }
@@ -125,6 +135,19 @@ pub(crate) fn pairs<'a>(
     result
 }
 
+/// The instance's addresses: `AWS_INSTANCE_IPV4`, then `AWS_INSTANCE_IPV6`, each where valid.
+fn addresses(instance: &Instance) -> Vec<IpAddr> {
+    let v4 = InstanceAttributes::decode(&instance.attributes)
+        .ipv4
+        .map(IpAddr::from);
+    let v6 = instance
+        .attributes
+        .get(crate::decide::AWS_INSTANCE_IPV6)
+        .and_then(|v| v.trim().parse::<Ipv6Addr>().ok())
+        .map(IpAddr::from);
+    v4.into_iter().chain(v6).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +164,10 @@ mod tests {
     }
 
     fn found(id: &str, ip: [u8; 4]) -> Described {
+        found_at(id, Some(ip), None)
+    }
+
+    fn found_at(id: &str, ipv4: Option<[u8; 4]>, ipv6: Option<&str>) -> Described {
         Described::Found(Box::new(DescribedTask {
             task: TaskRef::new(&format!("arn:aws:ecs:r:1:task/prod/{id}"), "prod").unwrap(),
             lifecycle: None,
@@ -148,7 +175,8 @@ mod tests {
             health: None,
             weight_tag: None,
             facts: TaskFacts {
-                ipv4: Some(ip.into()),
+                ipv4: ipv4.map(Into::into),
+                ipv6: ipv6.map(|ip| ip.parse().unwrap()),
                 ..TaskFacts::default()
             },
             family: None,
@@ -243,6 +271,53 @@ mod tests {
                 ("t2", Some("odd-id"), true),
                 ("t9", Some("t9"), false),
                 ("t3", None, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_instance_pairs_by_its_ipv6_address_too() {
+        let listed = vec!["t1".to_owned(), "t2".to_owned()];
+        let labels = [
+            (keys::ECS_SERVICE_NAME, "echo"),
+            (keys::ECS_CLUSTER_NAME, "prod"),
+        ];
+        let with_address = |id: &str, key: &'static str, ip: &'static str| {
+            let mut attributes = labels.to_vec();
+            attributes.push((key, ip));
+            instance(id, &attributes)
+        };
+        let instances = [
+            // An IPv6-only task's instance: no IPv4 at all.
+            with_address("odd-1", crate::decide::AWS_INSTANCE_IPV6, "2a05:d014::1"),
+            // A dual-stack task's instance, registered by its IPv4 address.
+            with_address("odd-2", keys::AWS_INSTANCE_IPV4, "10.0.0.2"),
+            // The dual-stack task's IPv6 address again: the task is taken.
+            with_address("odd-3", crate::decide::AWS_INSTANCE_IPV6, "2a05:d014::2"),
+        ];
+        let listed_set: HashSet<String> = listed.iter().cloned().collect();
+        let claims = claims("prod", "echo", &listed_set, &instances);
+        let described: HashMap<String, Described> = [
+            ("t1".to_owned(), found_at("t1", None, Some("2a05:d014::1"))),
+            (
+                "t2".to_owned(),
+                found_at("t2", Some([10, 0, 0, 2]), Some("2a05:d014::2")),
+            ),
+            ("odd-1".to_owned(), Described::Missing),
+            ("odd-2".to_owned(), Described::Missing),
+            ("odd-3".to_owned(), Described::Missing),
+        ]
+        .into();
+        let view: Vec<(String, String)> = pairs("prod", &listed, &claims, &described)
+            .iter()
+            .map(|p| (p.task.id.clone(), p.instance.unwrap().id.clone()))
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("t1".to_owned(), "odd-1".to_owned()),
+                ("t2".to_owned(), "odd-2".to_owned()),
+                ("odd-3".to_owned(), "odd-3".to_owned()),
             ]
         );
     }

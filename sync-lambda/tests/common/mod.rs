@@ -11,9 +11,16 @@ use std::time::SystemTime;
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use cloudmap_balancer::contract::keys;
 use cloudmap_sync::aws::{AwsClients, CloudMap, CloudWatch, Ec2, Ecs};
-use cloudmap_sync::{Clock, Config, Handler, SystemClock};
+use cloudmap_sync::ports::{ServiceRegistries, Tasks};
+use cloudmap_sync::task::{Described, DescribedTask};
+use cloudmap_sync::{Clock, Config, Handler, SyncError, SystemClock};
 use local_stack::ecs_service::{EcsService, RunTasks, ServiceSpec};
 use local_stack::{MotoServer, unique_name};
 use serde_json::Value;
@@ -231,6 +238,171 @@ pub fn handler_on<C: Clock>(sdk: &SdkConfig, config: Config, clock: C) -> AwsHan
     )
 }
 
+/// The real ECS client, with each task `DescribeTasks` finds described as AWS would describe it on
+/// a network moto cannot give its tasks: moto runs every task in awsvpc mode with an IPv4
+/// address, and knows no EC2 bridge or host mode and no IPv6-only subnet. Only the network facts
+/// change; everything else (status, tags, size) is moto's answer.
+#[derive(Debug, Clone)]
+pub struct Networked {
+    inner: Ecs,
+    reshape: fn(&mut DescribedTask),
+}
+
+impl Networked {
+    /// Bridge or host mode: no ENI, so no subnet and no address.
+    pub fn bridge(inner: Ecs) -> Self {
+        Self {
+            inner,
+            reshape: |task| {
+                task.facts.subnet = None;
+                task.facts.ipv4 = None;
+                task.facts.ipv6 = None;
+            },
+        }
+    }
+
+    /// An IPv6-only subnet: the ENI has an IPv6 address (derived from the task's IPv4 address
+    /// moto gave it, so that each task's is its own) and no IPv4 address.
+    pub fn ipv6_only(inner: Ecs) -> Self {
+        Self {
+            inner,
+            reshape: |task| {
+                task.facts.ipv6 = task.facts.ipv4.take().map(ipv6_of);
+            },
+        }
+    }
+}
+
+/// The IPv6 address an IPv6-only twin of the task with `ipv4` has in these tests.
+pub fn ipv6_of(ipv4: std::net::Ipv4Addr) -> std::net::Ipv6Addr {
+    let [a, b, c, d] = ipv4.octets();
+    std::net::Ipv6Addr::new(
+        0x2a05,
+        0xd014,
+        0x9f1,
+        0x8c02,
+        0,
+        0,
+        u16::from_be_bytes([a, b]),
+        u16::from_be_bytes([c, d]),
+    )
+}
+
+impl Tasks for Networked {
+    async fn describe_tasks(
+        &self,
+        cluster: &str,
+        task_ids: &[String],
+    ) -> Result<HashMap<String, Described>, SyncError> {
+        let mut described = self.inner.describe_tasks(cluster, task_ids).await?;
+        for task in described.values_mut() {
+            if let Described::Found(task) = task {
+                (self.reshape)(task);
+            }
+        }
+        Ok(described)
+    }
+
+    async fn list_service_tasks(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> Result<Vec<String>, SyncError> {
+        self.inner.list_service_tasks(cluster, service).await
+    }
+
+    async fn service_registries(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> Result<Vec<String>, SyncError> {
+        self.inner.service_registries(cluster, service).await
+    }
+
+    async fn services_with_registries(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<ServiceRegistries>, SyncError> {
+        self.inner.services_with_registries(cluster).await
+    }
+}
+
+/// A handler on clients built from `sdk` whose ECS client is `networked` around the real one.
+pub fn networked_handler<C: Clock>(
+    sdk: &SdkConfig,
+    config: Config,
+    clock: C,
+    networked: fn(Ecs) -> Networked,
+) -> Handler<CloudMap, Networked, CloudWatch, C, Ec2> {
+    let aws = AwsClients::new(sdk, &config);
+    Handler::new(
+        config,
+        aws.cloudmap,
+        networked(aws.ecs),
+        aws.cloudwatch,
+        clock,
+        aws.ec2,
+    )
+}
+
+/// Every Cloud Map request as the SDK sends it (after serialisation, before transmission): its
+/// operation (`X-Amz-Target`) and JSON body. Shared namespaces cannot be made in moto; what the
+/// Lambda sends for them is what these tests check.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded(std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>);
+
+impl Recorded {
+    /// The requests so far, in order.
+    pub fn calls(&self) -> Vec<(String, Value)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Intercept for Recorded {
+    fn name(&self) -> &'static str {
+        "Recorded"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _config: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let operation = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|target| target.rsplit('.').next())
+            .unwrap_or_default()
+            .to_owned();
+        let body = request
+            .body()
+            .bytes()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .unwrap_or(Value::Null);
+        self.0.lock().unwrap().push((operation, body));
+        Ok(())
+    }
+}
+
+/// A handler on moto whose Cloud Map client records every request in `recorded`.
+pub fn recorded_handler(config: Config, recorded: Recorded) -> AwsHandler {
+    let sdk = MotoServer::shared().sdk_config();
+    let aws = AwsClients::new(&sdk, &config);
+    let cloudmap = aws_sdk_servicediscovery::config::Builder::from(&sdk)
+        .interceptor(recorded)
+        .build();
+    Handler::new(
+        config,
+        CloudMap::new(aws_sdk_servicediscovery::Client::from_conf(cloudmap)),
+        aws.ecs,
+        aws.cloudwatch,
+        SystemClock,
+        aws.ec2,
+    )
+}
+
 /// Puts Container Insights CPU data (`CpuUtilized`, `CpuReserved`, dimensions `ClusterName`,
 /// `ServiceName`, `TaskId`) at `at` for each `(task, used, reserved)`, in one request.
 pub async fn put_cpu(stack: &Stack, samples: &[(&TaskInfo, f64, f64)], at: SystemTime) {
@@ -283,6 +455,18 @@ pub fn without_time(mut attributes: HashMap<String, String>) -> HashMap<String, 
 /// zone ID as moto's EC2 reports it.
 pub async fn task_subnet() -> (String, String) {
     let subnet = MotoServer::shared().default_subnets().unwrap().remove(0);
+    (subnet.id, subnet.zone_id)
+}
+
+/// moto's default subnet in `zone` (e.g. `eu-central-1b`): its ID and its zone's ID as
+/// `DescribeSubnets` reports it.
+pub async fn subnet_in(zone: &str) -> (String, String) {
+    let subnet = MotoServer::shared()
+        .default_subnets()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.zone == zone)
+        .unwrap_or_else(|| panic!("moto has no default subnet in {zone}"));
     (subnet.id, subnet.zone_id)
 }
 

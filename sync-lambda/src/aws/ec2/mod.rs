@@ -1,19 +1,27 @@
-//! [`Subnets`] on EC2 `DescribeSubnets`: one SigV4-signed call of EC2's query protocol.
+//! EC2, as far as the Lambda reads it: a subnet's zone ID ([`DescribeSubnets`](subnets)) and the
+//! account's zone name → zone ID map ([`DescribeAvailabilityZones`](zones)), each one SigV4-signed
+//! call of EC2's query protocol.
 //!
 //! Not through `aws-sdk-ec2`: that crate is the largest of the AWS SDK (over 1,000 operations),
 //! and compiling it, in debug for the tests and in release for the binary, added about half an
-//! hour to CI on two cores for this one read. The call here uses the SDK's own parts instead, so
-//! it behaves like the other clients:
+//! hour to CI on two cores for these reads. The calls here use the SDK's own parts instead, so
+//! they behave like the other clients:
 //!
 //! - credentials and region from the same [`SdkConfig`] (the function's role in Lambda);
 //! - the same HTTPS connector (rustls), with a 3 s connect and a 5 s read timeout;
 //! - the endpoint from `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL` (the local stack), else
 //!   `https://ec2.{region}.amazonaws.com` (`.amazonaws.com.cn` in the China regions).
 //!
-//! One attempt per lookup, no SDK retries: the zone ID is enrichment, and a failed subnet is asked
-//! again on a later event or reconciliation (see [`zone_ids`](crate::handler)), never in a loop.
+//! One attempt per lookup, no SDK retries: the zone ID is enrichment, and a failed lookup is
+//! made again on a later event or reconciliation (see [`zone_ids`](crate::handler)), never in a
+//! loop. Each operation lives in a file of its own with its `SERVICE` and `OPERATION` constants,
+//! which the deploy rehearsal reads to check the function's role grants it.
+
+mod subnets;
+mod zones;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
@@ -30,10 +38,10 @@ use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
 
 use super::errors::{THROTTLING_CODES, classify_answer};
 use crate::error::{BoxError, ErrorKind, SyncError};
-use crate::ports::{Subnets, ZoneIdGap, ZoneIdLookupError};
+use crate::ports::{ZoneIdGap, ZoneIdLookupError, Zones};
 
-const SERVICE: &str = "ec2";
-const OPERATION: &str = "DescribeSubnets";
+/// SigV4's name for EC2.
+const SIGNING_NAME: &str = "ec2";
 /// EC2's query API version (the current one since 2016).
 const API_VERSION: &str = "2016-11-15";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -77,8 +85,9 @@ impl Ec2 {
         }
     }
 
-    /// The signed `DescribeSubnets` request for one subnet.
-    async fn request(&self, subnet_id: &str) -> Result<HttpRequest, BoxError> {
+    /// The signed request of `action` with `params` (`Name=value` pairs joined by `&`, already
+    /// form-encoded).
+    async fn request(&self, action: &str, params: &str) -> Result<HttpRequest, BoxError> {
         let region = self
             .region
             .as_deref()
@@ -90,8 +99,11 @@ impl Ec2 {
             .provide_credentials()
             .await?;
         let identity = credentials.into();
-        // `subnet_id` passed `valid_subnet_id`: nothing in it needs form encoding.
-        let body = format!("Action={OPERATION}&Version={API_VERSION}&SubnetId.1={subnet_id}");
+        let mut body = format!("Action={action}&Version={API_VERSION}");
+        if !params.is_empty() {
+            body.push('&');
+            body.push_str(params);
+        }
         let uri: http::Uri = format!("{}/", self.endpoint).parse()?;
         let host = uri
             .authority()
@@ -107,7 +119,7 @@ impl Ec2 {
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(region)
-            .name(SERVICE)
+            .name(SIGNING_NAME)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()?
@@ -129,12 +141,12 @@ impl Ec2 {
     }
 
     /// The call: EC2's status and body, or why there was none.
-    async fn call(&self, subnet_id: &str) -> Result<(u16, String), BoxError> {
+    async fn call(&self, action: &str, params: &str) -> Result<(u16, String), BoxError> {
         let connector = self
             .connector
             .as_ref()
             .ok_or("no HTTPS connector is available")?;
-        let response = connector.call(self.request(subnet_id).await?).await?;
+        let response = connector.call(self.request(action, params).await?).await?;
         let status = response.status().as_u16();
         let body = ByteStream::new(response.into_body()).collect().await?;
         Ok((
@@ -144,49 +156,62 @@ impl Ec2 {
     }
 }
 
-impl Subnets for Ec2 {
+impl Zones for Ec2 {
     async fn zone_id(&self, subnet_id: &str) -> Result<String, ZoneIdLookupError> {
-        let failed = |gap, source| ZoneIdLookupError {
-            subnet: subnet_id.to_owned(),
-            gap,
-            source,
-        };
-        if !valid_subnet_id(subnet_id) {
-            // What EC2 would answer (`InvalidSubnetID.Malformed`), without the call.
-            return Err(failed(ZoneIdGap::SubnetNotFound, None));
-        }
-        let unavailable = |source: BoxError| SyncError::Aws {
-            service: SERVICE,
-            operation: OPERATION,
-            kind: ErrorKind::Retryable,
-            code: None,
-            source,
-        };
-        match self.call(subnet_id).await {
-            Ok((200, xml)) => match zone_id_in(&xml, subnet_id) {
-                Ok(Some(zone_id)) => Ok(zone_id),
-                Ok(None) => Err(failed(ZoneIdGap::SubnetNotFound, None)),
-                Err(error) => Err(failed(
-                    ZoneIdGap::Unavailable,
-                    Some(unavailable(
-                        format!("EC2 answered DescribeSubnets unreadably: {error}").into(),
-                    )),
+        self.subnet_zone_id(subnet_id).await
+    }
+
+    async fn zone_ids(&self) -> Result<HashMap<String, String>, ZoneIdLookupError> {
+        self.zone_ids_by_name().await
+    }
+}
+
+/// One operation's answer read: the parsed value, or why the zone ID stays unknown. `what`
+/// names what was looked up (for the error); `parse` reads a 200 answer, `None` meaning EC2 does
+/// not know it (`missing`).
+fn read_answer<T>(
+    (service, operation): (&'static str, &'static str),
+    what: &str,
+    outcome: Result<(u16, String), BoxError>,
+    parse: impl FnOnce(&str) -> Result<Option<T>, BoxError>,
+    missing: ZoneIdGap,
+) -> Result<T, ZoneIdLookupError> {
+    let failed = |gap, source| ZoneIdLookupError {
+        what: what.to_owned(),
+        gap,
+        source,
+    };
+    let unavailable = |source: BoxError| SyncError::Aws {
+        service,
+        operation,
+        kind: ErrorKind::Retryable,
+        code: None,
+        source,
+    };
+    match outcome {
+        Ok((200, xml)) => match parse(&xml) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(failed(missing, None)),
+            Err(error) => Err(failed(
+                ZoneIdGap::Unavailable,
+                Some(unavailable(
+                    format!("EC2 answered {operation} unreadably: {error}").into(),
                 )),
-            },
-            Ok((status, xml)) => {
-                let answer = ErrorAnswer::read(status, &xml);
-                let gap = gap(answer.code.as_deref(), Some(status));
-                let error = SyncError::Aws {
-                    service: SERVICE,
-                    operation: OPERATION,
-                    kind: classify_answer(status, answer.code.as_deref()),
-                    code: answer.code.clone(),
-                    source: Box::new(answer),
-                };
-                Err(failed(gap, Some(error)))
-            }
-            Err(error) => Err(failed(ZoneIdGap::Unavailable, Some(unavailable(error)))),
+            )),
+        },
+        Ok((status, xml)) => {
+            let answer = ErrorAnswer::read(status, &xml);
+            let gap = gap(answer.code.as_deref(), Some(status));
+            let error = SyncError::Aws {
+                service,
+                operation,
+                kind: classify_answer(status, answer.code.as_deref()),
+                code: answer.code.clone(),
+                source: Box::new(answer),
+            };
+            Err(failed(gap, Some(error)))
         }
+        Err(error) => Err(failed(ZoneIdGap::Unavailable, Some(unavailable(error)))),
     }
 }
 
@@ -202,49 +227,6 @@ fn endpoint(override_url: Option<&str>, region: Option<&str>) -> String {
             region.unwrap_or("us-east-1")
         ),
     }
-}
-
-/// `subnet-` and letters or digits: the only shape EC2 knows, and one that needs no encoding in
-/// the form body. Anything else comes from a malformed event.
-fn valid_subnet_id(id: &str) -> bool {
-    id.strip_prefix("subnet-").is_some_and(|rest| {
-        !rest.is_empty() && rest.len() <= 64 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-    })
-}
-
-/// The `availabilityZoneId` of the subnet `subnet_id` in a `DescribeSubnetsResponse`, if the
-/// answer lists it with one. Subnet items nest other `item`s (tags, IPv6 blocks): only the
-/// direct children of `subnetSet/item` are read.
-fn zone_id_in(xml: &str, subnet_id: &str) -> Result<Option<String>, BoxError> {
-    let mut doc = Document::new(xml);
-    let mut root = doc.root_element()?;
-    if !root.start_el().matches("DescribeSubnetsResponse") {
-        return Err(format!("the root element is {}", root.start_el().local()).into());
-    }
-    while let Some(mut set) = root.next_tag() {
-        if !set.start_el().matches("subnetSet") {
-            continue;
-        }
-        while let Some(mut item) = set.next_tag() {
-            if !item.start_el().matches("item") {
-                continue;
-            }
-            let (mut id, mut zone_id) = (None, None);
-            while let Some(mut field) = item.next_tag() {
-                if field.start_el().matches("subnetId") {
-                    id = Some(text(&mut field)?);
-                } else if field.start_el().matches("availabilityZoneId") {
-                    zone_id = Some(text(&mut field)?);
-                }
-            }
-            if id.as_deref().map(str::trim) == Some(subnet_id) {
-                return Ok(zone_id
-                    .map(|z| z.trim().to_owned())
-                    .filter(|z| !z.is_empty()));
-            }
-        }
-    }
-    Ok(None)
 }
 
 fn text(field: &mut ScopedDecoder<'_, '_>) -> Result<String, BoxError> {
@@ -347,68 +329,6 @@ mod tests {
             "https://ec2.cn-north-1.amazonaws.com.cn"
         );
         assert_eq!(endpoint(None, None), "https://ec2.us-east-1.amazonaws.com");
-    }
-
-    #[test]
-    fn only_subnet_ids_of_ec2s_shape_are_sent() {
-        assert!(valid_subnet_id("subnet-0123456789abcdef0"));
-        assert!(valid_subnet_id("subnet-0000deadbeef"));
-        for bad in [
-            "",
-            "subnet-",
-            "sg-0123",
-            "subnet-01&Action=RunInstances",
-            "subnet-01 2",
-            "subnet-ü",
-        ] {
-            assert!(!valid_subnet_id(bad), "{bad}");
-        }
-        assert!(!valid_subnet_id(&format!("subnet-{}", "a".repeat(65))));
-    }
-
-    /// EC2's answer shape (abridged from the API reference), with a nested `item` in each subnet
-    /// that must not be mistaken for a subnet.
-    const ANSWER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<DescribeSubnetsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
-  <requestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</requestId>
-  <subnetSet>
-    <item>
-      <subnetId>subnet-0aaa</subnetId>
-      <tagSet><item><key>subnetId</key><value>subnet-0bbb</value></item></tagSet>
-      <availabilityZone>eu-central-1a</availabilityZone>
-      <availabilityZoneId>euc1-az2</availabilityZoneId>
-    </item>
-    <item>
-      <subnetId>subnet-0bbb</subnetId>
-      <ipv6CidrBlockAssociationSet><item><associationId>a</associationId></item></ipv6CidrBlockAssociationSet>
-      <availabilityZoneId> euc1-az3 </availabilityZoneId>
-    </item>
-    <item><subnetId>subnet-0ccc</subnetId></item>
-  </subnetSet>
-</DescribeSubnetsResponse>"#;
-
-    #[test]
-    fn the_zone_id_is_the_named_subnets_own() {
-        assert_eq!(
-            zone_id_in(ANSWER, "subnet-0aaa").unwrap().as_deref(),
-            Some("euc1-az2")
-        );
-        assert_eq!(
-            zone_id_in(ANSWER, "subnet-0bbb").unwrap().as_deref(),
-            Some("euc1-az3")
-        );
-        assert_eq!(
-            zone_id_in(ANSWER, "subnet-0ccc").unwrap(),
-            None,
-            "no zone ID"
-        );
-        assert_eq!(
-            zone_id_in(ANSWER, "subnet-0ddd").unwrap(),
-            None,
-            "not listed"
-        );
-        assert!(zone_id_in("<Response/>", "subnet-0aaa").is_err());
-        assert!(zone_id_in("not xml", "subnet-0aaa").is_err());
     }
 
     #[test]
