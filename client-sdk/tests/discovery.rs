@@ -824,9 +824,14 @@ async fn a_dual_stack_fleet_dials_the_chosen_family_and_falls_back_per_connectio
         TestServer::start_on("eu-central-1a", Listen::V4),
     ];
     let down = &servers[2];
+    // Its IPv6 address is held by a socket that is bound and never listens, so it refuses for
+    // the whole test (no other test's server can take that port meanwhile).
+    let held = tokio::net::TcpSocket::new_v6().unwrap();
+    held.bind((std::net::Ipv6Addr::LOCALHOST, down.addr.port()).into())
+        .expect("[::1] at the IPv4 server's port is free");
     assert!(
         std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, down.addr.port())).is_err(),
-        "something else listens on [::1]:{}",
+        "[::1]:{} refuses",
         down.addr.port()
     );
     let namespace = cloudmap::create_http_namespace(&client, &unique_name("ns"))
@@ -915,6 +920,7 @@ async fn a_dual_stack_fleet_dials_the_chosen_family_and_falls_back_per_connectio
         stats.instances[2]
     );
     assert_eq!(stats.instances[2].connected_addr, None);
+    drop(held);
 }
 
 /// The named parameter of each recorded request body, as text (`None` where it is absent).
@@ -1147,6 +1153,26 @@ async fn a_namespace_not_shared_fails_ready_and_calls_at_once_with_a_configurati
     let (kind, message) = ready_error(no_list).await;
     assert_eq!(kind, Some(CloudMapErrorKind::AccessDenied));
     assert!(message.starts_with("Cloud Map ListNamespaces"), "{message}");
+
+    // A custom source reads what it reads: an owner for it is refused when building.
+    let error = Balancer::builder_with_source(
+        cloudmap_balancer::discovery::StaticSource::new(Vec::new()),
+        "ns",
+        "echo",
+    )
+    .namespace_owner(NamespaceOwner::Detect)
+    .build()
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::InvalidOption {
+                name: "namespace_owner",
+                ..
+            }
+        ),
+        "{error}"
+    );
 
     // An owner that is not an account ID is refused when building.
     let error = Balancer::builder(&moto.sdk_config(), &namespace.name, &service.name)
