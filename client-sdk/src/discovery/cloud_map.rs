@@ -124,6 +124,14 @@ struct NotShared {
     source: crate::BoxError,
 }
 
+/// Whether an answer to a discovery call with `OwnerAccount` may mean a missing share.
+fn not_shared(kind: CloudMapErrorKind) -> bool {
+    matches!(
+        kind,
+        CloudMapErrorKind::NamespaceNotFound | CloudMapErrorKind::AccessDenied
+    )
+}
+
 /// `ListNamespaces` shows the caller no namespace of the name (for [`NamespaceOwner::Detect`]).
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -239,7 +247,11 @@ impl CloudMapSource {
         let mut owners = owners.into_iter();
         match (owners.next(), owners.next()) {
             (Some(owner), None) => {
-                tracing::info!(namespace = %self.namespace, owner = %owner, "namespace owner detected");
+                tracing::info!(
+                    namespace = %self.namespace,
+                    owner = %owner,
+                    "namespace owner detected"
+                );
                 Ok(owner)
             }
             (None, _) => Err(failed(
@@ -255,7 +267,8 @@ impl CloudMapSource {
         }
     }
 
-    /// A discovery call's error; with an owner account, a configuration error names it.
+    /// A discovery call's error; with an owner account, an answer that may mean the namespace
+    /// is not shared names it. (Not `ServiceNotFound`: the namespace was found, so it is.)
     fn discovery_error<E, R>(
         &self,
         operation: &'static str,
@@ -273,14 +286,11 @@ impl CloudMapSource {
                     operation,
                     namespace,
                     service,
-                    kind:
-                        kind @ (CloudMapErrorKind::NamespaceNotFound
-                        | CloudMapErrorKind::AccessDenied
-                        | CloudMapErrorKind::ServiceNotFound),
+                    kind,
                     source,
                 },
                 Some(owner),
-            ) => Error::CloudMap {
+            ) if not_shared(kind) => Error::CloudMap {
                 operation,
                 namespace,
                 service,

@@ -52,8 +52,9 @@
 //!   times a uniform draw in [0.5, 1.5): a throttled fleet never calls faster than a healthy one;
 //! - **configuration errors** (`ServiceNotFound`, `NamespaceNotFound`, `AccessDenied`,
 //!   `InvalidInput`): retried at the poll interval, so a service created later (or a namespace
-//!   shared later, see [`NamespaceOwner`]) is found at the next poll. Before the first snapshot, [`Discovery::configuration_error`] resolves with the
-//!   error, and the balancer's `ready()` and calls fail at once with it (`FAILED_PRECONDITION`);
+//!   shared later, see [`NamespaceOwner`]) is found at the next poll. Before the first
+//!   snapshot, [`Discovery::configuration_error`] resolves with the error, and the balancer's
+//!   `ready()` and calls fail at once with it (`FAILED_PRECONDITION`);
 //! - **anything else** (an outage, a network error): the next attempt waits
 //!   [`backoff_base`](DiscoveryOptions::backoff_base) × 2^(n−1), capped at
 //!   [`backoff_max`](DiscoveryOptions::backoff_max), ±10 %.
