@@ -244,27 +244,9 @@ impl CloudMapSource {
                 break;
             }
         }
-        let mut owners = owners.into_iter();
-        match (owners.next(), owners.next()) {
-            (Some(owner), None) => {
-                tracing::info!(
-                    namespace = %self.namespace,
-                    owner = %owner,
-                    "namespace owner detected"
-                );
-                Ok(owner)
-            }
-            (None, _) => Err(failed(
-                CloudMapErrorKind::NamespaceNotFound,
-                Box::new(NotVisible),
-            )),
-            (Some(first), Some(second)) => Err(failed(
-                CloudMapErrorKind::InvalidInput,
-                Box::new(AmbiguousOwner {
-                    owners: [first, second].into_iter().chain(owners).collect(),
-                }),
-            )),
-        }
+        let owner = single_owner(owners).map_err(|(kind, source)| failed(kind, source))?;
+        tracing::info!(namespace = %self.namespace, owner = %owner, "namespace owner detected");
+        Ok(owner)
     }
 
     /// A discovery call's error; with an owner account, an answer that may mean the namespace
@@ -379,6 +361,23 @@ impl CloudMapSource {
             output.instances_revision(),
             summaries.iter().map(|s| entry(s, &empty)),
         ))
+    }
+}
+
+/// The one owner of the namespaces of a name visible to the caller, or why there is none: no
+/// such namespace (`NamespaceNotFound`), or several owners (`InvalidInput`: the caller's own
+/// namespace and a shared one of the same name, say).
+fn single_owner(owners: BTreeSet<String>) -> Result<String, (CloudMapErrorKind, crate::BoxError)> {
+    let mut owners = owners.into_iter();
+    match (owners.next(), owners.next()) {
+        (Some(owner), None) => Ok(owner),
+        (None, _) => Err((CloudMapErrorKind::NamespaceNotFound, Box::new(NotVisible))),
+        (Some(first), Some(second)) => Err((
+            CloudMapErrorKind::InvalidInput,
+            Box::new(AmbiguousOwner {
+                owners: [first, second].into_iter().chain(owners).collect(),
+            }),
+        )),
     }
 }
 
@@ -539,6 +538,25 @@ mod tests {
             );
         }
         assert!(NamespaceOwner::Account("42".into()).validate().is_err());
+    }
+
+    #[test]
+    fn detection_takes_one_owner_and_refuses_to_guess_between_several() {
+        let set = |owners: &[&str]| owners.iter().map(|o| (*o).to_owned()).collect();
+        assert_eq!(
+            single_owner(set(&["111122223333"])).unwrap(),
+            "111122223333"
+        );
+        let (kind, _) = single_owner(set(&[])).unwrap_err();
+        assert_eq!(kind, CloudMapErrorKind::NamespaceNotFound);
+        let (kind, error) = single_owner(set(&["444455556666", "111122223333"])).unwrap_err();
+        assert_eq!(kind, CloudMapErrorKind::InvalidInput);
+        assert!(kind.is_configuration());
+        assert_eq!(
+            error.to_string(),
+            "namespaces of this name are owned by accounts [\"111122223333\", \"444455556666\"]: \
+             set NamespaceOwner::Account to choose"
+        );
     }
 
     #[test]
