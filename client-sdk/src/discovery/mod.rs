@@ -157,11 +157,11 @@ impl Snapshot {
 #[non_exhaustive]
 pub struct DiscoveryOptions {
     /// How often the revision is checked (`DiscoverInstancesRevision`). At least 1 s.
-    /// Default 20 s. Draining does not wait for it: the sync Lambda's `DRAINING` reaches the
+    /// Default 25 s. Draining does not wait for it: the sync Lambda's `DRAINING` reaches the
     /// client within one poll, and a draining task's gRPC health turns `NOT_SERVING` at once.
     pub poll_interval: Duration,
     /// Each wait between polls is drawn uniformly from `poll_interval ± poll_jitter_percent`,
-    /// so that clients started together drift apart. 0 to 50. Default 5 (±1 s at 20 s).
+    /// so that clients started together drift apart. 0 to 50. Default 5 (±1.25 s at 25 s).
     pub poll_jitter_percent: u32,
     /// How often the instances are listed even when the revision did not change
     /// (`DiscoverInstances`): Cloud Map health changes do not move the revision. At least 1 s.
