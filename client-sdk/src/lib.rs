@@ -75,6 +75,7 @@
 //! |---|---|---|
 //! | [`Builder::zone`] / [`Builder::local_zone`] | [`OwnZone::Detect`] | own zone: ECS task metadata (`ECS_CONTAINER_METADATA_URI_V4`), a fixed zone, or none |
 //! | [`Builder::caller_service`] | none | the callers' own Cloud Map service: enables Envoy's zone-aware routing from their zone spread |
+//! | [`Builder::namespace_owner`] | [`NamespaceOwner::Caller`] | the account that owns a namespace shared through AWS RAM: `Account(id)` sends `OwnerAccount` on every discovery call, `Detect` finds it once from the namespace's `ResourceOwner`; a missing share is a configuration error (below) |
 //! | [`Options::zone_mode`] | `Adaptive` | `Adaptive` (Envoy's plan with a caller fleet, else load-driven), `Fixed { local_percent }`, `Off` |
 //! | [`Options::panic_threshold`] | 0.5 | below this share of eligible weight, pick among everything not stopped |
 //! | [`Options::load_max_age`] | 5 min | `LB_LOAD` older than this is ignored |
@@ -85,6 +86,7 @@
 //! | `options.discovery.throttle_backoff_max` | 50 s | while throttled (`RequestLimitExceeded`): waits double from the poll interval up to this, ×[0.5, 1.5) |
 //! | [`Options::first_snapshot_timeout`] | 5 s | calls before the first snapshot wait this long, then fail `UNAVAILABLE`; a configuration error (no such service or namespace, access denied) fails them and [`Balancer::ready`] at once, `FAILED_PRECONDITION` |
 //! | [`Options::connect_timeout`] | 1 s | per-instance connection timeout |
+//! | [`Options::ip_family`] | [`IpFamily::Ipv4First`] | which address of a dual-stack instance is dialled first: `Ipv4First`, `Ipv6` (no fallback) or `Ipv6First`; the other is tried per connection when the first fails or is silent for 250 ms (Happy Eyeballs, gRFC A61). IPv6-only instances are called at `[addr]:port` |
 //! | [`Options::ejection_base`] / [`Options::ejection_max`] | 1 s / 30 s | ejection after connection failures, doubling per consecutive failure |
 //! | [`Options::max_ejection_percent`] | 50 | ejections of every kind together never exceed this share of the instances |
 //! | `options.health_check.enabled` / `service` | on / `""` | a gRPC health `Watch` (A17) on every connection; `NOT_SERVING` takes no new calls |
@@ -240,7 +242,7 @@ pub mod retry;
 pub mod zone;
 
 pub use error::{BoxError, CloudMapErrorKind, Error};
-pub use instance::{CloudMapHealth, Instance, Unroutable};
+pub use instance::{CloudMapHealth, Instance, IpFamily, UnknownIpFamily, Unroutable};
 pub use picker::{AdaptiveOptions, ZoneMode};
 
 #[cfg(feature = "tonic")]
@@ -250,5 +252,7 @@ pub use balance::{
 };
 #[cfg(feature = "tonic")]
 pub use codes::StatusCodes;
+#[cfg(feature = "aws")]
+pub use discovery::NamespaceOwner;
 #[cfg(feature = "tonic")]
 pub use zone::OwnZone;

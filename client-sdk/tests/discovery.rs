@@ -2,7 +2,8 @@
 //! where a test needs errors or call counts): revision changes in both directions, attributes
 //! and what cannot be used of them, static stability through an outage and a
 //! `RequestLimitExceeded` storm, configuration errors that fail fast, one poller per service per
-//! process, and a private DNS namespace, with calls to real tonic servers.
+//! process, and a private DNS namespace, with calls to real tonic servers; IPv6-only and
+//! dual-stack instances on `[::1]`; the owner account of a shared namespace (AWS RAM), as sent.
 
 #![cfg(feature = "tonic")]
 #![allow(clippy::unwrap_used)]
@@ -18,11 +19,12 @@ use aws_sdk_servicediscovery::types::{
     DnsConfig, DnsRecord, HealthCheckCustomConfig, OperationStatus, OperationTargetType, RecordType,
 };
 use cloudmap_balancer::contract::{LbState, keys};
+use cloudmap_balancer::discovery::NamespaceOwner;
 use cloudmap_balancer::picker::Exclusion;
-use cloudmap_balancer::{Balancer, CloudMapErrorKind, Error, Options, Unroutable};
+use cloudmap_balancer::{Balancer, CloudMapErrorKind, Error, IpFamily, Options, Unroutable};
 use local_stack::fault::{Fault, FaultProxy};
 use local_stack::{MotoServer, cloudmap, unique_name};
-use support::{TestServer, call};
+use support::{Listen, TestServer, call};
 use tonic_health::pb::health_client::HealthClient;
 
 async fn register(
@@ -31,6 +33,18 @@ async fn register(
     id: &str,
     server: &TestServer,
     extra: &[(&str, &str)],
+) {
+    register_without(client, service_id, id, server, extra, &[]).await;
+}
+
+/// [`register`], leaving out the attributes named in `without`.
+async fn register_without(
+    client: &Client,
+    service_id: &str,
+    id: &str,
+    server: &TestServer,
+    extra: &[(&str, &str)],
+    without: &[&str],
 ) {
     let mut attributes: HashMap<String, String> = [
         (keys::AWS_INSTANCE_IPV4, "127.0.0.1".to_owned()),
@@ -44,6 +58,9 @@ async fn register(
     .collect();
     for (k, v) in extra {
         attributes.insert((*k).to_owned(), (*v).to_owned());
+    }
+    for k in without {
+        attributes.remove(*k);
     }
     client
         .register_instance()
@@ -701,4 +718,475 @@ fn create_vpc(moto: &MotoServer) -> String {
     let start = response.find("<vpcId>").expect(&response) + "<vpcId>".len();
     let end = response[start..].find("</vpcId>").unwrap() + start;
     response[start..end].to_owned()
+}
+
+/// Runs `calls` health checks one after another; panics on a failure.
+async fn calls_in_turn(balancer: &Balancer, calls: usize) {
+    let mut health = HealthClient::new(balancer.channel());
+    for n in 0..calls {
+        if let Err(status) = call(&mut health).await {
+            panic!("call {n} failed: {status:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_only_service_takes_calls_with_the_same_shares_as_its_ipv4_twin() {
+    if let Err(why) = support::ipv6_loopback() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let moto = MotoServer::shared();
+    let client = moto.servicediscovery();
+    let namespace = cloudmap::create_http_namespace(&client, &unique_name("ns"))
+        .await
+        .unwrap();
+    let weights = ["100", "300"];
+    let mut fleets = Vec::new();
+    for (family, listen) in [("v4", Listen::V4), ("v6", Listen::V6)] {
+        let service =
+            cloudmap::create_service(&client, &namespace, &format!("echo-{family}"), false)
+                .await
+                .unwrap();
+        let servers: Vec<TestServer> = weights
+            .iter()
+            .map(|_| TestServer::start_on("eu-central-1a", listen))
+            .collect();
+        for (n, (server, weight)) in servers.iter().zip(weights).enumerate() {
+            let id = format!("task-{n}");
+            if listen == Listen::V6 {
+                // What ECS writes for an awsvpc task in an IPv6-only subnet: no IPv4 address.
+                let extra = [(keys::AWS_INSTANCE_IPV6, "::1"), (keys::LB_WEIGHT, weight)];
+                let without = [keys::AWS_INSTANCE_IPV4];
+                register_without(&client, &service.id, &id, server, &extra, &without).await;
+            } else {
+                register(
+                    &client,
+                    &service.id,
+                    &id,
+                    server,
+                    &[(keys::LB_WEIGHT, weight)],
+                )
+                .await;
+            }
+        }
+        fleets.push((service, servers));
+    }
+    let mut options = fast_polling();
+    // In-flight counts alone, so that the shares follow the weights and the seeded draws, not
+    // this machine's scheduling.
+    options.latency_aware = None;
+    let mut shares = Vec::new();
+    for (service, servers) in &fleets {
+        let balancer = Balancer::builder(&moto.sdk_config(), &namespace.name, &service.name)
+            .local_zone("eu-central-1a")
+            .options(options.clone())
+            .rng_seed(7)
+            .build()
+            .unwrap();
+        balancer.ready().await.unwrap();
+        let stats = balancer.stats();
+        assert!(stats.snapshot.as_ref().unwrap().unroutable().is_empty());
+        assert_eq!(stats.instances.len(), 2);
+        for (instance, server) in stats.instances.iter().zip(servers) {
+            assert_eq!(instance.instance.addr, server.addr, "{}", service.name);
+        }
+        calls_in_turn(&balancer, 800).await;
+        let served: Vec<u64> = servers.iter().map(TestServer::served).collect();
+        assert_eq!(served.iter().sum::<u64>(), 800);
+        for (instance, server) in balancer.stats().instances.iter().zip(servers) {
+            assert_eq!(instance.connected_addr, Some(server.addr));
+        }
+        shares.push(served.iter().map(|&n| n as f64 / 800.0).collect::<Vec<_>>());
+    }
+    let (v4, v6) = (&shares[0], &shares[1]);
+    for n in 0..2 {
+        assert!(
+            (v4[n] - v6[n]).abs() < 0.06,
+            "IPv4 shares {v4:?}, IPv6-only shares {v6:?}"
+        );
+    }
+    assert!(v6[1] > 0.6, "the weights hold over IPv6: {v6:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_fleet_dials_the_chosen_family_and_falls_back_per_connection() {
+    if let Err(why) = support::ipv6_loopback() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let moto = MotoServer::shared();
+    let client = moto.servicediscovery();
+    // Two dual-stack tasks, and one whose IPv6 listener is down (its IPv6 address refuses).
+    let servers = [
+        TestServer::start_on("eu-central-1a", Listen::Dual),
+        TestServer::start_on("eu-central-1a", Listen::Dual),
+        TestServer::start_on("eu-central-1a", Listen::V4),
+    ];
+    let down = &servers[2];
+    // Its IPv6 address is held by a socket that is bound and never listens, so it refuses for
+    // the whole test (no other test's server can take that port meanwhile).
+    let held = tokio::net::TcpSocket::new_v6().unwrap();
+    held.bind((std::net::Ipv6Addr::LOCALHOST, down.addr.port()).into())
+        .expect("[::1] at the IPv4 server's port is free");
+    assert!(
+        std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, down.addr.port())).is_err(),
+        "[::1]:{} refuses",
+        down.addr.port()
+    );
+    let namespace = cloudmap::create_http_namespace(&client, &unique_name("ns"))
+        .await
+        .unwrap();
+    let service = cloudmap::create_service(&client, &namespace, "echo", false)
+        .await
+        .unwrap();
+    for (n, server) in servers.iter().enumerate() {
+        let extra = [(keys::AWS_INSTANCE_IPV6, "::1")];
+        register(&client, &service.id, &format!("task-{n}"), server, &extra).await;
+    }
+
+    // Connections accepted per server and family while `family` runs 60 calls; and its stats.
+    let run = |family: IpFamily| {
+        let config = moto.sdk_config();
+        let (namespace, service, servers) = (&namespace.name, &service.name, &servers);
+        async move {
+            let before: Vec<(usize, usize)> = servers.iter().map(TestServer::accepted).collect();
+            let served: Vec<u64> = servers.iter().map(TestServer::served).collect();
+            let mut options = fast_polling();
+            options.ip_family = family;
+            let balancer = Balancer::builder(&config, namespace, service)
+                .local_zone("eu-central-1a")
+                .options(options)
+                .rng_seed(3)
+                .build()
+                .unwrap();
+            balancer.ready().await.unwrap();
+            calls_in_turn(&balancer, 60).await;
+            let stats = balancer.stats();
+            let accepted: Vec<(usize, usize)> = servers
+                .iter()
+                .zip(before)
+                .map(|(s, (v4, v6))| (s.accepted().0 - v4, s.accepted().1 - v6))
+                .collect();
+            let served: Vec<u64> = servers
+                .iter()
+                .zip(served)
+                .map(|(s, n)| s.served() - n)
+                .collect();
+            (stats, accepted, served)
+        }
+    };
+    let v6 = |n: usize| {
+        servers[n].addr_v6.unwrap_or_else(|| {
+            std::net::SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), servers[n].addr.port())
+        })
+    };
+
+    // IPv4 first (the default): IPv4 everywhere, IPv6 never tried.
+    let (stats, accepted, served) = run(IpFamily::Ipv4First).await;
+    assert!(
+        accepted.iter().all(|&(v4, v6)| v4 >= 1 && v6 == 0),
+        "{accepted:?}"
+    );
+    assert!(served.iter().all(|&n| n > 0), "{served:?}");
+    for (n, (instance, server)) in stats.instances.iter().zip(&servers).enumerate() {
+        assert_eq!(instance.connected_addr, Some(server.addr));
+        assert_eq!(instance.instance.ipv6_addr, Some(v6(n)));
+    }
+
+    // IPv6 first: the dual-stack tasks over IPv6; the task whose IPv6 listener is down over
+    // IPv4, by the per-connection fallback, without a failed call or a connect failure counted.
+    let (stats, accepted, served) = run(IpFamily::Ipv6First).await;
+    assert_eq!(&accepted[..2], &[(0, 1), (0, 1)], "{accepted:?}");
+    assert_eq!(accepted[2], (1, 0), "{accepted:?}");
+    assert!(served.iter().all(|&n| n > 0), "{served:?}");
+    let reached: Vec<_> = stats.instances.iter().map(|i| i.connected_addr).collect();
+    assert_eq!(reached, [Some(v6(0)), Some(v6(1)), Some(down.addr)]);
+    assert!(stats.instances.iter().all(|i| i.connect_failures == 0));
+
+    // IPv6 only: no fallback, so the task without an IPv6 listener cannot be reached; its
+    // connection attempts fail (and eject it), and its calls go to the others, transparently.
+    let (stats, accepted, served) = run(IpFamily::Ipv6).await;
+    assert!(
+        accepted[..2].iter().all(|&(v4, v6)| v4 == 0 && v6 >= 1),
+        "{accepted:?}"
+    );
+    assert_eq!(accepted[2], (0, 0));
+    assert_eq!(served[2], 0);
+    assert_eq!(served[0] + served[1], 60);
+    assert!(
+        stats.instances[2].connect_failures >= 1,
+        "{:?}",
+        stats.instances[2]
+    );
+    assert_eq!(stats.instances[2].connected_addr, None);
+    drop(held);
+}
+
+/// The named parameter of each recorded request body, as text (`None` where it is absent).
+fn parameter(bodies: &[String], name: &str) -> Vec<Option<String>> {
+    bodies
+        .iter()
+        .map(|body| {
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            json.get(name).and_then(|v| v.as_str()).map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Waits (up to 20 s) until the proxy has seen `n` revision polls.
+async fn revision_polls(proxy: &FaultProxy, n: u64) {
+    for _ in 0..400 {
+        if proxy.count("DiscoverInstancesRevision") >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} revision polls: {:?}", proxy.counts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_discovery_call_carries_the_owner_account_when_one_is_set() {
+    // moto cannot share a namespace across accounts (no AWS RAM) and ignores OwnerAccount: this
+    // proves what the crate sends, read at the proxy, not that Cloud Map honours it.
+    let moto = MotoServer::shared();
+    let client = moto.servicediscovery();
+    let server = TestServer::start("eu-central-1a");
+    let (namespace, service) = service_with(&client, &[&server]).await;
+    let callers = cloudmap::create_service(&client, &namespace, "callers", false)
+        .await
+        .unwrap();
+    register(&client, &callers.id, "caller-0", &server, &[]).await;
+    let owner = "111122223333";
+
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    let balancer = Balancer::builder(&through(&proxy, moto), &namespace.name, &service.name)
+        .local_zone("eu-central-1a")
+        .caller_service(&namespace.name, "callers")
+        .namespace_owner(NamespaceOwner::account(owner).unwrap())
+        .options(fast_polling())
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+    call(&mut HealthClient::new(balancer.channel()))
+        .await
+        .unwrap();
+    revision_polls(&proxy, 4).await;
+    for operation in ["DiscoverInstances", "DiscoverInstancesRevision"] {
+        let bodies = proxy.bodies(operation);
+        assert!(!bodies.is_empty(), "{operation}");
+        assert!(
+            parameter(&bodies, "OwnerAccount")
+                .iter()
+                .all(|o| o.as_deref() == Some(owner)),
+            "{operation}: {bodies:?}"
+        );
+        // The caller fleet, in the same namespace, is read from the owner's namespace too.
+        let services = parameter(&bodies, "ServiceName");
+        assert!(services.contains(&Some("callers".into())), "{services:?}");
+        assert!(
+            services.contains(&Some(service.name.clone())),
+            "{services:?}"
+        );
+    }
+    assert_eq!(
+        proxy.count("ListNamespaces"),
+        0,
+        "an account given is not looked up"
+    );
+
+    // Without an owner (the default) nothing is sent: the caller's own namespace.
+    let plain = FaultProxy::start(moto.endpoint()).unwrap();
+    let own = Balancer::builder(&through(&plain, moto), &namespace.name, &service.name)
+        .local_zone("eu-central-1a")
+        .options(fast_polling())
+        .build()
+        .unwrap();
+    own.ready().await.unwrap();
+    revision_polls(&plain, 1).await;
+    for operation in ["DiscoverInstances", "DiscoverInstancesRevision"] {
+        let bodies = plain.bodies(operation);
+        assert!(!bodies.is_empty());
+        assert!(
+            parameter(&bodies, "OwnerAccount")
+                .iter()
+                .all(Option::is_none),
+            "{bodies:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detected_owner_is_read_once_from_list_namespaces_and_sent() {
+    let moto = MotoServer::shared();
+    let client = moto.servicediscovery();
+    let server = TestServer::start("eu-central-1a");
+    let (namespace, service) = service_with(&client, &[&server]).await;
+    // moto leaves `ResourceOwner` out of ListNamespaces; the crate then reads the owner from
+    // the namespace's ARN, which moto does give.
+    let arn = client
+        .get_namespace()
+        .id(&namespace.id)
+        .send()
+        .await
+        .unwrap()
+        .namespace
+        .unwrap()
+        .arn
+        .unwrap();
+    let owner = arn.split(':').nth(4).unwrap().to_owned();
+
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    let balancer = Balancer::builder(&through(&proxy, moto), &namespace.name, &service.name)
+        .local_zone("eu-central-1a")
+        .namespace_owner(NamespaceOwner::Detect)
+        .options(fast_polling())
+        .build()
+        .unwrap();
+    balancer.ready().await.unwrap();
+    revision_polls(&proxy, 2).await;
+    assert_eq!(
+        proxy.count("ListNamespaces"),
+        1,
+        "looked up once: {:?}",
+        proxy.counts()
+    );
+    let list: serde_json::Value = serde_json::from_str(&proxy.bodies("ListNamespaces")[0]).unwrap();
+    assert_eq!(
+        list["Filters"],
+        serde_json::json!([{ "Name": "NAME", "Values": [namespace.name], "Condition": "EQ" }])
+    );
+    for operation in ["DiscoverInstances", "DiscoverInstancesRevision"] {
+        let bodies = proxy.bodies(operation);
+        assert!(
+            parameter(&bodies, "OwnerAccount")
+                .iter()
+                .all(|o| o.as_deref() == Some(owner.as_str())),
+            "{operation}: {bodies:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_not_shared_fails_ready_and_calls_at_once_with_a_configuration_error() {
+    let moto = MotoServer::shared();
+    let mut options = fast_polling();
+    // Far longer than the test waits: failing fast must not wait for it.
+    options.first_snapshot_timeout = Duration::from_secs(120);
+    let owner = NamespaceOwner::account("111122223333").unwrap();
+    let denied = Fault::Status {
+        status: 400,
+        code: "AccessDeniedException".into(),
+    };
+    let ready_error = |balancer: Balancer| async move {
+        let error = tokio::time::timeout(Duration::from_secs(20), balancer.ready())
+            .await
+            .expect("ready() ends at once")
+            .unwrap_err();
+        let status = tokio::time::timeout(
+            Duration::from_secs(20),
+            call(&mut HealthClient::new(balancer.channel())),
+        )
+        .await
+        .expect("the call fails at once")
+        .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        (error.cloud_map_kind(), cloudmap_balancer_chain(&error))
+    };
+
+    // The owner never shared this namespace (Cloud Map looks for it in the owner's account and
+    // answers as for any namespace it cannot show the caller).
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    let unshared = Balancer::builder(&through(&proxy, moto), unique_name("not-shared"), "echo")
+        .local_zone("eu-central-1a")
+        .namespace_owner(owner.clone())
+        .options(options.clone())
+        .build()
+        .unwrap();
+    let (kind, message) = ready_error(unshared).await;
+    assert_eq!(kind, Some(CloudMapErrorKind::NamespaceNotFound));
+    assert!(
+        message.contains("OwnerAccount 111122223333") && message.contains("AWS RAM"),
+        "{message}"
+    );
+    assert_eq!(message.matches("NamespaceNotFound").count(), 1, "{message}");
+
+    // Shared, but the role may not read it: the same, as AccessDenied.
+    let server = TestServer::start("eu-central-1a");
+    let (namespace, service) = service_with(&moto.servicediscovery(), &[&server]).await;
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    proxy.fail("DiscoverInstances", denied.clone());
+    proxy.fail("DiscoverInstancesRevision", denied.clone());
+    let forbidden = Balancer::builder(&through(&proxy, moto), &namespace.name, &service.name)
+        .local_zone("eu-central-1a")
+        .namespace_owner(owner)
+        .options(options.clone())
+        .build()
+        .unwrap();
+    let (kind, message) = ready_error(forbidden).await;
+    assert_eq!(kind, Some(CloudMapErrorKind::AccessDenied));
+    assert!(message.contains("OwnerAccount 111122223333"), "{message}");
+
+    // Detected: no namespace of the name visible to the account.
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    let invisible = Balancer::builder(&through(&proxy, moto), unique_name("not-shared"), "echo")
+        .local_zone("eu-central-1a")
+        .namespace_owner(NamespaceOwner::Detect)
+        .options(options.clone())
+        .build()
+        .unwrap();
+    let (kind, message) = ready_error(invisible).await;
+    assert_eq!(kind, Some(CloudMapErrorKind::NamespaceNotFound));
+    assert!(message.starts_with("Cloud Map ListNamespaces"), "{message}");
+    assert!(message.contains("visible"), "{message}");
+    assert_eq!(proxy.count("DiscoverInstances"), 0, "{:?}", proxy.counts());
+
+    // Detected, without `servicediscovery:ListNamespaces` in the role.
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    proxy.fail("ListNamespaces", denied);
+    let no_list = Balancer::builder(&through(&proxy, moto), &namespace.name, &service.name)
+        .local_zone("eu-central-1a")
+        .namespace_owner(NamespaceOwner::Detect)
+        .options(options)
+        .build()
+        .unwrap();
+    let (kind, message) = ready_error(no_list).await;
+    assert_eq!(kind, Some(CloudMapErrorKind::AccessDenied));
+    assert!(message.starts_with("Cloud Map ListNamespaces"), "{message}");
+
+    // A custom source reads what it reads: an owner for it is refused when building.
+    let error = Balancer::builder_with_source(
+        cloudmap_balancer::discovery::StaticSource::new(Vec::new()),
+        "ns",
+        "echo",
+    )
+    .namespace_owner(NamespaceOwner::Detect)
+    .build()
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::InvalidOption {
+                name: "namespace_owner",
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    // An owner that is not an account ID is refused when building.
+    let error = Balancer::builder(&moto.sdk_config(), &namespace.name, &service.name)
+        .namespace_owner(NamespaceOwner::Account("12345".into()))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::InvalidOption {
+                name: "namespace_owner",
+                ..
+            }
+        ),
+        "{error}"
+    );
 }

@@ -18,6 +18,8 @@
 //! proxy.fail_times("GetInstance", Fault::ServerError, 1); // the next call only
 //! // ... run the code under test ...
 //! assert_eq!(proxy.count("RegisterInstance"), 1);
+//! // What each request carried (JSON protocols: the parameters).
+//! let bodies: Vec<String> = proxy.bodies("RegisterInstance");
 //! proxy.clear();
 //! # Ok(()) }
 //! ```
@@ -81,6 +83,8 @@ struct State {
     rules: Vec<Rule>,
     counts: BTreeMap<String, u64>,
     faults: BTreeMap<String, u64>,
+    /// Request bodies by operation, in arrival order.
+    bodies: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -95,10 +99,15 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts the request and returns the fault to answer it with, if any.
-    fn admit(&self, operation: &str) -> Option<Fault> {
+    /// Counts and records the request and returns the fault to answer it with, if any.
+    fn admit(&self, operation: &str, body: &[u8]) -> Option<Fault> {
         let mut state = self.state();
         *state.counts.entry(operation.to_owned()).or_insert(0) += 1;
+        state
+            .bodies
+            .entry(operation.to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(body).into_owned());
         let index = state.rules.iter().position(|r| r.operation == operation)?;
         let rule = &mut state.rules[index];
         let fault = rule.fault.clone();
@@ -223,11 +232,24 @@ impl FaultProxy {
         self.shared.state().faults.clone()
     }
 
-    /// Sets every count to zero.
+    /// The bodies of the requests received for `operation` (forwarded or faulted), in arrival
+    /// order, as text (for the JSON protocols, the call's parameters), since the start or the
+    /// last [`FaultProxy::reset_counts`].
+    pub fn bodies(&self, operation: &str) -> Vec<String> {
+        self.shared
+            .state()
+            .bodies
+            .get(operation)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sets every count to zero and forgets the recorded bodies.
     pub fn reset_counts(&self) {
         let mut state = self.shared.state();
         state.counts.clear();
         state.faults.clear();
+        state.bodies.clear();
     }
 }
 
@@ -271,7 +293,7 @@ fn serve(shared: &Shared, stream: TcpStream) {
             break;
         };
         let operation = operation(&request);
-        let response = match shared.admit(&operation) {
+        let response = match shared.admit(&operation, &request.body) {
             Some(fault) => fault_response(&request, &fault),
             None => forward(shared.upstream, &request).unwrap_or_else(|e| {
                 plain_response(

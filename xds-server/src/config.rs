@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cloudmap_balancer::{IpFamily, NamespaceOwner};
+
 use crate::error::Error;
 use crate::naming::{ServiceName, parse_aliases};
 
@@ -37,6 +39,15 @@ pub struct ServeConfig {
     /// `CLOUDMAP_XDS_LINGER` / `--linger`: how long a service stays polled after its last
     /// subscriber left. Default 5 min.
     pub linger: Duration,
+    /// `CLOUDMAP_XDS_OWNER_ACCOUNT` / `--owner-account`: the account that owns the namespaces
+    /// served, when another account shares them through AWS RAM (sent as `OwnerAccount`), or
+    /// `detect` (each namespace's `ResourceOwner`, from `ListNamespaces`). Default: the
+    /// server's own account.
+    pub owner: NamespaceOwner,
+    /// `CLOUDMAP_XDS_IP_FAMILY` / `--ip-family`: which address of a dual-stack instance the
+    /// endpoints carry: `ipv4-first` (default: its IPv4 one), `ipv6` or `ipv6-first` (its IPv6
+    /// one). IPv6-only instances are sent at their IPv6 address.
+    pub ip_family: IpFamily,
 }
 
 impl Default for ServeConfig {
@@ -51,6 +62,8 @@ impl Default for ServeConfig {
             shutdown_grace: Duration::from_secs(5),
             health_check: Some(String::new()),
             linger: Duration::from_secs(300),
+            owner: NamespaceOwner::Caller,
+            ip_family: IpFamily::Ipv4First,
         }
     }
 }
@@ -90,13 +103,14 @@ usage: cloudmap-xds serve [--listen ADDR] [--region REGION] [--alias ALIAS=SERVI
                           [--poll-interval DURATION] [--max-subscriptions N]
                           [--outlier-detection on|off] [--shutdown-grace DURATION]
                           [--health-check on|off|SERVICE] [--linger DURATION]
+                          [--owner-account ACCOUNT|detect] [--ip-family ipv4-first|ipv6|ipv6-first]
        cloudmap-xds bootstrap --server HOST:PORT [--output PATH] [--node-id ID] [--zone ZONE]
                               [--region REGION]
 
 Every flag has an environment variable (CLOUDMAP_XDS_LISTEN, CLOUDMAP_XDS_REGION,
 CLOUDMAP_XDS_ALIASES, CLOUDMAP_XDS_POLL_INTERVAL, CLOUDMAP_XDS_MAX_SUBSCRIPTIONS,
 CLOUDMAP_XDS_OUTLIER_DETECTION, CLOUDMAP_XDS_SHUTDOWN_GRACE, CLOUDMAP_XDS_HEALTH_CHECK,
-CLOUDMAP_XDS_LINGER, CLOUDMAP_XDS_SERVER_URI,
+CLOUDMAP_XDS_LINGER, CLOUDMAP_XDS_OWNER_ACCOUNT, CLOUDMAP_XDS_IP_FAMILY, CLOUDMAP_XDS_SERVER_URI,
 CLOUDMAP_XDS_BOOTSTRAP_OUTPUT, CLOUDMAP_XDS_NODE_ID, CLOUDMAP_XDS_ZONE); flags win.
 Durations: 500ms, 2s, 1m, or seconds.";
 
@@ -153,6 +167,8 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
                 "shutdown-grace",
                 "health-check",
                 "linger",
+                "owner-account",
+                "ip-family",
             ];
             reject_unknown(&settings, &known)?;
             let mut config = ServeConfig::default();
@@ -203,6 +219,20 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
             if let Some((name, value)) = lookup("linger", "CLOUDMAP_XDS_LINGER") {
                 config.linger =
                     parse_duration(&value).map_err(|reason| invalid(&name, &value, reason))?;
+            }
+            if let Some((name, value)) = lookup("owner-account", "CLOUDMAP_XDS_OWNER_ACCOUNT") {
+                config.owner = value.parse().map_err(|_| {
+                    invalid(
+                        &name,
+                        &value,
+                        "an AWS account ID (12 digits), detect or caller",
+                    )
+                })?;
+            }
+            if let Some((name, value)) = lookup("ip-family", "CLOUDMAP_XDS_IP_FAMILY") {
+                config.ip_family = value
+                    .parse()
+                    .map_err(|_| invalid(&name, &value, "ipv4-first, ipv6 or ipv6-first"))?;
             }
             if let Some((_, value)) = lookup("health-check", "CLOUDMAP_XDS_HEALTH_CHECK") {
                 config.health_check = match value.as_str() {
@@ -324,7 +354,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting() {
         type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case<'_>; 7] = [
+        let cases: [Case<'_>; 10] = [
             (&["serve", "--listen", "nowhere"], &[], "--listen"),
             (
                 &["serve"],
@@ -338,6 +368,20 @@ mod tests {
                 "--max-subscriptions",
             ),
             (&["serve", "--colour", "blue"], &[], "--colour"),
+            (
+                &["serve", "--owner-account", "12345"],
+                &[],
+                "--owner-account",
+            ),
+            (
+                &["serve"],
+                &[(
+                    "CLOUDMAP_XDS_OWNER_ACCOUNT",
+                    "arn:aws:iam::111122223333:root",
+                )],
+                "12 digits",
+            ),
+            (&["serve", "--ip-family", "ipv4"], &[], "--ip-family"),
             (&["bootstrap"], &[], "--server"),
             (&["bootstrap", "--server", "xds:0"], &[], "HOST:PORT"),
         ];
@@ -371,10 +415,25 @@ mod tests {
             "off",
             "--linger",
             "1m",
+            "--owner-account",
+            "111122223333",
+            "--ip-family",
+            "ipv6-first",
         ];
         let Command::Serve(config) = parse(&args(&line), &env(&[])).unwrap() else {
             panic!()
         };
+        assert_eq!(config.owner, NamespaceOwner::Account("111122223333".into()));
+        assert_eq!(config.ip_family, IpFamily::Ipv6First);
+        let detect = env(&[
+            ("CLOUDMAP_XDS_OWNER_ACCOUNT", "detect"),
+            ("CLOUDMAP_XDS_IP_FAMILY", "ipv6"),
+        ]);
+        let Command::Serve(from_env) = parse(&args(&["serve"]), &detect).unwrap() else {
+            panic!()
+        };
+        assert_eq!(from_env.owner, NamespaceOwner::Detect);
+        assert_eq!(from_env.ip_family, IpFamily::Ipv6);
         assert_eq!(config.health_check, None);
         assert_eq!(config.linger, Duration::from_secs(60));
         assert!(!config.outlier_detection);

@@ -79,9 +79,11 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         .unwrap_or_default();
     let mut options = DiscoveryOptions::default();
     options.poll_interval = config.poll_interval;
+    let owner = config.owner.clone();
     let start: cloudmap_xds::services::StartDiscovery = Arc::new(move |name| {
         Discovery::start(
-            CloudMapSource::new(&aws, name.namespace.clone(), name.service.clone()),
+            CloudMapSource::new(&aws, name.namespace.clone(), name.service.clone())
+                .with_owner(owner.clone())?,
             name.namespace.clone(),
             name.service.clone(),
             options.clone(),
@@ -89,6 +91,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     });
     let assignment = AssignmentConfig {
         region,
+        ip_family: config.ip_family,
         ..AssignmentConfig::default()
     };
     let server = XdsServer::new(

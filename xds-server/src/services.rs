@@ -312,6 +312,8 @@ impl Entry {
                     }
                 })
             };
+            // The health watch dials what the answers send: each instance's first address.
+            let family = config.ip_family;
             let watcher = tokio::spawn(async move {
                 // Holds a clone of the discovery handle until the entry aborts this task.
                 let mut snapshots = watched.subscribe();
@@ -320,7 +322,11 @@ impl Entry {
                     let known = snapshot.is_some();
                     let Some(entry) = weak.upgrade() else { return };
                     if let (Some(service), Some(snapshot)) = (&health_check, &snapshot) {
-                        let addrs = snapshot.instances().iter().map(|i| i.addr).collect();
+                        let addrs = snapshot
+                            .instances()
+                            .iter()
+                            .map(|i| i.dial_order(family).0)
+                            .collect();
                         entry.health.reconcile(&addrs, service, &health_changed);
                     }
                     let rejected = entry.is_rejected();
@@ -462,7 +468,7 @@ impl Entry {
             &demand,
             &self.config,
             |i| {
-                if health.not_serving(instances[i].addr) {
+                if health.not_serving(instances[i].dial_order(self.config.ip_family).0) {
                     Availability::NotServing
                 } else {
                     Availability::Available

@@ -10,8 +10,11 @@ use super::state::{self, EndpointFactory, Settings, Shared};
 use super::{Balancer, Inner};
 use crate::aws::sdk;
 use crate::discovery::shared::{self, ClientIdentity};
-use crate::discovery::{AbortOnDrop, CloudMapSource, Discovery, DiscoveryOptions, InstanceSource};
+use crate::discovery::{
+    AbortOnDrop, CloudMapSource, Discovery, DiscoveryOptions, InstanceSource, NamespaceOwner,
+};
 use crate::error::Error;
+use crate::instance::IpFamily;
 use crate::outlier::{Limits, OutlierOptions};
 use crate::picker::{AdaptiveOptions, LatencyAware, SlowStart, ZoneMode};
 use crate::retry::RetryOptions;
@@ -49,6 +52,11 @@ pub struct Options {
     /// Connection timeout per instance (TCP and TLS; the HTTP/2 handshake gets as long again).
     /// Default 1 s: instances are in the same VPC.
     pub connect_timeout: Duration,
+    /// Which address of a dual-stack instance (both `AWS_INSTANCE_IPV4` and
+    /// `AWS_INSTANCE_IPV6`) a connection dials first, and whether it falls back to the other
+    /// (see [`IpFamily`]). Instances with one address are dialled at it. Default
+    /// [`IpFamily::Ipv4First`].
+    pub ip_family: IpFamily,
     /// First ejection after a connection failure; doubles with each consecutive failure.
     /// Default 1 s.
     pub ejection_base: Duration,
@@ -100,6 +108,7 @@ impl Default for Options {
             discovery: DiscoveryOptions::default(),
             first_snapshot_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            ip_family: IpFamily::Ipv4First,
             ejection_base: Duration::from_secs(1),
             ejection_max: Duration::from_secs(30),
             max_ejection_percent: 50,
@@ -222,6 +231,7 @@ pub struct Builder {
     client: Option<(sdk::Client, ClientIdentity)>,
     caller: Option<(Arc<dyn InstanceSource>, Ident)>,
     caller_service: Option<(String, String)>,
+    owner: NamespaceOwner,
     zone: OwnZone,
     zone_id: Option<String>,
     options: Options,
@@ -269,6 +279,7 @@ impl Builder {
             client: None,
             caller: None,
             caller_service: None,
+            owner: NamespaceOwner::Caller,
             zone: OwnZone::Detect,
             zone_id: None,
             options: Options::default(),
@@ -315,6 +326,22 @@ impl Builder {
         service: impl Into<String>,
     ) -> Self {
         self.caller_service = Some((namespace.into(), service.into()));
+        self
+    }
+
+    /// The account that owns the namespace, when another account shares it with the caller's
+    /// through AWS RAM: discovery then sends it as `OwnerAccount` (see [`NamespaceOwner`]).
+    /// Default [`NamespaceOwner::Caller`] (the caller's own namespace; nothing sent).
+    ///
+    /// It applies to the balanced service and to a [`caller_service`](Self::caller_service) in
+    /// the same namespace; a caller service in another namespace is read as the caller's own,
+    /// except with [`NamespaceOwner::Detect`], which finds each namespace's owner. Only for
+    /// builders from [`Balancer::builder`] (a custom source reads what it reads); `build` fails
+    /// on an account ID that is not 12 digits.
+    ///
+    /// [`Balancer::builder`]: crate::Balancer::builder
+    pub fn namespace_owner(mut self, owner: NamespaceOwner) -> Self {
+        self.owner = owner;
         self
     }
 
@@ -395,8 +422,33 @@ impl Builder {
     /// are retried in the background; [`Balancer::ready`] and calls made before the first
     /// snapshot fail at once with a configuration error, and `UNAVAILABLE` after the
     /// first-snapshot timeout otherwise).
-    pub fn build(self) -> Result<Balancer, Error> {
+    pub fn build(mut self) -> Result<Balancer, Error> {
         self.options.validate()?;
+        self.owner.validate()?;
+        // Whose namespace each Cloud Map service is read from.
+        let owner_of = |namespace: &str| match &self.owner {
+            NamespaceOwner::Account(_) if namespace != self.ident.namespace => {
+                NamespaceOwner::Caller
+            }
+            owner => owner.clone(),
+        };
+        if self.owner != NamespaceOwner::Caller {
+            let Some((client, _)) = &self.client else {
+                return Err(Error::InvalidOption {
+                    name: "namespace_owner",
+                    reason: "needs a Cloud Map builder (Balancer::builder); a custom source \
+                             reads what it reads"
+                        .to_owned(),
+                });
+            };
+            let source = CloudMapSource::from_client(
+                client.clone(),
+                &self.ident.namespace,
+                &self.ident.service,
+            )
+            .with_owner(self.owner.clone())?;
+            self.source = Arc::new(source);
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let seed = self.seed.unwrap_or_else(|| fastrand::u64(..));
         let options = self.options;
@@ -442,9 +494,10 @@ impl Builder {
             options.imds_timeout,
         );
 
-        // The caller fleet, and whether it is read from Cloud Map (then it may be shared).
+        // The caller fleet, and whose namespace it is read from when it is read from Cloud Map
+        // (then it may be shared).
         let caller = match (self.caller, self.caller_service) {
-            (Some((source, ident)), _) => Some((source, ident, false)),
+            (Some((source, ident)), _) => Some((source, ident, None)),
             (None, Some((namespace, service))) => {
                 let Some((client, _)) = self.client.clone() else {
                     return Err(Error::InvalidOption {
@@ -453,9 +506,13 @@ impl Builder {
                             .to_owned(),
                     });
                 };
-                let source = CloudMapSource::from_client(client, &namespace, &service);
+                let owner = owner_of(&namespace);
+                let source = CloudMapSource::from_client(client, &namespace, &service)
+                    .with_owner(owner.clone())?;
                 let ident = Ident { namespace, service };
-                Some((via_xds(Arc::new(source), &ident)?, ident, shareable))
+                let source = via_xds(Arc::new(source), &ident)?;
+                // Shared with other balancers (by its owner too) unless it goes through xDS.
+                Some((source, ident, shareable.then_some(owner)))
             }
             (None, None) => None,
         };
@@ -486,6 +543,7 @@ impl Builder {
             endpoint,
             connect: Arc::new(ConnectSettings {
                 connect_timeout: options.connect_timeout,
+                ip_family: options.ip_family,
                 health: Arc::new(options.health_check.clone()),
                 plaintext,
             }),
@@ -503,28 +561,29 @@ impl Builder {
             .as_ref()
             .filter(|_| shareable)
             .map(|(_, identity)| identity.clone());
-        let start = |source: Arc<dyn InstanceSource>, ident: Ident, seed: u64| {
-            let spawn = || {
-                Discovery::spawn(
-                    source,
-                    options.discovery.clone(),
-                    ident.clone(),
-                    seed,
-                    &runtime,
-                )
+        let start =
+            |source: Arc<dyn InstanceSource>, ident: Ident, owner: &NamespaceOwner, seed: u64| {
+                let spawn = || {
+                    Discovery::spawn(
+                        source,
+                        options.discovery.clone(),
+                        ident.clone(),
+                        seed,
+                        &runtime,
+                    )
+                };
+                match &identity {
+                    Some(identity) => shared::discovery(
+                        shared::Key::new(&runtime, identity, &ident, owner, &options.discovery),
+                        spawn,
+                    ),
+                    None => spawn(),
+                }
             };
-            match &identity {
-                Some(identity) => shared::discovery(
-                    shared::Key::new(&runtime, identity, &ident, &options.discovery),
-                    spawn,
-                ),
-                None => spawn(),
-            }
-        };
-        let discovery = start(own_source, self.ident, seed ^ 0x5EED_0001);
+        let discovery = start(own_source, self.ident, &self.owner, seed ^ 0x5EED_0001);
         let caller = caller.map(|(source, ident, cloud_map)| {
-            if cloud_map {
-                start(source, ident, seed ^ 0x5EED_0002)
+            if let Some(owner) = cloud_map {
+                start(source, ident, &owner, seed ^ 0x5EED_0002)
             } else {
                 Discovery::spawn(
                     source,

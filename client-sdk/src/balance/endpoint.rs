@@ -8,6 +8,7 @@
 //! The next call to the instance connects anew through [`Endpoint::channel`], with its timeout
 //! and ejection accounting.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -81,6 +82,8 @@ impl ZoneCounters {
 pub(crate) struct Liveness {
     alive: AtomicBool,
     gone: tokio::sync::Notify,
+    /// The address the connection reached (of a dual-stack instance: either of its two).
+    peer: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Liveness {
@@ -88,6 +91,7 @@ impl Liveness {
         Self {
             alive: AtomicBool::new(true),
             gone: tokio::sync::Notify::new(),
+            peer: std::sync::OnceLock::new(),
         }
     }
 
@@ -126,6 +130,8 @@ struct Conn {
 #[derive(Debug)]
 pub(crate) struct ConnectSettings {
     pub(crate) connect_timeout: Duration,
+    /// Which address of a dual-stack instance is dialled first.
+    pub(crate) ip_family: crate::IpFamily,
     pub(crate) health: Arc<HealthCheck>,
     /// HTTP/2 runs in the clear on the socket, so the connector can see `GOAWAY` frames.
     pub(crate) plaintext: bool,
@@ -146,7 +152,10 @@ pub(crate) struct RetryCounters {
 /// connection closes only when the instance has left the snapshot *and* its last call finished.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
+    /// The instance ID and the address dialled first.
     pub(crate) key: EndpointKey,
+    /// The address a connection falls back to (a dual-stack instance's other family).
+    pub(crate) fallback: Option<SocketAddr>,
     pub(crate) zone: Arc<ZoneCounters>,
     in_flight: AtomicU32,
     /// Latency of answered calls, for the latency-aware choice.
@@ -171,8 +180,10 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    #[allow(clippy::too_many_arguments)] // Each is one part of the endpoint, named at the call.
     pub(crate) fn new(
         key: EndpointKey,
+        fallback: Option<SocketAddr>,
         zone: Arc<ZoneCounters>,
         template: TonicEndpoint,
         settings: Arc<ConnectSettings>,
@@ -182,6 +193,7 @@ impl Endpoint {
     ) -> Self {
         Self {
             key,
+            fallback,
             zone,
             in_flight: AtomicU32::new(0),
             latency: LatencyEstimate::default(),
@@ -227,6 +239,15 @@ impl Endpoint {
             latency_at_us,
             client_lag_us,
         }
+    }
+
+    /// The address the live connection reached, if one is open.
+    pub(crate) fn connected_addr(&self) -> Option<SocketAddr> {
+        self.conn
+            .load()
+            .as_ref()
+            .filter(|c| c.alive.is_alive())
+            .and_then(|c| c.alive.peer.get().copied())
     }
 
     /// Whether a live connection is open.
@@ -291,6 +312,7 @@ impl Endpoint {
         let alive = Arc::new(Liveness::new());
         let connector = WatchedConnector {
             addr: self.addr(),
+            fallback: self.fallback,
             alive: Arc::clone(&alive),
             used: Arc::new(AtomicBool::new(false)),
             scan_frames: self.settings.plaintext,
@@ -378,6 +400,8 @@ pub(crate) struct ConnectionGone;
 #[derive(Debug, Clone)]
 struct WatchedConnector {
     addr: SocketAddr,
+    /// Tried when `addr` fails or is slow (see [`connect_in_order`]).
+    fallback: Option<SocketAddr>,
     alive: Arc<Liveness>,
     used: Arc<AtomicBool>,
     scan_frames: bool,
@@ -393,7 +417,7 @@ impl tower_service::Service<Uri> for WatchedConnector {
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
-        let addr = self.addr;
+        let (addr, fallback) = (self.addr, self.fallback);
         let alive = Arc::clone(&self.alive);
         let scanner = self.scan_frames.then(FrameScanner::default);
         let first = !self.used.swap(true, Ordering::AcqRel);
@@ -401,7 +425,9 @@ impl tower_service::Service<Uri> for WatchedConnector {
             if !first {
                 return Err(Box::new(ConnectionGone) as BoxError);
             }
-            let stream = TcpStream::connect(addr).await?;
+            let (stream, peer) =
+                connect_in_order(addr, fallback, ATTEMPT_DELAY, TcpStream::connect).await?;
+            let _ = alive.peer.set(peer);
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(WatchedIo {
                 stream,
@@ -412,12 +438,98 @@ impl tower_service::Service<Uri> for WatchedConnector {
     }
 }
 
+/// RFC 8305's Connection Attempt Delay, A61's default: how long the first address of a
+/// dual-stack instance has to itself before the fallback address is tried beside it.
+pub(crate) const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Both addresses of a dual-stack instance failed to connect.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to {first} failed ({first_error}), and to its fallback {second}")]
+pub(crate) struct BothFailed {
+    first: SocketAddr,
+    first_error: io::Error,
+    second: SocketAddr,
+    #[source]
+    second_error: io::Error,
+}
+
+/// Connects to `first`; with a `fallback`, the way Happy Eyeballs (RFC 8305, gRFC A61) does for
+/// one endpoint with two addresses: the fallback is tried as soon as `first` fails, or beside it
+/// once `first` has had `delay` to itself; the first connection made wins and the other attempt
+/// is dropped. Returns the connection and the address it reached.
+async fn connect_in_order<S, F, Fut>(
+    first: SocketAddr,
+    fallback: Option<SocketAddr>,
+    delay: Duration,
+    connect: F,
+) -> Result<(S, SocketAddr), BoxError>
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: Future<Output = io::Result<S>>,
+{
+    let Some(second) = fallback else {
+        return Ok((connect(first).await?, first));
+    };
+    let both = |first_error, second_error| {
+        Box::new(BothFailed {
+            first,
+            first_error,
+            second,
+            second_error,
+        }) as BoxError
+    };
+    let first_attempt = connect(first);
+    tokio::pin!(first_attempt);
+    let head_start = tokio::select! {
+        result = &mut first_attempt => Some(result),
+        () = tokio::time::sleep(delay) => None,
+    };
+    match head_start {
+        Some(Ok(stream)) => return Ok((stream, first)),
+        Some(Err(first_error)) => {
+            tracing::debug!(
+                %first, %second, error = %first_error,
+                "connect failed; trying the other address"
+            );
+            return match connect(second).await {
+                Ok(stream) => Ok((stream, second)),
+                Err(second_error) => Err(both(first_error, second_error)),
+            };
+        }
+        None => {
+            tracing::debug!(%first, %second, ?delay, "connect slow; trying the other address too");
+        }
+    }
+    let second_attempt = connect(second);
+    tokio::pin!(second_attempt);
+    let (mut first_error, mut second_error) = (None, None);
+    loop {
+        tokio::select! {
+            result = &mut first_attempt, if first_error.is_none() => match result {
+                Ok(stream) => return Ok((stream, first)),
+                Err(error) => first_error = Some(error),
+            },
+            result = &mut second_attempt, if second_error.is_none() => match result {
+                Ok(stream) => return Ok((stream, second)),
+                Err(error) => second_error = Some(error),
+            },
+        }
+        if first_error.is_some() && second_error.is_some() {
+            let (Some(a), Some(b)) = (first_error, second_error) else {
+                unreachable!("both checked above")
+            };
+            return Err(both(a, b));
+        }
+    }
+}
+
 /// A channel to `addr` through the balancer's own connector, as [`Endpoint::channel`] makes
 /// them (for the transport tests).
 #[cfg(test)]
 pub(crate) async fn watched_channel(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
     let connector = WatchedConnector {
         addr,
+        fallback: None,
         alive: Arc::new(Liveness::new()),
         used: Arc::new(AtomicBool::new(false)),
         scan_frames: true,
@@ -540,7 +652,104 @@ impl AsyncWrite for WatchedIo {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
+
+    /// How a fake address answers a connection attempt, after how long.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Connects(u64),
+        Refuses(u64),
+        Never,
+    }
+
+    /// Connects through fake addresses under paused time; returns what it got and when (ms
+    /// after the start), and how many attempts were made.
+    async fn dial(
+        answers: &[(SocketAddr, Answer)],
+        first: SocketAddr,
+        fallback: Option<SocketAddr>,
+    ) -> (Result<SocketAddr, String>, u128, usize) {
+        let answers: HashMap<SocketAddr, Answer> = answers.iter().copied().collect();
+        let attempts = AtomicUsize::new(0);
+        let start = tokio::time::Instant::now();
+        let result = connect_in_order(first, fallback, ATTEMPT_DELAY, |addr| {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            let answer = answers[&addr];
+            async move {
+                match answer {
+                    Answer::Connects(ms) => {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        Ok(addr)
+                    }
+                    Answer::Refuses(ms) => {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        Err(io::Error::from(io::ErrorKind::ConnectionRefused))
+                    }
+                    Answer::Never => std::future::pending().await,
+                }
+            }
+        })
+        .await;
+        let result = result
+            .map(|(stream, reached)| {
+                assert_eq!(stream, reached, "the stream is the reached address's");
+                reached
+            })
+            .map_err(|e| crate::error::Chain(&*e).to_string());
+        (
+            result,
+            start.elapsed().as_millis(),
+            attempts.load(Ordering::SeqCst),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fallback_is_tried_at_once_after_a_failure_or_beside_a_slow_first_attempt() {
+        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        let v4: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        use Answer::{Connects, Never, Refuses};
+        // A quick first address: the fallback is never dialled.
+        assert_eq!(
+            dial(&[(v6, Connects(100)), (v4, Connects(0))], v6, Some(v4)).await,
+            (Ok(v6), 100, 1)
+        );
+        // Refused: the fallback at once.
+        assert_eq!(
+            dial(&[(v6, Refuses(5)), (v4, Connects(10))], v6, Some(v4)).await,
+            (Ok(v4), 15, 2)
+        );
+        // Silent (a black hole, no IPv6 route): the fallback after the attempt delay.
+        assert_eq!(
+            dial(&[(v6, Never), (v4, Connects(10))], v6, Some(v4)).await,
+            (Ok(v4), 260, 2)
+        );
+        // Slow but first to connect after the fallback started: it wins.
+        assert_eq!(
+            dial(&[(v6, Connects(300)), (v4, Connects(500))], v6, Some(v4)).await,
+            (Ok(v6), 300, 2)
+        );
+        // The racing fallback fails: the first attempt is still awaited.
+        assert_eq!(
+            dial(&[(v6, Connects(400)), (v4, Refuses(1))], v6, Some(v4)).await,
+            (Ok(v6), 400, 2)
+        );
+        // Both fail: the error names both addresses.
+        let (result, at, attempts) =
+            dial(&[(v6, Refuses(300)), (v4, Refuses(100))], v6, Some(v4)).await;
+        assert_eq!((at, attempts), (350, 2));
+        let error = result.unwrap_err();
+        assert!(
+            error.contains("[2001:db8::1]:80") && error.contains("10.0.0.1:80"),
+            "{error}"
+        );
+        // No fallback: one attempt, its error as it is.
+        let (result, _, attempts) = dial(&[(v4, Refuses(0))], v4, None).await;
+        assert_eq!(attempts, 1);
+        assert!(result.unwrap_err().contains("refused"));
+    }
 
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
         let len = payload.len();

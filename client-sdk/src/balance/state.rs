@@ -558,7 +558,17 @@ impl Shared {
         }
         let now = Instant::now();
         let instances = snapshot.instances();
-        let keys: Vec<EndpointKey> = instances.iter().map(|i| (i.id.clone(), i.addr)).collect();
+        // Each instance is dialled at the first address of its family order (its key), and falls
+        // back to the other one (see `IpFamily`).
+        let family = self.settings.connect.ip_family;
+        let dial: Vec<(EndpointKey, Option<SocketAddr>)> = instances
+            .iter()
+            .map(|i| {
+                let (first, fallback) = i.dial_order(family);
+                ((i.id.clone(), first), fallback)
+            })
+            .collect();
+        let keys: Vec<EndpointKey> = dial.iter().map(|(key, _)| key.clone()).collect();
         {
             let present: std::collections::HashSet<&EndpointKey> = keys.iter().collect();
             state.ejections.retain(|key| present.contains(key));
@@ -573,16 +583,21 @@ impl Shared {
         let of = zones_of(instances);
         let endpoints: Vec<Arc<Endpoint>> = instances
             .iter()
-            .zip(keys)
+            .zip(dial)
             .zip(&of)
-            .map(|((instance, key), zone_of)| {
+            .map(|((instance, (key, fallback)), zone_of)| {
                 let zone = state.zones.entry(zone_of.key.clone()).or_insert_with(|| {
                     Arc::new(ZoneCounters::new(zone_of.name.clone(), zone_of.id.clone()))
                 });
                 match existing.get(&key) {
                     // Same instance, same zone: keep it. (An instance whose zone changed gets a
                     // new endpoint, so its picks count in its new zone, as the picker sees it.)
-                    Some(endpoint) if Arc::ptr_eq(&endpoint.zone, zone) => Arc::clone(endpoint),
+                    // The same goes for a new fallback address.
+                    Some(endpoint)
+                        if Arc::ptr_eq(&endpoint.zone, zone) && endpoint.fallback == fallback =>
+                    {
+                        Arc::clone(endpoint)
+                    }
                     _ => {
                         let zone = Arc::clone(zone);
                         let template = (self.settings.endpoint)(key.1);
@@ -598,6 +613,7 @@ impl Shared {
                         );
                         Arc::new(Endpoint::new(
                             key,
+                            fallback,
                             zone,
                             template,
                             Arc::clone(&self.settings.connect),

@@ -71,6 +71,9 @@ pub struct InstanceStats {
     pub connect_failures: u64,
     /// Whether a live connection is open.
     pub connected: bool,
+    /// The address the live connection reached: of a dual-stack instance, the one its
+    /// [`IpFamily`](crate::IpFamily) order dialled first, or the fallback when that failed.
+    pub connected_addr: Option<std::net::SocketAddr>,
     /// How much longer it stays ejected, if it is (zero when an outlier ejection waits for the
     /// next sweep to end it).
     pub ejected_for: Option<Duration>,
@@ -298,6 +301,7 @@ pub(super) fn collect(shared: &Shared, discovery: DiscoveryStatus) -> Stats {
             picks: endpoint.picks.load(Ordering::Relaxed),
             connect_failures: endpoint.connect_failures.load(Ordering::Relaxed),
             connected: endpoint.connected(),
+            connected_addr: endpoint.connected_addr(),
             ejected_for: ejection.map(|e| e.until.saturating_duration_since(now)),
             ejection_reason: ejection.map(|e| e.reason),
             health: endpoint.health(),

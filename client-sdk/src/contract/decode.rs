@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use super::SCHEMA_VERSION;
@@ -19,9 +19,12 @@ use super::values::{LbHealth, LbState, Load, Weight};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct InstanceAttributes {
-    /// `AWS_INSTANCE_IPV4`. `None` when missing or not an IPv4 address; such an instance cannot
-    /// be called.
+    /// `AWS_INSTANCE_IPV4`. `None` when missing or not an IPv4 address.
     pub ipv4: Option<Ipv4Addr>,
+    /// `AWS_INSTANCE_IPV6`. `None` when missing or not an IPv6 address (a zone-scoped
+    /// link-local address such as `fe80::1%eth0` is not one). An instance with neither address
+    /// cannot be called.
+    pub ipv6: Option<Ipv6Addr>,
     /// `AWS_INSTANCE_PORT`. `None` when missing, not a number, or 0.
     pub port: Option<u16>,
     /// `AVAILABILITY_ZONE`, trimmed. `None` when missing or blank: the instance belongs to no zone
@@ -166,6 +169,7 @@ impl<A: AttributeSource> Decoder<'_, A> {
         }
         InstanceAttributes {
             ipv4: self.parsed(keys::AWS_INSTANCE_IPV4, |v| v.parse().ok()),
+            ipv6: self.parsed(keys::AWS_INSTANCE_IPV6, |v| v.parse().ok()),
             port: self.parsed(keys::AWS_INSTANCE_PORT, |v| {
                 v.parse().ok().filter(|&p| p != 0)
             }),

@@ -5,6 +5,10 @@
 
 /// IPv4 address the instance serves on. Written by ECS; by the Lambda only in owner mode.
 pub const AWS_INSTANCE_IPV4: &str = "AWS_INSTANCE_IPV4";
+/// IPv6 address the instance serves on (awsvpc tasks in IPv6-only or dual-stack subnets).
+/// Written by ECS; a client calls `[addr]:port` when the instance has no IPv4 address, and
+/// chooses by its IP family option when it has both.
+pub const AWS_INSTANCE_IPV6: &str = "AWS_INSTANCE_IPV6";
 /// TCP port the instance serves on. Written by ECS; by the Lambda only in owner mode.
 pub const AWS_INSTANCE_PORT: &str = "AWS_INSTANCE_PORT";
 /// Availability zone name, e.g. `eu-central-1a`. Written by ECS; by the Lambda when missing.
@@ -90,9 +94,9 @@ pub const LB_OWNER: &str = "LB_OWNER";
 
 /// Keys Cloud Map reserves. They do not count towards the limit of 30 custom attributes.
 pub const RESERVED: [&str; 7] = [
-    "AWS_INSTANCE_IPV4",
-    "AWS_INSTANCE_IPV6",
-    "AWS_INSTANCE_PORT",
+    AWS_INSTANCE_IPV4,
+    AWS_INSTANCE_IPV6,
+    AWS_INSTANCE_PORT,
     "AWS_INSTANCE_CNAME",
     "AWS_ALIAS_DNS_NAME",
     "AWS_EC2_INSTANCE_ID",

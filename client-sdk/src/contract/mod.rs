@@ -4,6 +4,7 @@
 //! | key | written by | meaning |
 //! |---|---|---|
 //! | `AWS_INSTANCE_IPV4`, `AWS_INSTANCE_PORT` | ECS (the Lambda only in owner mode) | address |
+//! | `AWS_INSTANCE_IPV6` | ECS, for awsvpc tasks in IPv6-only or dual-stack subnets | IPv6 address, same port. Without `AWS_INSTANCE_IPV4` a client calls `[addr]:port`; with both, the client's IP family option (`Ipv4First` by default, `Ipv6`, `Ipv6First`) chooses, and the other address is the per-connection fallback. Missing or malformed: IPv4 only |
 //! | `AVAILABILITY_ZONE` | ECS (the Lambda writes it when missing) | zone name, e.g. `eu-central-1a` |
 //! | `AVAILABILITY_ZONE_ID` | the Lambda, when missing | zone ID, e.g. `euc1-az2` (the same zone in every account), from the task's subnet; missing or blank: zones are matched by name |
 //! | `REGION`, `ECS_CLUSTER_NAME`, `ECS_SERVICE_NAME`, `ECS_TASK_DEFINITION_FAMILY` | ECS | read-only context |

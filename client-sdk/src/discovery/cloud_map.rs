@@ -1,10 +1,14 @@
 //! The production source: Cloud Map's discovery API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use aws_sdk_servicediscovery::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_servicediscovery::types::{HealthStatus, HealthStatusFilter, HttpInstanceSummary};
+use aws_sdk_servicediscovery::types::{
+    FilterCondition, HealthStatus, HealthStatusFilter, HttpInstanceSummary, NamespaceFilter,
+    NamespaceFilterName, NamespaceSummary,
+};
 
 use super::source::{BoxFuture, InstanceSource, Listing};
 use crate::aws::{sdk, servicediscovery_client};
@@ -26,11 +30,123 @@ const MAX_RESULTS: i32 = 1000;
 /// The SDK's own retries are off for these two calls: the poller is the retry loop (it backs off
 /// on outages and slows down when throttled), and retrying inside the SDK as well would multiply
 /// the calls of a throttled fleet and hold the poller for seconds.
+///
+/// A namespace another account shares with the caller's through AWS RAM is read with
+/// [`CloudMapSource::with_owner`] (see [`NamespaceOwner`]).
 #[derive(Debug, Clone)]
 pub struct CloudMapSource {
     client: sdk::Client,
     namespace: String,
     service: String,
+    owner: NamespaceOwner,
+    /// The owner [`NamespaceOwner::Detect`] found (once; shared by clones).
+    detected: Arc<tokio::sync::OnceCell<String>>,
+}
+
+/// Which account owns the namespace, and so what discovery sends as `OwnerAccount`.
+///
+/// Cloud Map shares namespaces across accounts through AWS RAM. A consumer account must then
+/// pass the owner's account ID as `OwnerAccount` to `DiscoverInstances` and
+/// `DiscoverInstancesRevision` (the only calls the crate makes that take it); without it Cloud
+/// Map looks for the namespace in the caller's own account and answers `NamespaceNotFound`.
+/// A namespace that is not (or no longer) shared, or credentials that may not read it, fail the
+/// same way with it: discovery reports a configuration error (`NamespaceNotFound` or
+/// `AccessDenied`, naming the owner account), and the balancer's `ready()` and first calls fail
+/// at once, `FAILED_PRECONDITION`, while polling goes on at the poll interval so an accepted
+/// share is picked up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum NamespaceOwner {
+    /// The caller's own account: no `OwnerAccount` is sent. The default, and what works for
+    /// every namespace the account owns itself.
+    #[default]
+    Caller,
+    /// This 12-digit account ID owns the namespace: sent as `OwnerAccount` on every discovery
+    /// call.
+    Account(String),
+    /// Found once, before the first discovery call, from the namespace's `ResourceOwner` as
+    /// `ListNamespaces` (filtered by the namespace's name) lists it to the caller, then sent as
+    /// [`Account`](Self::Account) is. Needs `servicediscovery:ListNamespaces` on `*` besides
+    /// the discovery permissions. No namespace of that name visible to the caller is a
+    /// `NamespaceNotFound` configuration error; several, owned by different accounts (the
+    /// caller's own and a shared one of the same name), an `InvalidInput` one that asks for
+    /// [`Account`](Self::Account).
+    Detect,
+}
+
+impl NamespaceOwner {
+    /// An owner account, checked: an AWS account ID is 12 digits.
+    pub fn account(id: impl Into<String>) -> Result<Self, Error> {
+        let id = id.into();
+        let id = id.trim();
+        if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Self::Account(id.to_owned()))
+        } else {
+            Err(Error::InvalidOption {
+                name: "namespace_owner",
+                reason: format!("{id:?} is not an AWS account ID (12 digits)"),
+            })
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        match self {
+            Self::Account(id) => Self::account(id.as_str()).map(|_| ()),
+            Self::Caller | Self::Detect => Ok(()),
+        }
+    }
+}
+
+impl std::str::FromStr for NamespaceOwner {
+    type Err = Error;
+
+    /// Reads configuration: a 12-digit account ID, `detect`, or `caller` (also the empty
+    /// string).
+    fn from_str(value: &str) -> Result<Self, Error> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "caller" => Ok(Self::Caller),
+            "detect" => Ok(Self::Detect),
+            _ => Self::account(value),
+        }
+    }
+}
+
+/// With an owner account, a configuration error may mean the namespace is not shared with the
+/// caller: the answer, with the owner it was asked for.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "with OwnerAccount {owner}: the namespace is not shared with this account through AWS RAM, \
+     or these credentials may not read it"
+)]
+struct NotShared {
+    owner: String,
+    #[source]
+    source: crate::BoxError,
+}
+
+/// Whether an answer to a discovery call with `OwnerAccount` may mean a missing share.
+fn not_shared(kind: CloudMapErrorKind) -> bool {
+    matches!(
+        kind,
+        CloudMapErrorKind::NamespaceNotFound | CloudMapErrorKind::AccessDenied
+    )
+}
+
+/// `ListNamespaces` shows the caller no namespace of the name (for [`NamespaceOwner::Detect`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no namespace of this name is visible to this account (neither its own nor shared with it)"
+)]
+struct NotVisible;
+
+/// `ListNamespaces` shows the caller namespaces of the same name from several accounts.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "namespaces of this name are owned by accounts {owners:?}: set NamespaceOwner::Account to \
+     choose"
+)]
+struct AmbiguousOwner {
+    owners: Vec<String>,
 }
 
 impl CloudMapSource {
@@ -55,6 +171,118 @@ impl CloudMapSource {
             client,
             namespace: namespace.into(),
             service: service.into(),
+            owner: NamespaceOwner::Caller,
+            detected: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    /// Reads a namespace that `owner` owns (see [`NamespaceOwner`]). Fails on an owner account
+    /// that is not 12 digits.
+    pub fn with_owner(mut self, owner: NamespaceOwner) -> Result<Self, Error> {
+        owner.validate()?;
+        self.owner = owner;
+        self.detected = Arc::new(tokio::sync::OnceCell::new());
+        Ok(self)
+    }
+
+    /// Whose namespace this source reads.
+    pub fn owner(&self) -> &NamespaceOwner {
+        &self.owner
+    }
+
+    /// The `OwnerAccount` to send: none for the caller's own namespace; found once for
+    /// [`NamespaceOwner::Detect`] (a failure is not kept: the next poll asks again).
+    async fn owner_account(&self) -> Result<Option<&str>, Error> {
+        match &self.owner {
+            NamespaceOwner::Caller => Ok(None),
+            NamespaceOwner::Account(id) => Ok(Some(id)),
+            NamespaceOwner::Detect => self
+                .detected
+                .get_or_try_init(|| self.detect_owner())
+                .await
+                .map(|id| Some(id.as_str())),
+        }
+    }
+
+    /// The namespace's owner, from `ListNamespaces` (every page, names compared here too: a
+    /// stand-in may ignore the filter).
+    async fn detect_owner(&self) -> Result<String, Error> {
+        let failed = |kind, source: crate::BoxError| Error::CloudMap {
+            operation: "ListNamespaces",
+            namespace: self.namespace.clone(),
+            service: self.service.clone(),
+            kind,
+            source,
+        };
+        let filter = NamespaceFilter::builder()
+            .name(NamespaceFilterName::Name)
+            .values(&self.namespace)
+            .condition(FilterCondition::Eq)
+            .build()
+            .map_err(|e| failed(CloudMapErrorKind::InvalidInput, Box::new(e)))?;
+        let mut owners = BTreeSet::new();
+        let mut next_token = None;
+        loop {
+            let page = self
+                .client
+                .list_namespaces()
+                .filters(filter.clone())
+                .set_next_token(next_token)
+                .customize()
+                .config_override(Self::no_retries())
+                .send()
+                .await
+                .map_err(|e| Self::error("ListNamespaces", &self.namespace, &self.service, e))?;
+            owners.extend(
+                page.namespaces()
+                    .iter()
+                    .filter(|ns| ns.name() == Some(self.namespace.as_str()))
+                    .filter_map(owner_of),
+            );
+            next_token = page.next_token().map(str::to_owned);
+            if next_token.is_none() {
+                break;
+            }
+        }
+        let owner = single_owner(owners).map_err(|(kind, source)| failed(kind, source))?;
+        tracing::info!(namespace = %self.namespace, owner = %owner, "namespace owner detected");
+        Ok(owner)
+    }
+
+    /// A discovery call's error; with an owner account, an answer that may mean the namespace
+    /// is not shared names it. (Not `ServiceNotFound`: the namespace was found, so it is.)
+    fn discovery_error<E, R>(
+        &self,
+        operation: &'static str,
+        owner: Option<&str>,
+        error: SdkError<E, R>,
+    ) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        let error = Self::error(operation, &self.namespace, &self.service, error);
+        match (error, owner) {
+            (
+                Error::CloudMap {
+                    operation,
+                    namespace,
+                    service,
+                    kind,
+                    source,
+                },
+                Some(owner),
+            ) if not_shared(kind) => Error::CloudMap {
+                operation,
+                namespace,
+                service,
+                kind,
+                source: Box::new(NotShared {
+                    owner: owner.to_owned(),
+                    source,
+                }),
+            },
+            (error, _) => error,
         }
     }
 
@@ -105,18 +333,20 @@ impl CloudMapSource {
     }
 
     async fn discover(&self) -> Result<Listing, Error> {
+        let owner = self.owner_account().await?;
         let output = self
             .client
             .discover_instances()
             .namespace_name(&self.namespace)
             .service_name(&self.service)
+            .set_owner_account(owner.map(str::to_owned))
             .health_status(HealthStatusFilter::HealthyOrElseAll)
             .max_results(MAX_RESULTS)
             .customize()
             .config_override(Self::no_retries())
             .send()
             .await
-            .map_err(|e| Self::error("DiscoverInstances", &self.namespace, &self.service, e))?;
+            .map_err(|e| self.discovery_error("DiscoverInstances", owner, e))?;
         let summaries = output.instances();
         if summaries.len() >= usize::try_from(MAX_RESULTS).unwrap_or(usize::MAX) {
             tracing::warn!(
@@ -132,6 +362,35 @@ impl CloudMapSource {
             summaries.iter().map(|s| entry(s, &empty)),
         ))
     }
+}
+
+/// The one owner of the namespaces of a name visible to the caller, or why there is none: no
+/// such namespace (`NamespaceNotFound`), or several owners (`InvalidInput`: the caller's own
+/// namespace and a shared one of the same name, say).
+fn single_owner(owners: BTreeSet<String>) -> Result<String, (CloudMapErrorKind, crate::BoxError)> {
+    let mut owners = owners.into_iter();
+    match (owners.next(), owners.next()) {
+        (Some(owner), None) => Ok(owner),
+        (None, _) => Err((CloudMapErrorKind::NamespaceNotFound, Box::new(NotVisible))),
+        (Some(first), Some(second)) => Err((
+            CloudMapErrorKind::InvalidInput,
+            Box::new(AmbiguousOwner {
+                owners: [first, second].into_iter().chain(owners).collect(),
+            }),
+        )),
+    }
+}
+
+/// The account that owns a listed namespace: its `ResourceOwner`, else the account field of its
+/// ARN (`arn:aws:servicediscovery:REGION:ACCOUNT:namespace/ID`; stand-ins such as moto leave
+/// `ResourceOwner` out).
+fn owner_of(namespace: &NamespaceSummary) -> Option<String> {
+    namespace
+        .resource_owner()
+        .or_else(|| namespace.arn()?.split(':').nth(4))
+        .map(str::trim)
+        .filter(|owner| !owner.is_empty())
+        .map(str::to_owned)
 }
 
 /// One Cloud Map instance as [`Listing::decode`] takes it.
@@ -177,23 +436,18 @@ impl<E: ProvideErrorMetadata + fmt::Debug> std::error::Error for Answered<E> {}
 impl InstanceSource for CloudMapSource {
     fn revision(&self) -> BoxFuture<'_, Result<Option<i64>, Error>> {
         Box::pin(async move {
+            let owner = self.owner_account().await?;
             let output = self
                 .client
                 .discover_instances_revision()
                 .namespace_name(&self.namespace)
                 .service_name(&self.service)
+                .set_owner_account(owner.map(str::to_owned))
                 .customize()
                 .config_override(Self::no_retries())
                 .send()
                 .await
-                .map_err(|e| {
-                    Self::error(
-                        "DiscoverInstancesRevision",
-                        &self.namespace,
-                        &self.service,
-                        e,
-                    )
-                })?;
+                .map_err(|e| self.discovery_error("DiscoverInstancesRevision", owner, e))?;
             Ok(output.instances_revision())
         })
     }
@@ -249,6 +503,81 @@ mod tests {
             "Cloud Map DiscoverInstances for service `no-such-service` in namespace `ns` \
              failed: ServiceNotFound: Service not found."
         );
+    }
+
+    #[test]
+    fn owner_accounts_are_read_and_checked() {
+        assert_eq!(
+            "123456789012".parse::<NamespaceOwner>().unwrap(),
+            NamespaceOwner::Account("123456789012".into())
+        );
+        assert_eq!(
+            " Detect ".parse::<NamespaceOwner>().unwrap(),
+            NamespaceOwner::Detect
+        );
+        assert_eq!(
+            "".parse::<NamespaceOwner>().unwrap(),
+            NamespaceOwner::Caller
+        );
+        for bad in [
+            "12345678901",
+            "1234567890123",
+            "12345678901a",
+            "arn:aws:iam::1:root",
+        ] {
+            let error = bad.parse::<NamespaceOwner>().unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    Error::InvalidOption {
+                        name: "namespace_owner",
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
+        }
+        assert!(NamespaceOwner::Account("42".into()).validate().is_err());
+    }
+
+    #[test]
+    fn detection_takes_one_owner_and_refuses_to_guess_between_several() {
+        let set = |owners: &[&str]| owners.iter().map(|o| (*o).to_owned()).collect();
+        assert_eq!(
+            single_owner(set(&["111122223333"])).unwrap(),
+            "111122223333"
+        );
+        let (kind, _) = single_owner(set(&[])).unwrap_err();
+        assert_eq!(kind, CloudMapErrorKind::NamespaceNotFound);
+        let (kind, error) = single_owner(set(&["444455556666", "111122223333"])).unwrap_err();
+        assert_eq!(kind, CloudMapErrorKind::InvalidInput);
+        assert!(kind.is_configuration());
+        assert_eq!(
+            error.to_string(),
+            "namespaces of this name are owned by accounts [\"111122223333\", \"444455556666\"]: \
+             set NamespaceOwner::Account to choose"
+        );
+    }
+
+    #[test]
+    fn a_namespace_owner_comes_from_resource_owner_else_the_arn() {
+        let summary = |owner: Option<&str>, arn: Option<&str>| {
+            NamespaceSummary::builder()
+                .set_resource_owner(owner.map(str::to_owned))
+                .set_arn(arn.map(str::to_owned))
+                .build()
+        };
+        let arn = "arn:aws:servicediscovery:eu-central-1:111122223333:namespace/ns-1";
+        assert_eq!(
+            owner_of(&summary(Some("444455556666"), Some(arn))).as_deref(),
+            Some("444455556666")
+        );
+        assert_eq!(
+            owner_of(&summary(None, Some(arn))).as_deref(),
+            Some("111122223333")
+        );
+        assert_eq!(owner_of(&summary(None, Some("not-an-arn"))), None);
+        assert_eq!(owner_of(&summary(None, None)), None);
     }
 
     #[test]

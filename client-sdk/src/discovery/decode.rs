@@ -1,7 +1,8 @@
 //! The boundary: Cloud Map instances (ID, attribute map, Cloud Map health) into [`Instance`]s,
 //! with a record of everything that could not be used as it was. Nothing is dropped silently:
 //!
-//! - an instance without a usable `AWS_INSTANCE_IPV4` or `AWS_INSTANCE_PORT` cannot be called.
+//! - an instance without a usable address (`AWS_INSTANCE_IPV4` or `AWS_INSTANCE_IPV6`) or
+//!   `AWS_INSTANCE_PORT` cannot be called.
 //!   It is left out of the instances and listed in [`Listing::unroutable`] with the reason;
 //! - an instance with odd attribute values is kept, each value decoded as the
 //!   [contract](crate::contract) documents, and listed in [`Listing::attribute_problems`];

@@ -4,6 +4,9 @@
 //! discovery API answers by namespace and service name for every namespace type: HTTP and
 //! private DNS namespaces (what ECS service discovery usually creates) are tested against moto;
 //! public DNS namespaces use the same calls.
+//! A namespace another account shares with the caller's through AWS RAM is read with its
+//! owner's account as `OwnerAccount` ([`NamespaceOwner`]; what the crate sends is tested through
+//! a recording proxy, since moto cannot share a namespace).
 //!
 //! - every [`poll_interval`](DiscoveryOptions::poll_interval) (default 25 s, ±5 % jitter) it
 //!   asks for the cheap `DiscoverInstancesRevision` and lists the instances
@@ -48,9 +51,10 @@
 //!   `poll_interval × 2^(n−1)`, at most [`throttle_backoff_max`](DiscoveryOptions::throttle_backoff_max),
 //!   times a uniform draw in [0.5, 1.5): a throttled fleet never calls faster than a healthy one;
 //! - **configuration errors** (`ServiceNotFound`, `NamespaceNotFound`, `AccessDenied`,
-//!   `InvalidInput`): retried at the poll interval, so a service created later is found at the
-//!   next poll. Before the first snapshot, [`Discovery::configuration_error`] resolves with the
-//!   error, and the balancer's `ready()` and calls fail at once with it (`FAILED_PRECONDITION`);
+//!   `InvalidInput`): retried at the poll interval, so a service created later (or a namespace
+//!   shared later, see [`NamespaceOwner`]) is found at the next poll. Before the first
+//!   snapshot, [`Discovery::configuration_error`] resolves with the error, and the balancer's
+//!   `ready()` and calls fail at once with it (`FAILED_PRECONDITION`);
 //! - **anything else** (an outage, a network error): the next attempt waits
 //!   [`backoff_base`](DiscoveryOptions::backoff_base) × 2^(n−1), capped at
 //!   [`backoff_max`](DiscoveryOptions::backoff_max), ±10 %.
@@ -93,7 +97,7 @@ use std::time::{Duration, SystemTime};
 use fastrand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use cloud_map::CloudMapSource;
+pub use cloud_map::{CloudMapSource, NamespaceOwner};
 pub use decode::{AttributeProblems, UnroutableInstance};
 pub use source::{BoxFuture, InstanceSource, Listing, SourceKind, StaticSource};
 
@@ -117,7 +121,8 @@ impl Snapshot {
     }
 
     /// Instances Cloud Map listed that cannot be called (no usable `AWS_INSTANCE_IPV4` or
-    /// `AWS_INSTANCE_PORT`), with the reason; they are not in [`instances`](Self::instances).
+    /// `AWS_INSTANCE_IPV6`, or no usable `AWS_INSTANCE_PORT`), with the reason; they are not in
+    /// [`instances`](Self::instances).
     pub fn unroutable(&self) -> &[UnroutableInstance] {
         self.listing.unroutable()
     }
@@ -152,11 +157,11 @@ impl Snapshot {
 #[non_exhaustive]
 pub struct DiscoveryOptions {
     /// How often the revision is checked (`DiscoverInstancesRevision`). At least 1 s.
-    /// Default 20 s. Draining does not wait for it: the sync Lambda's `DRAINING` reaches the
+    /// Default 25 s. Draining does not wait for it: the sync Lambda's `DRAINING` reaches the
     /// client within one poll, and a draining task's gRPC health turns `NOT_SERVING` at once.
     pub poll_interval: Duration,
     /// Each wait between polls is drawn uniformly from `poll_interval ± poll_jitter_percent`,
-    /// so that clients started together drift apart. 0 to 50. Default 5 (±1 s at 20 s).
+    /// so that clients started together drift apart. 0 to 50. Default 5 (±1.25 s at 25 s).
     pub poll_jitter_percent: u32,
     /// How often the instances are listed even when the revision did not change
     /// (`DiscoverInstances`): Cloud Map health changes do not move the revision. At least 1 s.

@@ -4,7 +4,9 @@
 //! Two pollers are the same only when everything that decides *what* Cloud Map answers and
 //! *how often* it is asked is the same ([`Key`]):
 //!
-//! - the namespace and service names;
+//! - the namespace and service names, and the namespace's owner ([`NamespaceOwner`]: a
+//!   shared namespace read with `OwnerAccount` is another namespace than the caller's own of
+//!   the same name);
 //! - the caller's identity: the credentials provider (by its identity-cache partition, which
 //!   every clone of one provider shares and no other provider has), the region, the endpoint
 //!   URL override, FIPS and dual-stack settings. So balancers built from different
@@ -23,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use aws_smithy_runtime_api::client::identity::{IdentityCachePartition, ResolveIdentity};
 
-use super::{Discovery, DiscoveryOptions, Running};
+use super::{Discovery, DiscoveryOptions, NamespaceOwner, Running};
 use crate::telemetry::Ident;
 
 /// Who asks Cloud Map, and where: the part of an `SdkConfig` that decides what it answers.
@@ -57,6 +59,7 @@ pub(crate) struct Key {
     client: ClientIdentity,
     namespace: String,
     service: String,
+    owner: NamespaceOwner,
     options: DiscoveryOptions,
 }
 
@@ -65,6 +68,7 @@ impl Key {
         runtime: &tokio::runtime::Handle,
         client: &ClientIdentity,
         ident: &Ident,
+        owner: &NamespaceOwner,
         options: &DiscoveryOptions,
     ) -> Self {
         Self {
@@ -72,6 +76,7 @@ impl Key {
             client: client.clone(),
             namespace: ident.namespace.clone(),
             service: ident.service.clone(),
+            owner: owner.clone(),
             options: options.clone(),
         }
     }
@@ -160,14 +165,15 @@ mod tests {
             service: service.into(),
         };
         let options = DiscoveryOptions::default();
-        let key = Key::new(runtime.handle(), &client, &ident("echo"), &options);
+        let own = NamespaceOwner::Caller;
+        let key = Key::new(runtime.handle(), &client, &ident("echo"), &own, &options);
         assert_eq!(
             key,
-            Key::new(runtime.handle(), &client, &ident("echo"), &options)
+            Key::new(runtime.handle(), &client, &ident("echo"), &own, &options)
         );
         assert_ne!(
             key,
-            Key::new(runtime.handle(), &client, &ident("other"), &options)
+            Key::new(runtime.handle(), &client, &ident("other"), &own, &options)
         );
         let faster = DiscoveryOptions {
             poll_interval: std::time::Duration::from_secs(5),
@@ -175,14 +181,25 @@ mod tests {
         };
         assert_ne!(
             key,
-            Key::new(runtime.handle(), &client, &ident("echo"), &faster)
+            Key::new(runtime.handle(), &client, &ident("echo"), &own, &faster)
+        );
+        // A namespace shared by another account is another namespace.
+        assert_ne!(
+            key,
+            Key::new(
+                runtime.handle(),
+                &client,
+                &ident("echo"),
+                &NamespaceOwner::Account("111122223333".into()),
+                &options
+            )
         );
         let elsewhere = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         assert_ne!(
             key,
-            Key::new(elsewhere.handle(), &client, &ident("echo"), &options)
+            Key::new(elsewhere.handle(), &client, &ident("echo"), &own, &options)
         );
     }
 }

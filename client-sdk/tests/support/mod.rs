@@ -1,4 +1,5 @@
-//! Real tonic servers on 127.0.0.1:0 for the balancer's component tests and benchmarks.
+//! Real tonic servers on 127.0.0.1:0 (or `[::1]`, or both at one port: [`Listen`]) for the
+//! balancer's component tests and benchmarks.
 //!
 //! Each server runs the standard gRPC health service behind a layer that counts the calls it
 //! served and can delay them (an overloaded server), answer them with a status of the test's
@@ -12,7 +13,7 @@ pub mod h2_script;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,10 @@ pub struct Counters {
     pub delay_ms: AtomicU64,
     /// Open connections.
     pub open: AtomicUsize,
+    /// Connections accepted over IPv4, ever.
+    pub accepted_v4: AtomicUsize,
+    /// Connections accepted over IPv6, ever.
+    pub accepted_v6: AtomicUsize,
     /// Answer every call with this status (after the delay) instead of serving it.
     pub fail: Mutex<Option<Fail>>,
     /// Answer every n-th call with `UNAVAILABLE` (0: none).
@@ -74,8 +79,30 @@ pub enum Health {
     Absent,
 }
 
+/// Where a test server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// `127.0.0.1:0`.
+    V4,
+    /// `[::1]:0`.
+    V6,
+    /// `127.0.0.1:P` and `[::1]:P`, one port: a dual-stack task.
+    Dual,
+}
+
+/// Whether this machine has an IPv6 loopback address to serve on; says why not when it does
+/// not, so a test can skip with that message.
+pub fn ipv6_loopback() -> Result<(), String> {
+    std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0))
+        .map(drop)
+        .map_err(|e| format!("no IPv6 loopback on this machine (binding [::1]:0: {e})"))
+}
+
 pub struct TestServer {
+    /// The IPv4 address (`Listen::V4` and `Listen::Dual`), or the IPv6 one (`Listen::V6`).
     pub addr: SocketAddr,
+    /// The IPv6 address of a `Listen::Dual` server (same port as `addr`).
+    pub addr_v6: Option<SocketAddr>,
     pub zone: String,
     pub counters: Arc<Counters>,
     reporter: tonic_health::server::HealthReporter,
@@ -89,8 +116,17 @@ impl TestServer {
         Self::with_health(zone, Health::Served)
     }
 
+    /// Starts a server tagged with `zone`, listening as `listen`.
+    pub fn start_on(zone: &str, listen: Listen) -> Self {
+        Self::serve(zone, Health::Served, listen)
+    }
+
     /// Starts a server tagged with `zone`, with or without a health service.
     pub fn with_health(zone: &str, health_mode: Health) -> Self {
+        Self::serve(zone, health_mode, Listen::V4)
+    }
+
+    fn serve(zone: &str, health_mode: Health, listen: Listen) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -99,9 +135,12 @@ impl TestServer {
         let counters = Arc::new(Counters::default());
         // Bound here, so the address is known (and connectable) before this returns; served on
         // the server's own runtime. (No block_on: tests call this from inside a runtime.)
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = bind(listen);
+        for listener in &listeners {
+            listener.set_nonblocking(true).unwrap();
+        }
+        let addr = listeners[0].local_addr().unwrap();
+        let addr_v6 = listeners.get(1).map(|l| l.local_addr().unwrap());
         // The overall service ("") starts SERVING.
         let (reporter, health) = tonic_health::server::health_reporter();
         let service = Counted {
@@ -116,7 +155,10 @@ impl TestServer {
             // Keep the reporter alive for as long as the server runs.
             let _reporter = keep;
             let incoming = Incoming {
-                listener: TcpListener::from_std(listener).unwrap(),
+                listeners: listeners
+                    .into_iter()
+                    .map(|l| TcpListener::from_std(l).unwrap())
+                    .collect(),
                 counters: server_counters,
             };
             let _ = tonic::transport::Server::builder()
@@ -127,6 +169,7 @@ impl TestServer {
         });
         Self {
             addr,
+            addr_v6,
             zone: zone.to_owned(),
             counters,
             reporter,
@@ -173,6 +216,14 @@ impl TestServer {
         Instance::new(id, self.addr)
             .with_zone(self.zone.clone())
             .with_weight(Weight::saturating(100))
+    }
+
+    /// Connections accepted over IPv4 and over IPv6, ever.
+    pub fn accepted(&self) -> (usize, usize) {
+        (
+            self.counters.accepted_v4.load(Ordering::SeqCst),
+            self.counters.accepted_v6.load(Ordering::SeqCst),
+        )
     }
 
     pub fn served(&self) -> u64 {
@@ -296,9 +347,28 @@ where
     }
 }
 
-/// Accepted connections, counted while open.
+/// The listeners of `listen`: for `Dual`, the IPv4 one first, then the IPv6 one on its port
+/// (another port pair is tried while something else holds the IPv6 one).
+fn bind(listen: Listen) -> Vec<std::net::TcpListener> {
+    match listen {
+        Listen::V4 => vec![std::net::TcpListener::bind("127.0.0.1:0").unwrap()],
+        Listen::V6 => vec![std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap()],
+        Listen::Dual => {
+            for _ in 0..50 {
+                let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let port = v4.local_addr().unwrap().port();
+                if let Ok(v6) = std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, port)) {
+                    return vec![v4, v6];
+                }
+            }
+            panic!("no port free on both 127.0.0.1 and [::1]");
+        }
+    }
+}
+
+/// Accepted connections, counted while open and by address family.
 struct Incoming {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     counters: Arc<Counters>,
 }
 
@@ -306,18 +376,27 @@ impl futures_util::Stream for Incoming {
     type Item = io::Result<CountedStream>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.listener.poll_accept(cx) {
-            Poll::Ready(Ok((stream, _))) => {
-                stream.set_nodelay(true)?;
-                self.counters.open.fetch_add(1, Ordering::SeqCst);
-                Poll::Ready(Some(Ok(CountedStream {
-                    stream,
-                    counters: Arc::clone(&self.counters),
-                })))
+        for listener in &self.listeners {
+            match listener.poll_accept(cx) {
+                Poll::Ready(Ok((stream, peer))) => {
+                    stream.set_nodelay(true)?;
+                    self.counters.open.fetch_add(1, Ordering::SeqCst);
+                    let family = if peer.is_ipv6() {
+                        &self.counters.accepted_v6
+                    } else {
+                        &self.counters.accepted_v4
+                    };
+                    family.fetch_add(1, Ordering::SeqCst);
+                    return Poll::Ready(Some(Ok(CountedStream {
+                        stream,
+                        counters: Arc::clone(&self.counters),
+                    })));
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(error))),
+                Poll::Pending => {}
             }
-            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
-            Poll::Pending => Poll::Pending,
         }
+        Poll::Pending
     }
 }
 

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::Instance;
-use cloudmap_balancer::ZoneMode;
 use cloudmap_balancer::contract::xds;
 use cloudmap_balancer::picker::{
     Availability, Exclusion, Picker, PickerConfig, SpillLevel, ZoneDemand,
 };
+use cloudmap_balancer::{IpFamily, ZoneMode};
 
 /// The `filter_metadata` namespace of every endpoint's contract values.
 pub const METADATA_NAMESPACE: &str = xds::METADATA_NAMESPACE;
@@ -77,6 +77,11 @@ pub struct AssignmentConfig {
     pub panic_threshold: f64,
     /// `LB_LOAD` older than this is ignored. Default 5 minutes.
     pub load_max_age: Duration,
+    /// Which address of a dual-stack instance is the endpoint's: the first of its
+    /// [`IpFamily`] order (one address per endpoint; see the README for why there is no
+    /// fallback here). IPv6-only instances are sent at their IPv6 address whatever this says.
+    /// Default [`IpFamily::Ipv4First`].
+    pub ip_family: IpFamily,
 }
 
 impl Default for AssignmentConfig {
@@ -86,6 +91,7 @@ impl Default for AssignmentConfig {
             region: String::new(),
             panic_threshold: picker.panic_threshold,
             load_max_age: picker.load_max_age,
+            ip_family: IpFamily::Ipv4First,
         }
     }
 }
@@ -202,7 +208,7 @@ pub fn assign(
                 .unwrap_or_default(),
             priority,
             weight,
-            addr: instance.addr,
+            addr: instance.dial_order(config.ip_family).0,
             health,
             metadata: metadata(instance),
         });

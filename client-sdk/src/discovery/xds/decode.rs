@@ -78,8 +78,15 @@ pub(crate) fn listing(cla: &ClusterLoadAssignment, revision: i64) -> Result<List
                     _ => {}
                 }
             }
-            // The endpoint's address is where to call, whatever the metadata says.
-            attributes.insert(keys::AWS_INSTANCE_IPV4.to_owned(), socket.address.clone());
+            // The endpoint's address is where to call, whatever the metadata says: an IPv4 one
+            // first (a dual-stack instance's IPv6 address, from the metadata, stays its
+            // fallback), an IPv6 one alone.
+            if socket.address.parse::<std::net::Ipv6Addr>().is_ok() {
+                attributes.remove(keys::AWS_INSTANCE_IPV4);
+                attributes.insert(keys::AWS_INSTANCE_IPV6.to_owned(), socket.address.clone());
+            } else {
+                attributes.insert(keys::AWS_INSTANCE_IPV4.to_owned(), socket.address.clone());
+            }
             attributes.insert(keys::AWS_INSTANCE_PORT.to_owned(), port.to_string());
             let id = attributes
                 .remove(xds::INSTANCE_ID)
@@ -178,6 +185,56 @@ mod tests {
                 .collect(),
             ..ClusterLoadAssignment::default()
         }
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_called_at_their_ipv6_address() {
+        let listing = listing(
+            &cla(vec![
+                // IPv6-only, from our server (its metadata has no IPv4 address).
+                (
+                    "a",
+                    endpoint(
+                        "2001:db8::1",
+                        50051,
+                        Some(&[
+                            (xds::INSTANCE_ID, "v6-only"),
+                            (keys::AWS_INSTANCE_IPV6, "2001:db8::1"),
+                        ]),
+                    ),
+                ),
+                // Dual-stack, from our server: the IPv4 endpoint, the IPv6 address in metadata.
+                (
+                    "a",
+                    endpoint(
+                        "10.0.0.6",
+                        50051,
+                        Some(&[
+                            (xds::INSTANCE_ID, "dual"),
+                            (keys::AWS_INSTANCE_IPV6, "2001:db8::2"),
+                        ]),
+                    ),
+                ),
+                // Another server's IPv6 endpoint, without our metadata.
+                ("a", endpoint("2001:db8::3", 50051, None)),
+            ]),
+            1,
+        )
+        .unwrap();
+        assert!(listing.unroutable().is_empty(), "{listing:?}");
+        assert!(listing.attribute_problems().is_empty(), "{listing:?}");
+        let addrs: HashMap<&str, (String, Option<String>)> = listing
+            .instances()
+            .iter()
+            .map(|i| {
+                let v6 = i.ipv6_addr.map(|a| a.to_string());
+                (i.id.as_str(), (i.addr.to_string(), v6))
+            })
+            .collect();
+        assert_eq!(addrs["v6-only"], ("[2001:db8::1]:50051".into(), None));
+        let dual = ("10.0.0.6:50051".into(), Some("[2001:db8::2]:50051".into()));
+        assert_eq!(addrs["dual"], dual);
+        assert_eq!(addrs["from-locality"], ("[2001:db8::3]:50051".into(), None));
     }
 
     #[test]

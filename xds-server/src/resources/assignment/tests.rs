@@ -1,7 +1,7 @@
 //! The assignment against the crate's picker: the same shares, the lifecycle mapped as
 //! documented, and what gRPC would NACK never produced.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use cloudmap_balancer::contract::{LbHealth, LbState, Load, Weight};
@@ -194,6 +194,41 @@ fn an_address_twice_is_served_once() {
     assert_eq!(assignment.localities.len(), 1);
     assert_eq!(assignment.localities[0].instance_id, "t1");
     assert_eq!(assignment.duplicates, vec!["old".to_owned()]);
+}
+
+#[test]
+fn endpoints_carry_the_address_of_the_chosen_family() {
+    let v6: std::net::Ipv6Addr = "2001:db8::2".parse().unwrap();
+    let v6_only = Instance::new("v6", "[2001:db8::1]:50051".parse().unwrap()).with_zone("a");
+    let dual = task(2, "a", 100).with_ipv6(v6);
+    let fleet = vec![v6_only, dual];
+    let addrs = |family| {
+        let config = AssignmentConfig {
+            ip_family: family,
+            ..AssignmentConfig::default()
+        };
+        let assignment = assign(
+            &fleet,
+            &ClientZone::default(),
+            None,
+            |_| Availability::Available,
+            &config,
+            now(),
+        );
+        assignment
+            .localities
+            .iter()
+            .map(|l| (l.instance_id.clone(), l.addr.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let v4_first = addrs(IpFamily::Ipv4First);
+    assert_eq!(v4_first["v6"], "[2001:db8::1]:50051");
+    assert_eq!(v4_first["t2"], "10.0.0.2:50051");
+    for family in [IpFamily::Ipv6, IpFamily::Ipv6First] {
+        let chosen = addrs(family);
+        assert_eq!(chosen["v6"], "[2001:db8::1]:50051");
+        assert_eq!(chosen["t2"], "[2001:db8::2]:50051", "{family}");
+    }
 }
 
 #[test]
