@@ -84,9 +84,8 @@ pub use plan::{
 
 pub(crate) use load::utilisation;
 
-/// Cloud Map's reserved key for an instance's IPv6 address (`contract::keys::RESERVED` lists it;
-/// the contract has no constant of its own for it yet).
-pub(crate) const AWS_INSTANCE_IPV6: &str = "AWS_INSTANCE_IPV6";
+/// Cloud Map's reserved key for an instance's IPv6 address (the contract's own constant).
+pub(crate) use cloudmap_balancer::contract::keys::AWS_INSTANCE_IPV6;
 
 #[cfg(test)]
 mod tests;

@@ -403,7 +403,16 @@ fn arbitrary_attributes(
             )| {
                 let mut a = HashMap::new();
                 // Addresses repeat across instances (a task re-registered, a stale entry).
-                a.insert(keys::AWS_INSTANCE_IPV4.to_owned(), format!("10.0.0.{host}"));
+                // IPv4-only, dual-stack or IPv6-only, by the host number.
+                if host != 3 {
+                    a.insert(keys::AWS_INSTANCE_IPV4.to_owned(), format!("10.0.0.{host}"));
+                }
+                if host >= 2 {
+                    a.insert(
+                        keys::AWS_INSTANCE_IPV6.to_owned(),
+                        format!("2001:db8::{host}"),
+                    );
+                }
                 a.insert(keys::AWS_INSTANCE_PORT.to_owned(), "50051".to_owned());
                 let mut put = |k: &str, v: Option<&str>| {
                     if let Some(v) = v {
