@@ -16,5 +16,6 @@ mod error;
 pub mod fleet;
 pub mod progress;
 pub mod traffic;
+pub mod xds;
 
 pub use error::Error;
