@@ -204,6 +204,10 @@ pub struct GrpcioRun<'a> {
     pub concurrency: u64,
     /// Each worker's pause between calls.
     pub pause: Duration,
+    /// Calls that start this long after the channel is ready are not counted.
+    pub warmup: Duration,
+    /// The CPU to run the process on (`taskset`), or anywhere.
+    pub cpu: Option<usize>,
     /// Make no calls: only be a connected caller in its zone.
     pub idle: bool,
     /// Request headers on every call.
@@ -211,6 +215,9 @@ pub struct GrpcioRun<'a> {
     /// The channel's load-balancing policy for a non-xDS target (`round_robin`); `None` for
     /// grpcio's default (`pick_first`, or what xDS says).
     pub lb_policy: Option<&'a str>,
+    /// The calls' `:authority`, for an `ipv4:` list (grpcio would send the list itself, which
+    /// HTTP/2 servers reject); `None` for the target's own.
+    pub authority: Option<&'a str>,
     /// A name for its files (`grpcio-NAME.log`, ...).
     pub name: &'a str,
     /// Where its files go.
@@ -240,12 +247,20 @@ impl GrpcioClient {
         }
         let log_file = std::fs::File::create(&log)
             .map_err(Error::io(format!("creating {}", log.display())))?;
-        let mut command = Command::new(python);
+        let mut command = match run.cpu {
+            Some(cpu) => {
+                let mut command = Command::new("taskset");
+                command.arg("-c").arg(cpu.to_string()).arg(python);
+                command
+            }
+            None => Command::new(python),
+        };
         command
             .arg(script)
             .args(["--target", run.target, "--rpc", "describe"])
             .args(["--concurrency", &run.concurrency.max(1).to_string()])
             .args(["--pause-ms", &run.pause.as_millis().to_string()])
+            .args(["--warmup-ms", &run.warmup.as_millis().to_string()])
             .arg("--ready-file")
             .arg(&ready_file);
         match run.calls {
@@ -261,6 +276,9 @@ impl GrpcioClient {
         }
         if let Some(policy) = run.lb_policy {
             command.args(["--lb-policy", policy]);
+        }
+        if let Some(authority) = run.authority {
+            command.args(["--authority", authority]);
         }
         for (key, value) in run.metadata {
             command.args(["--metadata", &format!("{key}={value}")]);
@@ -352,6 +370,9 @@ pub struct GrpcioSummary {
     /// grpcio's version.
     #[serde(default)]
     pub grpcio: String,
+    /// Seconds the counted calls ran (after the warm-up).
+    #[serde(default)]
+    pub measured_s: f64,
     /// Calls answered OK.
     pub ok: u64,
     /// Calls that failed.

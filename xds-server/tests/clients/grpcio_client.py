@@ -4,7 +4,8 @@
     python grpcio_client.py --target xds:///SERVICE.NAMESPACE (--calls N | --until-file PATH)
                             [--concurrency C] [--deadline-ms D] [--ready-timeout-s S]
                             [--rpc health|describe] [--pause-ms P] [--metadata KEY=VALUE]...
-                            [--ready-file PATH] [--idle] [--lb-policy NAME]
+                            [--ready-file PATH] [--idle] [--lb-policy NAME] [--warmup-ms W]
+                            [--authority NAME]
 
 gRPC itself reads the xDS bootstrap from GRPC_XDS_BOOTSTRAP (a file) or
 GRPC_XDS_BOOTSTRAP_CONFIG (the JSON); nothing here touches it. The client waits until the
@@ -31,8 +32,12 @@ it last answered (Unix milliseconds), and the successful calls' latency percenti
 `demo-client-zone`). `--ready-file` is created once the channel is ready, before the first call.
 `--idle` (with `--until-file`) makes no calls at all: a connected xDS client that only counts as
 a caller in its zone (the control plane spreads a zone's calls by where its callers are).
+`--warmup-ms` leaves out of the summary the calls that start in the first W ms after the
+channel is ready (connections, caches); `measured_s` says how long the counted part lasted.
 `--lb-policy` sets the channel's policy for a non-xDS target (e.g. `round_robin` over an
 `ipv4:` address list or a `dns:///` name; grpcio's default there is `pick_first`).
+`--authority` sets the calls' `:authority` (grpcio sends an `ipv4:` list's whole address list,
+commas included, which HTTP/2 servers such as hyper reject as malformed).
 
 Exit status: 0 when it ran (failed calls included: the caller judges them), 2 for bad
 arguments, 3 when the channel was not ready within the ready timeout, 1 for anything else.
@@ -112,11 +117,22 @@ def parse_args(argv):
         help="with --until-file: connect, make no calls, wait until PATH exists",
     )
     parser.add_argument(
+        "--warmup-ms",
+        type=int,
+        default=0,
+        help="calls starting in the first W ms after ready are not counted (default 0)",
+    )
+    parser.add_argument(
+        "--authority", metavar="NAME", help="the calls' :authority (default: from the target)"
+    )
+    parser.add_argument(
         "--lb-policy",
         metavar="NAME",
         help="the channel's load-balancing policy for a non-xDS target (e.g. round_robin)",
     )
     args = parser.parse_args(argv)
+    if args.warmup_ms < 0:
+        parser.error(f"argument --warmup-ms: {args.warmup_ms} must be 0 or more")
     if args.pause_ms < 0:
         parser.error(f"argument --pause-ms: {args.pause_ms} must be 0 or more")
     if args.idle and args.until_file is None:
@@ -136,6 +152,9 @@ class Tally:
         self.first_error = None
         self.tasks = None
         self.latencies_us = []
+        # Calls that start before this (time.monotonic()) are the warm-up: not counted.
+        self.counting_from = 0.0
+        self.counted_until = None
 
     def success(self, status):
         with self.lock:
@@ -164,7 +183,9 @@ class Tally:
                 self.first_error = f"{code}: {error.details()}"
 
     def summary(self, rpc):
+        ended = self.counted_until if self.counted_until is not None else time.monotonic()
         summary = {
+            "measured_s": round(max(0.0, ended - self.counting_from), 3),
             "grpcio": grpc.__version__,
             "ok": self.ok,
             "failed": self.failed,
@@ -247,12 +268,27 @@ def describe_call(channel, metadata, deadline_s):
     return call
 
 
+class Discard:
+    """Where the warm-up's outcomes go."""
+
+    def success(self, status):
+        pass
+
+    def served(self, task_id, zone, latency_us):
+        pass
+
+    def failure(self, error):
+        pass
+
+
 def worker(call, budget, tally, pause_s):
+    discard = Discard()
     while budget.take():
+        into = tally if time.monotonic() >= tally.counting_from else discard
         try:
-            call(tally)
+            call(into)
         except grpc.RpcError as error:
-            tally.failure(error)
+            into.failure(error)
         if pause_s > 0:
             time.sleep(pause_s)
 
@@ -278,6 +314,8 @@ def not_ready(stub, args):
 def main(argv):
     args = parse_args(argv)
     options = [] if args.lb_policy is None else [("grpc.lb_policy_name", args.lb_policy)]
+    if args.authority is not None:
+        options.append(("grpc.default_authority", args.authority))
     with grpc.insecure_channel(args.target, options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
@@ -299,6 +337,7 @@ def main(argv):
         call = make(channel, metadata, deadline_s)
         if args.ready_file is not None:
             open(args.ready_file, "w").close()
+        tally.counting_from = time.monotonic() + args.warmup_ms / 1000
         budget = Budget(args.calls, args.until_file)
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             runs = [
@@ -309,6 +348,7 @@ def main(argv):
             # not trustworthy, so it ends non-zero with the traceback rather than a summary.
             for run in runs:
                 run.result()
+        tally.counted_until = time.monotonic()
     print(json.dumps(tally.summary(args.rpc)), flush=True)
     return 0
 
