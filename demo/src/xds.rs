@@ -429,3 +429,39 @@ impl GrpcioSummary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpcio_summary_becomes_the_rust_clients_tally() {
+        let line = r#"{"measured_s": 1.5, "grpcio": "1.85.1", "ok": 5, "failed": 1,
+            "codes": {"UNAVAILABLE": 1}, "first_error": "UNAVAILABLE: gone",
+            "serving": {"SERVING": 5},
+            "tasks": {"a": {"zone": "z1", "calls": 3, "last_unix_ms": 1000},
+                      "b": {"zone": "z2", "calls": 2, "last_unix_ms": 1250}},
+            "latency_us": {"p50": 700, "p90": 900, "p99": null}}"#;
+        let summary: GrpcioSummary = serde_json::from_str(line).unwrap();
+        assert_eq!(summary.latency_us["p99"], None);
+        let tally = summary.tally();
+        assert_eq!(tally.succeeded(), 5);
+        assert_eq!(tally.failed_calls(), 1);
+        assert_eq!(tally.first_failure.as_deref(), Some("UNAVAILABLE: gone"));
+        assert_eq!(tally.per_zone()["z1"], 3);
+        // Wall-clock times keep their order and distance on this process's clock.
+        let (a, b) = (
+            tally.tasks["a"].last_served.unwrap(),
+            tally.tasks["b"].last_served.unwrap(),
+        );
+        assert_eq!(b.duration_since(a), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_health_summary_has_no_tasks() {
+        let line = r#"{"ok": 2, "failed": 0, "codes": {}, "first_error": null,
+            "serving": {"SERVING": 2}}"#;
+        let summary: GrpcioSummary = serde_json::from_str(line).unwrap();
+        assert!(summary.tally().tasks.is_empty());
+    }
+}

@@ -390,3 +390,31 @@ pub(crate) fn markdown(outcome: &GrpcioOutcome, command: &str) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpcio_summary_becomes_a_segment_result() {
+        let line = r#"{"measured_s": 2.0, "grpcio": "1.85.1", "ok": 4, "failed": 0,
+            "codes": {}, "first_error": null, "serving": {"SERVING": 4},
+            "tasks": {"a": {"zone": "eu-central-1c", "calls": 3, "last_unix_ms": 1},
+                      "b": {"zone": "eu-central-1a", "calls": 1, "last_unix_ms": 1}},
+            "latency_us": {"p50": 700, "p90": 900, "p99": 1500}}"#;
+        let summary: GrpcioSummary = serde_json::from_str(line).unwrap();
+        let result = result_of(&summary);
+        assert_eq!(result.local, 3);
+        assert!((result.local_share() - 0.75).abs() < 1e-12);
+        assert!((result.calls_per_second() - 2.0).abs() < 1e-12);
+        assert_eq!((result.p50_us, result.p99_us), (700, 1500));
+        assert!((result.task_share("b") - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_median_takes_the_lower_middle() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.0);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+}
