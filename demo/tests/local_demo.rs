@@ -1,6 +1,7 @@
 //! The project's end-to-end test: the local run, as a user runs it, with its JSON read the way a
 //! machine reads it. Real binaries throughout: moto, six demo-server processes, the sync Lambda
-//! under cargo-lambda's emulator, the balancer in a client.
+//! under cargo-lambda's emulator, the balancer in a client, and `cloudmap-xds` with grpcio
+//! (Python) clients.
 
 #![allow(clippy::unwrap_used)]
 
@@ -102,6 +103,31 @@ fn the_local_run_balances_spills_and_drains_as_documented() {
         last < drain["draining_event_after_sigterm_ms"].as_u64().unwrap(),
         "{drain}"
     );
+    // grpcio (Python) through the xDS server, from the same zone: the same in-zone split by
+    // weight in phase 1, and off the stopped task within 1 s of SIGTERM in phase 3 (the
+    // server's health watch pushed DRAINING), before Cloud Map said DRAINING. No NACK.
+    let xds = &report["xds"];
+    assert_eq!(xds["in_zone"]["failed"], 0, "{xds}");
+    assert_eq!(xds["in_zone"]["calls"], 2000, "{xds}");
+    assert!(share(&xds["in_zone"]["local_share"]) >= 0.95, "{xds}");
+    for task in xds["in_zone"]["tasks"].as_array().unwrap() {
+        assert!(
+            (share(&task["share"]) - share(&task["expected_share"])).abs() <= 0.05,
+            "grpcio: {task}"
+        );
+    }
+    assert_eq!(xds["drain"]["failed"], 0, "{xds}");
+    assert!(
+        xds["drain"]["stopped_task_calls"].as_u64().unwrap() > 0,
+        "{xds}"
+    );
+    let last = xds["drain"]["last_call_after_sigterm_ms"].as_u64().unwrap();
+    assert!(
+        last <= 1000 && last < drain["draining_event_after_sigterm_ms"].as_u64().unwrap(),
+        "{xds}"
+    );
+    assert_eq!(xds["server_summary"]["nacks"], 0, "{xds}");
+
     // Both names of the client's zone are known, and each zone row carries its ID.
     assert!(report["client_zone_id"].is_string(), "{report}");
     for zone in in_zone["zones"].as_array().unwrap() {

@@ -1,10 +1,12 @@
 //! End to end, with real parts only: moto as Cloud Map, real tonic backends on 127.0.0.1:0,
 //! the real `cloudmap-xds` binary (its `bootstrap` and `serve` commands), and gRPC's own xDS
 //! clients (grpcio from PyPI, `@grpc/grpc-js-xds` from npm) as separate processes calling
-//! `xds:///echo.NAMESPACE`. Every case runs in this one test, on one server, so the set-up is
-//! paid once.
+//! `xds:///echo.NAMESPACE`. Every case runs in this one test, on one server (and, for the
+//! server-killed case, a second one), so the set-up is paid once.
 //!
 //! The shares are asserted on what the backends counted, not on what the server says it sent.
+//! Nothing waits a fixed time: where an outcome needs calls to flow (outlier ejection, a server
+//! killed and restarted), the test waits for call counts or log lines, with hang guards only.
 
 #![allow(clippy::unwrap_used)]
 
@@ -32,6 +34,8 @@ use support::Client;
 struct Counting {
     calls: Arc<AtomicU64>,
     status: tokio::sync::watch::Sender<health_check_response::ServingStatus>,
+    /// Answer every `Check` with INTERNAL (a task that is up but fails every call).
+    failing: bool,
 }
 
 #[tonic::async_trait]
@@ -41,6 +45,9 @@ impl Health for Counting {
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.failing {
+            return Err(Status::internal("this task fails every call"));
+        }
         Ok(Response::new(HealthCheckResponse {
             status: health_check_response::ServingStatus::Serving as i32,
         }))
@@ -76,11 +83,21 @@ struct Backend {
 }
 
 async fn backend(id: &'static str, zone: &'static str, weight: u32) -> Backend {
+    start_backend(id, zone, weight, false).await
+}
+
+async fn start_backend(
+    id: &'static str,
+    zone: &'static str,
+    weight: u32,
+    failing: bool,
+) -> Backend {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = Counting {
         calls: Arc::default(),
         status: tokio::sync::watch::Sender::new(health_check_response::ServingStatus::Serving),
+        failing,
     };
     let calls = Arc::clone(&service.calls);
     let status = service.status.clone();
@@ -106,22 +123,54 @@ struct XdsProcess {
     child: Child,
     addr: SocketAddr,
     stdout: std::sync::mpsc::Receiver<String>,
+    /// Its log lines, when started with [`XdsProcess::start_logged`].
+    log: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl XdsProcess {
     fn start(moto: &str) -> Self {
+        Self::spawn(moto, "127.0.0.1:0", false)
+    }
+
+    /// On `listen`, with its debug log (pushes, streams opened) readable by the test.
+    fn start_logged(moto: &str, listen: &str) -> Self {
+        Self::spawn(moto, listen, true)
+    }
+
+    fn spawn(moto: &str, listen: &str, logged: bool) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloudmap-xds"))
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(aws_env(moto))
-            .env("CLOUDMAP_XDS_LISTEN", "127.0.0.1:0")
+            .env("CLOUDMAP_XDS_LISTEN", listen)
             .env("CLOUDMAP_XDS_POLL_INTERVAL", "1s")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                if logged {
+                    "warn,cloudmap_xds=debug"
+                } else {
+                    "warn"
+                },
+            )
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if logged {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap();
+        let log = child.stderr.take().map(|stderr| {
+            let (tx, log) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            log
+        });
         let (tx, stdout) = std::sync::mpsc::channel();
         let lines = BufReader::new(child.stdout.take().unwrap());
         std::thread::spawn(move || {
@@ -141,7 +190,30 @@ impl XdsProcess {
             child,
             addr,
             stdout,
+            log,
         }
+    }
+
+    /// Reads its log until a line has every one of `parts`; returns the lines read up to it.
+    fn log_until(&self, parts: &[&str]) -> Vec<String> {
+        let log = self.log.as_ref().expect("started with start_logged");
+        let mut lines = Vec::new();
+        loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no log line with {parts:?}; read: {lines:#?}"));
+            let found = parts.iter().all(|part| line.contains(part));
+            lines.push(line);
+            if found {
+                return lines;
+            }
+        }
+    }
+
+    /// SIGKILL: gone at once, streams cut, no summary.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// SIGTERM, then the summary line it prints on the way out.
@@ -212,6 +284,39 @@ enum Kind {
 
 /// Runs a client process for `calls` calls and returns what it printed (JSON).
 fn run_client(kind: Kind, bootstrap: &Path, target: &str, calls: u32) -> serde_json::Value {
+    let child = client_command(kind, bootstrap, target, &["--calls", &calls.to_string()])
+        .spawn()
+        .unwrap();
+    client_summary(kind, child)
+}
+
+/// A client process calling until `until` exists ([`stop_client`]).
+fn start_client(kind: Kind, bootstrap: &Path, target: &str, until: &Path) -> Child {
+    let until = until.to_str().unwrap();
+    client_command(kind, bootstrap, target, &["--until-file", until])
+        .spawn()
+        .unwrap()
+}
+
+/// Creates `until`, so the client stops, and returns what it printed.
+fn stop_client(kind: Kind, child: Child, until: &Path) -> serde_json::Value {
+    std::fs::write(until, b"").unwrap();
+    client_summary(kind, child)
+}
+
+fn client_summary(kind: Kind, child: Child) -> serde_json::Value {
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{kind:?} client: {}",
+        output.status
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|_| panic!("{kind:?} printed {stdout:?}"))
+}
+
+fn client_command(kind: Kind, bootstrap: &Path, target: &str, mode: &[&str]) -> Command {
     let root = local_stack::workspace_root();
     let clients = root.join("xds-server/tests/clients");
     let mut command = match kind {
@@ -232,27 +337,119 @@ fn run_client(kind: Kind, bootstrap: &Path, target: &str, calls: u32) -> serde_j
             command
         }
     };
-    let output = command
-        .args([
-            "--target",
-            target,
-            "--calls",
-            &calls.to_string(),
-            "--concurrency",
-            "4",
-        ])
+    command
+        .args(["--target", target, "--concurrency", "4"])
+        .args(mode)
         .env("GRPC_XDS_BOOTSTRAP", bootstrap)
-        .stderr(Stdio::inherit())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
+/// Registers `b` in Cloud Map with `LB_STATE` = `state`.
+async fn register(
+    cloudmap: &aws_sdk_servicediscovery::Client,
+    service_id: &str,
+    b: &Backend,
+    state: &str,
+) {
+    let attributes = HashMap::from([
+        ("AWS_INSTANCE_IPV4".to_owned(), b.addr.ip().to_string()),
+        ("AWS_INSTANCE_PORT".to_owned(), b.addr.port().to_string()),
+        ("AVAILABILITY_ZONE".to_owned(), b.zone.to_owned()),
+        ("LB_STATE".to_owned(), state.to_owned()),
+        ("LB_WEIGHT".to_owned(), b.weight.to_string()),
+    ]);
+    cloudmap
+        .register_instance()
+        .service_id(service_id)
+        .instance_id(b.id)
+        .set_attributes(Some(attributes))
+        .send()
+        .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{kind:?} client: {}",
-        output.status
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|_| panic!("{kind:?} printed {stdout:?}"))
+}
+
+/// Reads pushes on `watcher` (ACKing each) until one satisfies `done`: the caller has just
+/// changed something, so at least one push is due.
+async fn watch_until(
+    watcher: &mut Client,
+    resource: &str,
+    done: impl Fn(&envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse) -> bool,
+) {
+    loop {
+        let pushed = watcher.next().await;
+        watcher
+            .send(
+                cloudmap_xds::server::ENDPOINTS,
+                &[resource],
+                &pushed.version_info,
+                &pushed.nonce,
+                None,
+            )
+            .await;
+        if done(&pushed) {
+            return;
+        }
+    }
+}
+
+/// Waits until `failing` takes no call while `healthy` take at least 100, twice in a row: the
+/// client ejected it (a hang guard of 60 s).
+async fn ejected(healthy: &[Backend], failing: &Backend) {
+    let guard = tokio::time::Instant::now();
+    let mut quiet = 0;
+    while quiet < 2 {
+        assert!(
+            guard.elapsed() < Duration::from_secs(60),
+            "{} was never ejected",
+            failing.id
+        );
+        let (good, bad) = (counted(healthy), failing.calls.load(Ordering::Relaxed));
+        calls_flow(healthy, good, 100).await;
+        if failing.calls.load(Ordering::Relaxed) == bad {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+    }
+}
+
+/// Calls the backends have counted so far (without resetting them).
+fn counted(backends: &[Backend]) -> u64 {
+    backends
+        .iter()
+        .map(|b| b.calls.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Waits until the backends have counted `more` calls beyond `from` (a hang guard of 60 s:
+/// the outcome is the count, not the time it took).
+async fn calls_flow(backends: &[Backend], from: u64, more: u64) {
+    let guard = tokio::time::Instant::now();
+    while counted(backends) < from + more {
+        assert!(
+            guard.elapsed() < Duration::from_secs(60),
+            "calls stopped flowing: {} of {more}",
+            counted(backends) - from
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The versions a client in no zone gets from the server at `addr`: Listener, Cluster and
+/// ClusterLoadAssignment.
+async fn versions(addr: SocketAddr, resource: &str) -> Vec<String> {
+    let mut client = Client::connect(addr, "versions", "").await;
+    let mut versions = Vec::new();
+    for type_url in [
+        cloudmap_xds::server::LISTENER,
+        cloudmap_xds::server::CLUSTER,
+        cloudmap_xds::server::ENDPOINTS,
+    ] {
+        versions.push(client.get(type_url, &[resource]).await.version_info);
+    }
+    versions
 }
 
 /// Whether the assignment in `response` serves `task` as DRAINING.
@@ -313,21 +510,7 @@ async fn grpc_xds_clients_follow_the_servers_picks() {
         backend("t3", "eu-central-1b", 300).await,
     ];
     for b in &backends {
-        let attributes = HashMap::from([
-            ("AWS_INSTANCE_IPV4".to_owned(), b.addr.ip().to_string()),
-            ("AWS_INSTANCE_PORT".to_owned(), b.addr.port().to_string()),
-            ("AVAILABILITY_ZONE".to_owned(), b.zone.to_owned()),
-            ("LB_STATE".to_owned(), "RUNNING".to_owned()),
-            ("LB_WEIGHT".to_owned(), b.weight.to_string()),
-        ]);
-        cloudmap
-            .register_instance()
-            .service_id(&service.id)
-            .instance_id(b.id)
-            .set_attributes(Some(attributes))
-            .send()
-            .await
-            .unwrap();
+        register(&cloudmap, &service.id, b, "RUNNING").await;
     }
     let server = XdsProcess::start(moto.endpoint());
     let dir = tempfile::tempdir().unwrap();
@@ -371,33 +554,48 @@ async fn grpc_xds_clients_follow_the_servers_picks() {
         );
         assert_within(kind, "t1, zone a", share["t1"], 1.0 / 3.0, 3.0);
         assert_within(kind, "t2, zone a", share["t2"], 2.0 / 3.0, 3.0);
-        drop(anchor);
+
+        // Zone a short of capacity: a second caller there (our own stream), so the callers are
+        // 2 in a and 1 in b. Envoy's formula over capacity c and demand d: c_a = 1/2 < d_a =
+        // 2/3, so c_a / d_a = 75 % stays in zone a (split 1 : 2), and the rest goes to the zones
+        // with residual capacity c − d: only b (1/2 − 1/3), so t3 gets 25 %.
+        let mut second = Client::connect(server.addr, "second-in-a", "eu-central-1a").await;
+        second
+            .get(cloudmap_xds::server::ENDPOINTS, &[resource.as_str()])
+            .await;
+        let summary = run_client(
+            kind,
+            &bootstrap(dir.path(), server.addr, Some("eu-central-1a")),
+            &target,
+            2400,
+        );
+        assert_eq!(summary["failed"], 0, "{kind:?}: {summary}");
+        let (share, _) = shares(&backends);
+        let (c_a, d_a) = (300.0 / 600.0, 2.0 / 3.0);
+        let local = f64::min(1.0, c_a / d_a);
+        assert_within(kind, "t1, zone a spilling", share["t1"], local / 3.0, 3.0);
+        assert_within(
+            kind,
+            "t2, zone a spilling",
+            share["t2"],
+            local * 2.0 / 3.0,
+            3.0,
+        );
+        assert_within(kind, "t3, zone a spilling", share["t3"], 1.0 - local, 3.0);
+        drop((anchor, second));
     }
 
     // A task's own health turns NOT_SERVING (what a server does on SIGTERM): the server's
     // health watch sees it and pushes DRAINING to every connected client, before Cloud Map
     // says anything. A client then sends it nothing.
     let mut watcher = Client::connect(server.addr, "watcher", "").await;
-    let first = watcher
+    watcher
         .get(cloudmap_xds::server::ENDPOINTS, &[resource.as_str()])
         .await;
     backends[0]
         .status
         .send_replace(health_check_response::ServingStatus::NotServing);
-    let mut last = first;
-    while !draining(&last, "t1") {
-        let pushed = watcher.next().await;
-        watcher
-            .send(
-                cloudmap_xds::server::ENDPOINTS,
-                &[resource.as_str()],
-                &pushed.version_info,
-                &pushed.nonce,
-                None,
-            )
-            .await;
-        last = pushed;
-    }
+    watch_until(&mut watcher, &resource, |last| draining(last, "t1")).await;
     for kind in [Kind::Grpcio, Kind::Node] {
         let summary = run_client(
             kind,
@@ -417,7 +615,141 @@ async fn grpc_xds_clients_follow_the_servers_picks() {
     backends[0]
         .status
         .send_replace(health_check_response::ServingStatus::Serving);
+    watch_until(&mut watcher, &resource, |last| !draining(last, "t1")).await;
+
+    // DRAINING written in Cloud Map (what the sync Lambda writes when ECS starts stopping the
+    // task): the next poll sees it and the server pushes DRAINING; from then on a client sends
+    // the task nothing.
+    register(&cloudmap, &service.id, &backends[1], "DRAINING").await;
+    watch_until(&mut watcher, &resource, |last| draining(last, "t2")).await;
+    for kind in [Kind::Grpcio, Kind::Node] {
+        let summary = run_client(
+            kind,
+            &bootstrap(dir.path(), server.addr, None),
+            &target,
+            600,
+        );
+        assert_eq!(summary["failed"], 0, "{kind:?}: {summary}");
+        let (share, total) = shares(&backends);
+        assert_eq!(total, 600);
+        assert!(
+            share["t2"] == 0.0,
+            "{kind:?}: the DRAINING task took {:.1} %",
+            share["t2"] * 100.0
+        );
+        // The others take the calls (600 calls are too few to hold grpc-js's random locality
+        // picks to 3 points: the shares are checked over 2,400 above).
+        assert!(
+            share["t1"] > 0.0 && share["t3"] > 0.0,
+            "{kind:?}: {share:?}"
+        );
+    }
+    register(&cloudmap, &service.id, &backends[1], "RUNNING").await;
+    watch_until(&mut watcher, &resource, |last| !draining(last, "t2")).await;
     drop(watcher);
+
+    // A task that is up (its health says SERVING) but fails every call: the Cluster's outlier
+    // detection (A50, failure percentage) makes each client eject it. Its own service, so the
+    // shares above are untouched. Once a client has stopped calling it while the others kept
+    // taking calls, the next 600 calls must not reach it.
+    let flaky = local_stack::cloudmap::create_service(&cloudmap, &namespace, "flaky", false)
+        .await
+        .unwrap();
+    let flaky_backends = vec![
+        backend("f1", "eu-central-1a", 100).await,
+        backend("f2", "eu-central-1a", 100).await,
+        start_backend("f3", "eu-central-1a", 100, true).await,
+    ];
+    for b in &flaky_backends {
+        register(&cloudmap, &flaky.id, b, "RUNNING").await;
+    }
+    let flaky_target = format!("xds:///flaky.{}", namespace.name);
+    for kind in [Kind::Grpcio, Kind::Node] {
+        let until = dir.path().join(format!("stop-flaky-{kind:?}"));
+        let child = start_client(
+            kind,
+            &bootstrap(dir.path(), server.addr, None),
+            &flaky_target,
+            &until,
+        );
+        ejected(&flaky_backends[..2], &flaky_backends[2]).await;
+        shares(&flaky_backends);
+        calls_flow(&flaky_backends, 0, 600).await;
+        let (share, total) = shares(&flaky_backends);
+        let summary = stop_client(kind, child, &until);
+        assert!(total >= 600, "{total}");
+        assert!(
+            share["f3"] == 0.0,
+            "{kind:?}: the failing task still took {:.1} % after its ejection",
+            share["f3"] * 100.0
+        );
+        // What failed was the failing task's answer, before the ejection, and nothing else.
+        let failed = summary["failed"].as_u64().unwrap();
+        assert!(failed > 0, "{kind:?}: {summary}");
+        assert_eq!(summary["codes"]["INTERNAL"], failed, "{kind:?}: {summary}");
+    }
+
+    // A server killed mid-run (SIGKILL: its streams cut): the clients keep calling with what
+    // they have, with no failed call while the tasks live; the server comes back on the same
+    // port (a restart) and each client reconnects and is pushed the versions it had, which are
+    // hashes of the content. Its own process, so the NACK count of the main server stays whole.
+    for kind in [Kind::Grpcio, Kind::Node] {
+        let first = XdsProcess::start_logged(moto.endpoint(), "127.0.0.1:0");
+        let listen = first.addr.to_string();
+        let before = versions(first.addr, &resource).await;
+        let until = dir.path().join(format!("stop-restart-{kind:?}"));
+        let child = start_client(
+            kind,
+            &bootstrap(dir.path(), first.addr, None),
+            &target,
+            &until,
+        );
+        first.log_until(&["stream opened", "test-client"]);
+        let from = counted(&backends);
+        calls_flow(&backends, from, 300).await;
+        first.kill();
+        // Calls go on while no server is there.
+        let from = counted(&backends);
+        calls_flow(&backends, from, 300).await;
+        let restarted = XdsProcess::start_logged(moto.endpoint(), &listen);
+        let log = restarted.log_until(&["stream opened", "test-client"]);
+        let after = versions(restarted.addr, &resource).await;
+        assert_eq!(after, before, "the same content, the same versions");
+        // The client's stream is told the same versions again (three pushes: Listener, Cluster,
+        // ClusterLoadAssignment); read the log until the third of them.
+        let mut pushed: Vec<String> = Vec::new();
+        let mut lines = log;
+        loop {
+            pushed.extend(
+                lines
+                    .iter()
+                    .filter(|l| l.contains("push") && l.contains("\"test-client\""))
+                    .filter_map(|l| l.split("version=").nth(1))
+                    .filter_map(|v| v.split_whitespace().next())
+                    .map(ToOwned::to_owned),
+            );
+            if pushed.len() >= 3 {
+                break;
+            }
+            lines = restarted.log_until(&["push", "test-client"]);
+        }
+        for version in &pushed {
+            assert!(
+                before.contains(version),
+                "{kind:?}: pushed {version} after the restart; before: {before:?}"
+            );
+        }
+        let from = counted(&backends);
+        calls_flow(&backends, from, 300).await;
+        let summary = stop_client(kind, child, &until);
+        assert_eq!(
+            summary["failed"], 0,
+            "{kind:?}: no call failed while the server was gone and back: {summary}"
+        );
+        let restarted = restarted.stop();
+        assert_eq!(restarted["nacks"], 0, "{kind:?}: {restarted}");
+        shares(&backends);
+    }
 
     // Cloud Map goes down while the server runs. Every client above has gone, but the server
     // keeps the service (lingering) with its last-known-good listing: a new client is served

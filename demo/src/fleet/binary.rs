@@ -1,4 +1,4 @@
-//! Finding the demo-server binary.
+//! Finding the workspace's other binaries (demo-server, cloudmap-xds) beside the running one.
 
 use std::path::{Path, PathBuf};
 
@@ -6,6 +6,20 @@ use std::path::{Path, PathBuf};
 /// if it is missing, so `cargo run -p demo --bin NAME` works on its own. `on_build` is told
 /// before a build starts (it takes a while).
 pub fn demo_server_binary(on_build: impl FnOnce(&str)) -> Result<PathBuf, String> {
+    workspace_binary("demo-server", "demo-server", on_build)
+}
+
+/// The xDS control plane's binary (`cloudmap-xds`), found or built like
+/// [`demo_server_binary`].
+pub fn xds_server_binary(on_build: impl FnOnce(&str)) -> Result<PathBuf, String> {
+    workspace_binary("cloudmap-xds", "cloudmap-xds", on_build)
+}
+
+fn workspace_binary(
+    package: &str,
+    bin: &str,
+    on_build: impl FnOnce(&str),
+) -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| format!("finding the program's own path: {e}"))?;
     let dir = me.parent().unwrap_or(Path::new("."));
     // Test binaries live one level down, in `deps/`.
@@ -14,35 +28,27 @@ pub fn demo_server_binary(on_build: impl FnOnce(&str)) -> Result<PathBuf, String
     } else {
         dir
     };
-    let binary = dir.join("demo-server");
+    let binary = dir.join(bin);
     if binary.is_file() {
         return Ok(binary);
     }
     let release = dir.file_name().is_some_and(|name| name == "release");
-    on_build(if release {
-        "building demo-server (release profile)"
-    } else {
-        "building demo-server (dev profile)"
-    });
+    on_build(&format!(
+        "building {bin} ({} profile)",
+        if release { "release" } else { "dev" }
+    ));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "demo-server",
-            "--bin",
-            "demo-server",
-        ])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
         .args(release.then_some("--release"))
         .current_dir(local_stack::workspace_root())
         .status()
-        .map_err(|e| format!("running cargo build -p demo-server: {e}"))?;
+        .map_err(|e| format!("running cargo build -p {package}: {e}"))?;
     if status.success() && binary.is_file() {
         Ok(binary)
     } else {
         Err(format!(
-            "cargo build -p demo-server did not produce {}",
+            "cargo build -p {package} did not produce {}",
             binary.display()
         ))
     }

@@ -7,7 +7,7 @@
 mod binary;
 mod task;
 
-pub use binary::demo_server_binary;
+pub use binary::{demo_server_binary, xds_server_binary};
 pub use task::DemoTask;
 
 use local_stack::MotoServer;

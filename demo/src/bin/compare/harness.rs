@@ -26,7 +26,7 @@ const SLOW_ZONE: Duration = Duration::from_millis(40);
 const HOG_THREADS: usize = 3;
 /// The Lambda's reconciliation rewrites `LB_LOAD` every minute; the balancer ignores a load
 /// older than five minutes.
-const REFRESH_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 /// What the run is asked to do.
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ pub(crate) struct TaskWeight {
 }
 
 impl TaskWeight {
-    fn of(member: &crate::fleet::Member) -> Self {
+    pub(crate) fn of(member: &crate::fleet::Member) -> Self {
         let weight = f64::from(crate::attributes::weight_of(member.task.spec.cpu));
         Self {
             task_id: member.task.spec.task_id.clone(),
@@ -143,24 +143,7 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Outcom
         .filter(|v| *v != Variant::Haproxy || haproxy_binary.is_some())
         .collect();
 
-    progress.step("starting moto and creating the ECS service and its Cloud Map service");
-    let sizes: Vec<u32> = LAYOUT.iter().map(|(_, cpu, _)| *cpu).collect();
-    let stack = Stack::create(&sizes).await?;
-    let mut members = Vec::new();
-    for (zone, cpu, load) in LAYOUT {
-        let member = start_member(&stack, options, zone, cpu, load).await?;
-        progress.step(format!(
-            "  task {} in {zone}, {cpu} CPU units, load {load} %, on {}, registered with the Lambda's attributes",
-            &member.task.spec.task_id[..8.min(member.task.spec.task_id.len())],
-            member.task.addr
-        ));
-        members.push(member);
-    }
-    let mut fleet = Fleet {
-        stack,
-        members,
-        refreshed: Instant::now(),
-    };
+    let mut fleet = start_fleet(options, progress).await?;
 
     let segments = schedule(options.rounds, &variants, options.smoke);
     let mut records = Vec::new();
@@ -203,12 +186,38 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Outcom
     })
 }
 
+/// moto with the demo's service, and the six tasks running, registered as the Lambda would
+/// leave them.
+pub(crate) async fn start_fleet(
+    options: &Options,
+    progress: &Progress,
+) -> Result<Fleet, HarnessError> {
+    progress.step("starting moto and creating the ECS service and its Cloud Map service");
+    let sizes: Vec<u32> = LAYOUT.iter().map(|(_, cpu, _)| *cpu).collect();
+    let stack = Stack::create(&sizes).await?;
+    let mut members = Vec::new();
+    for (zone, cpu, load) in LAYOUT {
+        let member = start_member(&stack, options, zone, cpu, load).await?;
+        progress.step(format!(
+            "  task {} in {zone}, {cpu} CPU units, load {load} %, on {}, registered with the Lambda's attributes",
+            &member.task.spec.task_id[..8.min(member.task.spec.task_id.len())],
+            member.task.addr
+        ));
+        members.push(member);
+    }
+    Ok(Fleet {
+        stack,
+        members,
+        refreshed: Instant::now(),
+    })
+}
+
 #[allow(clippy::cast_precision_loss)] // microseconds of a call
-fn ms(us: u64) -> f64 {
+pub(crate) fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-async fn run_segment(
+pub(crate) async fn run_segment(
     fleet: &mut Fleet,
     options: &Options,
     timing: &Timing,

@@ -16,8 +16,12 @@
 //! process of its own pinned to one core; the servers, HAProxy and moto on the others.
 //!
 //! ```text
-//! compare [--smoke] [--rounds N] [--concurrency N] [--out DIR]
+//! compare [--smoke] [--rounds N] [--concurrency N] [--out DIR] [--grpcio]
 //! ```
+//!
+//! `--grpcio` runs instead gRPC's Python client on the same fleet, balanced scenario only:
+//! through the xDS control plane and with `round_robin` over the instances' addresses, beside
+//! (a) ([`grpcio`]); it writes `grpcio.md` and `grpcio.json`.
 //!
 //! In the balanced and CPU-starved scenarios each task in the client's zone is reported with its
 //! share of the zone's calls against the share its weight × load promises (`task_shares`).
@@ -29,6 +33,7 @@
 mod attributes;
 mod client;
 mod fleet;
+mod grpcio;
 mod haproxy;
 mod harness;
 mod machine;
@@ -53,10 +58,12 @@ use crate::report::{Conditions, Goal, Row};
 /// What an unpinned run means for its results.
 const UNPINNED: &str = "the client shares its CPUs with the servers, and the CPU-starved scenario starves the servers too";
 
-const USAGE: &str = "usage: compare [--smoke] [--rounds N] [--concurrency N] [--out DIR]";
+const USAGE: &str =
+    "usage: compare [--smoke] [--rounds N] [--concurrency N] [--out DIR] [--grpcio]";
 
 struct Args {
     smoke: bool,
+    grpcio: bool,
     rounds: Option<usize>,
     concurrency: u64,
     out: PathBuf,
@@ -65,6 +72,7 @@ struct Args {
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut parsed = Args {
         smoke: false,
+        grpcio: false,
         rounds: None,
         concurrency: 8,
         out: local_stack::workspace_root().join(".local/compare"),
@@ -79,6 +87,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         };
         match arg.as_str() {
             "--smoke" => parsed.smoke = true,
+            "--grpcio" => parsed.grpcio = true,
             "--rounds" => {
                 parsed.rounds = Some(usize::try_from(number("--rounds")?).unwrap_or(usize::MAX));
             }
@@ -168,6 +177,9 @@ fn main() -> ExitCode {
         cpus,
     };
     let load_before = machine::load_average();
+    if args.grpcio {
+        return grpcio_main(&args, &options, &progress);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -332,6 +344,68 @@ fn write_outputs(
     }
     let _ = writeln!(std::io::stdout(), "{markdown}");
     Ok(written)
+}
+
+/// `compare --grpcio`: the grpcio columns beside (a), written to `grpcio.md` and `grpcio.json`.
+fn grpcio_main(args: &Args, options: &harness::Options, progress: &Progress) -> ExitCode {
+    let fail = |message: String| {
+        progress.step(format!("FAILED: {message}"));
+        ExitCode::from(2)
+    };
+    let xds = match demo::fleet::xds_server_binary(|step| progress.step(step)) {
+        Ok(path) => path,
+        Err(message) => return fail(message),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("starting the runtime: {e}")),
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = grpcio::run(options, progress, &xds) => Some(outcome),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    drop(runtime);
+    let outcome = match outcome {
+        None => return fail("interrupted; everything started was stopped".into()),
+        Some(Err(error)) => {
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            return fail(message);
+        }
+        Some(Ok(outcome)) => outcome,
+    };
+    let command = format!(
+        "scripts/compare --grpcio --rounds {}{}",
+        options.rounds,
+        if args.smoke { " --smoke" } else { "" }
+    );
+    let markdown = grpcio::markdown(&outcome, &command);
+    let json = match serde_json::to_string_pretty(&outcome) {
+        Ok(json) => json,
+        Err(e) => return fail(format!("encoding grpcio.json: {e}")),
+    };
+    for (name, text) in [("grpcio.md", markdown.as_str()), ("grpcio.json", &json)] {
+        let path = args.out.join(name);
+        if let Err(e) = std::fs::write(&path, text) {
+            return fail(format!("writing {}: {e}", path.display()));
+        }
+    }
+    let _ = writeln!(std::io::stdout(), "{markdown}");
+    progress.step(format!(
+        "wrote grpcio.md and grpcio.json to {} in {:.0} s",
+        args.out.display(),
+        outcome.elapsed_s
+    ));
+    ExitCode::SUCCESS
 }
 
 /// `compare client SPEC`: one segment's client (see [`client`]).

@@ -2,9 +2,11 @@
 //!
 //! moto serves Cloud Map and ECS on loopback; six real demo-server processes play ECS tasks in
 //! three zones; the real sync Lambda runs under cargo-lambda's emulator and gets the ECS events
-//! those tasks would produce; a client in one zone calls through the balancer. It prints the
-//! Cloud Map attributes, where the calls went against where they should have gone, and what
-//! happened when a task was slowed and when one was stopped. `--json` prints the same as JSON.
+//! those tasks would produce; a client in one zone calls through the balancer, and gRPC's Python
+//! client (grpcio) in the same zone calls through the xDS control plane (`cloudmap-xds`). It
+//! prints the Cloud Map attributes, where the calls went against where they should have gone, and
+//! what happened when a task was slowed and when one was stopped. `--json` prints the same as
+//! JSON.
 //!
 //! ```text
 //! local-demo [--json] [--calls N] [--concurrency N] [--debug-lambda]
@@ -21,6 +23,7 @@ mod report;
 mod scenario;
 mod stack;
 mod tasks;
+mod xds;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -84,6 +87,10 @@ fn main() -> ExitCode {
         Ok(path) => path,
         Err(message) => return fail(message),
     };
+    let xds_server = match demo::fleet::xds_server_binary(|step| progress.step(step)) {
+        Ok(path) => path,
+        Err(message) => return fail(message),
+    };
     let work_dir = local_stack::workspace_root().join(".local/local-demo");
     let _ = std::fs::remove_dir_all(&work_dir);
     if let Err(e) = std::fs::create_dir_all(&work_dir) {
@@ -104,6 +111,7 @@ fn main() -> ExitCode {
         release_lambda: args.release_lambda,
         work_dir,
         demo_server,
+        xds_server,
     };
     let outcome = runtime.block_on(async {
         tokio::select! {

@@ -20,6 +20,8 @@ pub(crate) struct Report {
     pub(crate) in_zone: Phase,
     pub(crate) spill: SpillReport,
     pub(crate) drain: DrainReport,
+    /// gRPC's Python client through the xDS control plane, in the same phases.
+    pub(crate) xds: XdsReport,
     pub(crate) checks: Vec<Check>,
     pub(crate) elapsed_seconds: f64,
     /// Where the processes' logs are.
@@ -125,6 +127,52 @@ pub(crate) struct DrainReport {
     pub(crate) after: Vec<TaskRow>,
 }
 
+/// What grpcio does differently from the Rust client, for the report.
+pub(crate) const GRPCIO_DIFFERENCES: [&str; 5] = [
+    "its picks come from the xDS server: the crate's picker computes each task's share for a caller in the client's zone (weight × load, zone affinity), sent as one locality per task; grpcio splits calls by those weights with weighted round robin over localities, round robin inside",
+    "zone affinity is Envoy's formula over the callers connected to the server per zone (here one in each zone: the two others idle), not the Rust client's latency-driven spill",
+    "no latency-aware choice: a slow task keeps its share (so it sits out phase 2: it would not spill from the slow zone)",
+    "no health watch of its own: the xDS server watches every task's gRPC health and pushes DRAINING to its clients (phase 3)",
+    "retries only through a route retry policy (none is sent); outlier detection (A50, failure percentage) comes from the server's Cluster",
+];
+
+/// grpcio through the xDS server.
+#[derive(Debug, Serialize)]
+pub(crate) struct XdsReport {
+    /// Where `cloudmap-xds serve` listened.
+    pub(crate) server: String,
+    /// The target grpcio called.
+    pub(crate) target: String,
+    /// grpcio's version.
+    pub(crate) grpcio: String,
+    /// The zone its bootstrap named (`node.locality.zone`: the client's AZ ID).
+    pub(crate) client_zone_id: String,
+    /// The zones (IDs) of the idle callers connected beside it.
+    pub(crate) caller_zones: Vec<String>,
+    /// Phase 1, its calls.
+    pub(crate) in_zone: Phase,
+    /// Phase 1's latency percentiles (µs), as the Python client measured them.
+    pub(crate) latency_us: BTreeMap<String, Option<u64>>,
+    /// Phase 3, its calls.
+    pub(crate) drain: GrpcioDrainReport,
+    /// The server's summary on shutdown (streams, pushes, ACKs, NACKs).
+    pub(crate) server_summary: serde_json::Value,
+    /// What it does differently from the Rust client.
+    pub(crate) differences: Vec<String>,
+}
+
+/// grpcio's calls in the stop-a-task phase.
+#[derive(Debug, Serialize)]
+pub(crate) struct GrpcioDrainReport {
+    pub(crate) calls: u64,
+    pub(crate) failed: u64,
+    pub(crate) first_failure: Option<String>,
+    /// Its calls the stopped task answered in this phase.
+    pub(crate) stopped_task_calls: u64,
+    /// Milliseconds from SIGTERM to the stopped task's last answer to grpcio; 0 when before.
+    pub(crate) last_call_after_sigterm_ms: Option<u64>,
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct Check {
     pub(crate) name: String,
@@ -215,39 +263,45 @@ impl Report {
         }
 
         let phase = &self.in_zone;
+        let grpcio = &self.xds.in_zone;
         writeln!(
             out,
-            "\nPhase 1: {} calls from {} (zone ID {}), {} failed",
+            "\nPhase 1: {} calls from {} (zone ID {}) through the Rust balancer, {} failed; then {} through the xDS server by grpcio {} (Python), {} failed",
             phase.calls,
             self.client_zone,
             self.client_zone_id.as_deref().unwrap_or("-"),
-            phase.failed
+            phase.failed,
+            grpcio.calls,
+            self.xds.grpcio,
+            grpcio.failed
         )?;
         writeln!(
             out,
-            "  {:<16} {:<10} {:>7} {:>8} {:>9}",
-            "zone", "zone ID", "calls", "share", "expected"
+            "  {:<16} {:<10} {:>7} {:>8} {:>7} {:>8} {:>9}",
+            "zone", "zone ID", "Rust", "share", "grpcio", "share", "expected"
         )?;
-        for zone in &phase.zones {
+        for (zone, by_grpcio) in phase.zones.iter().zip(&grpcio.zones) {
             writeln!(
                 out,
-                "  {:<16} {:<10} {:>7} {:>8} {:>9}",
+                "  {:<16} {:<10} {:>7} {:>8} {:>7} {:>8} {:>9}",
                 zone.zone,
                 zone.zone_id.as_deref().unwrap_or("-"),
                 zone.calls,
                 percent(zone.share),
+                by_grpcio.calls,
+                percent(by_grpcio.share),
                 percent(zone.expected_share)
             )?;
         }
         writeln!(
             out,
-            "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>9}",
-            "task", "zone", "cpu", "weight", "load", "calls", "share", "expected"
+            "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>7} {:>8} {:>9}",
+            "task", "zone", "cpu", "weight", "load", "Rust", "share", "grpcio", "share", "expected"
         )?;
-        for task in &phase.tasks {
+        for (task, by_grpcio) in phase.tasks.iter().zip(&grpcio.tasks) {
             writeln!(
                 out,
-                "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>9}",
+                "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>7} {:>8} {:>9}",
                 short(&task.task_id),
                 task.zone,
                 task.cpu,
@@ -255,10 +309,17 @@ impl Report {
                 task.load.map_or("-".into(), |l| format!("{l} %")),
                 task.calls,
                 percent(task.share),
+                by_grpcio.calls,
+                percent(by_grpcio.share),
                 percent(task.expected_share)
             )?;
         }
-        writeln!(out, "  kept in zone: {}", percent(phase.local_share))?;
+        writeln!(
+            out,
+            "  kept in zone: Rust {}, grpcio {}",
+            percent(phase.local_share).trim(),
+            percent(grpcio.local_share).trim()
+        )?;
 
         let spill = &self.spill;
         writeln!(
@@ -342,6 +403,52 @@ impl Report {
                 percent(task.expected_share).trim()
             )?;
         }
+        let by_grpcio = &self.xds.drain;
+        writeln!(
+            out,
+            "  grpcio via xDS, at the same time: {} calls, {} failed; the stopped task answered {} of them, the last {} after SIGTERM (the xDS server's health watch pushed DRAINING; Cloud Map said it at {} ms)",
+            by_grpcio.calls,
+            by_grpcio.failed,
+            by_grpcio.stopped_task_calls,
+            by_grpcio
+                .last_call_after_sigterm_ms
+                .map_or("never".into(), |ms| format!("{ms} ms")),
+            drain.draining_event_after_sigterm_ms
+        )?;
+
+        let xds = &self.xds;
+        writeln!(
+            out,
+            "\ngrpcio {} through the xDS server ({}, target {}; bootstrap zone {}, idle callers in {})",
+            xds.grpcio,
+            xds.server,
+            xds.target,
+            xds.client_zone_id,
+            xds.caller_zones.join(", ")
+        )?;
+        writeln!(
+            out,
+            "  phase 1 latency: p50 {} µs, p99 {} µs (Python's own overhead included)",
+            xds.latency_us
+                .get("p50")
+                .copied()
+                .flatten()
+                .map_or("-".into(), |v| v.to_string()),
+            xds.latency_us
+                .get("p99")
+                .copied()
+                .flatten()
+                .map_or("-".into(), |v| v.to_string())
+        )?;
+        writeln!(out, "  what it does differently from the Rust client:")?;
+        for difference in &xds.differences {
+            writeln!(out, "  - {difference}")?;
+        }
+        writeln!(
+            out,
+            "  server: {} NACKs, {} ACKs, {} pushes",
+            xds.server_summary["nacks"], xds.server_summary["acks"], xds.server_summary["pushes"]
+        )?;
 
         writeln!(out, "\nChecks")?;
         for check in &self.checks {

@@ -10,6 +10,12 @@
 //! 3. **A task stops the way ECS stops it.** While calls continue: the DRAINING event (desired
 //!    STOPPED, still running), SIGTERM, the process drains and exits, STOPPED event, the instance
 //!    is deregistered. No call may fail, and the task must stop getting calls soon after DRAINING.
+//!
+//! Beside the Rust client, gRPC's Python client (grpcio) calls the same fleet through the xDS
+//! control plane (`cloudmap-xds`), from the same zone ([`crate::xds`]): after the Rust client in
+//! phase 1, and at the same time as it in phase 3, where the server's own health watch must
+//! push DRAINING before Cloud Map says it. It sits out phase 2: grpcio has no latency-driven
+//! spill, so it would keep its calls in the slow zone (said in the report).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,10 +35,12 @@ use crate::events::{Change, scheduled, task_state_change};
 use crate::lambda::Emulator;
 use crate::load;
 use crate::report::{
-    Check, DrainReport, EventReport, InstanceReport, Phase, Report, SpillReport, TaskRow, ZoneRow,
+    Check, DrainReport, EventReport, GrpcioDrainReport, InstanceReport, Phase, Report, SpillReport,
+    TaskRow, XdsReport, ZoneRow,
 };
 use crate::stack::{CLUSTER, NAMESPACE, SERVICE, Stack};
 use crate::tasks::{self, DRAIN_DELAY, DemoTask, SHUTDOWN_GRACE};
+use crate::xds::XdsSide;
 
 /// How long after SIGTERM the DRAINING event is sent to the Lambda in phase 3: two of the demo's
 /// Cloud Map polls, so that the client cannot have learnt of the drain from Cloud Map before.
@@ -40,6 +48,15 @@ const DRAINING_EVENT_DELAY: Duration = Duration::from_secs(2);
 /// The bound phase 3 holds the health watch to (issue 9): no new calls 100 ms after
 /// NOT_SERVING. The last call is counted when it was answered, so the bound includes the call.
 const DRAIN_WATCH_BOUND: Duration = Duration::from_millis(100);
+
+/// The bound phase 3 holds grpcio to: no new calls 1 s after NOT_SERVING (the xDS server's
+/// watch sees it and pushes DRAINING; issue 18 asks for the push within 1 s).
+const XDS_DRAIN_BOUND: Duration = Duration::from_secs(1);
+/// grpcio's workers: phase 1 calls back to back; phase 3 paces its calls, so that the Python
+/// process takes little CPU from the Rust client's phase on a busy machine.
+const GRPCIO_CONCURRENCY: u64 = 4;
+const GRPCIO_DRAIN_CONCURRENCY: u64 = 2;
+const GRPCIO_DRAIN_PAUSE: Duration = Duration::from_millis(5);
 
 /// Latency added to the client's zone in phase 2.
 const SLOW: Duration = Duration::from_millis(40);
@@ -61,6 +78,8 @@ pub(crate) struct Options {
     pub(crate) work_dir: PathBuf,
     /// The demo-server binary.
     pub(crate) demo_server: PathBuf,
+    /// The xDS control plane's binary (`cloudmap-xds`).
+    pub(crate) xds_server: PathBuf,
 }
 
 /// Runs the whole scenario. Everything started is stopped when the returned future completes or
@@ -229,6 +248,21 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
         detail: format!("no default subnet in {CLIENT_ZONE}"),
     })?;
 
+    progress.step(
+        "starting the xDS control plane (cloudmap-xds serve) for the grpcio client, and idle grpcio callers in the other zones",
+    );
+    let mut xds = XdsSide::start(
+        &options.xds_server,
+        stack.moto.endpoint(),
+        zone_id_of,
+        &options.work_dir,
+        progress,
+    )
+    .await?;
+    // Connected before the Rust client's phase 1, so that the Python processes' start takes no
+    // CPU from its measurement.
+    xds.callers_ready().await?;
+
     progress.step(format!(
         "building the balancer in {CLIENT_ZONE} ({client_zone_id}; Cloud Map polled every second)"
     ));
@@ -256,16 +290,46 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
         tally.failed_calls(),
         in_zone.local_share * 100.0
     ));
-    checks.extend(in_zone_checks(&in_zone));
+    checks.extend(in_zone_checks(&in_zone, "phase 1"));
+
+    progress.step(format!(
+        "phase 1, grpcio via xDS: {} calls from {CLIENT_ZONE} ({client_zone_id} in its bootstrap), {GRPCIO_CONCURRENCY} at a time",
+        options.calls
+    ));
+    let grpcio = xds
+        .client(
+            "phase1",
+            Some(options.calls),
+            GRPCIO_CONCURRENCY,
+            Duration::ZERO,
+        )?
+        .finish()
+        .await?;
+    let grpcio_in_zone = in_zone_phase(&grpcio.tally(), &instances);
+    progress.step(format!(
+        "  {} calls, {} failed, {:.1} % stayed in {CLIENT_ZONE} (grpcio {}; p50 {} µs)",
+        grpcio_in_zone.calls,
+        grpcio_in_zone.failed,
+        grpcio_in_zone.local_share * 100.0,
+        grpcio.grpcio,
+        grpcio
+            .latency_us
+            .get("p50")
+            .copied()
+            .flatten()
+            .map_or("-".into(), |us| us.to_string())
+    ));
+    checks.extend(in_zone_checks(&grpcio_in_zone, "phase 1, grpcio via xDS"));
 
     // Phase 2.
     let spill = slow_zone_phase(&client, &running, &instances, options, progress).await?;
     checks.extend(spill_checks(&spill));
 
     // Phase 3.
-    let drain = drain_phase(
+    let (drain, grpcio_drain) = drain_phase(
         &stack,
         &client,
+        &xds,
         &mut lambda,
         &mut running,
         &instances,
@@ -275,8 +339,38 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
     )
     .await?;
     checks.extend(drain_checks(&drain));
+    checks.extend(grpcio_drain_checks(&grpcio_drain, &drain));
 
     lambda.stop().await;
+    let caller_zones = xds.caller_zones.clone();
+    let server_addr = xds.server.addr.to_string();
+    let summary = xds.stop().await?;
+    let nacks = summary["nacks"].as_u64();
+    progress.step(format!("  cloudmap-xds stopped: {summary}"));
+    checks.push(Check::new(
+        "xDS: no client rejected (NACKed) a resource the server sent, in the whole run",
+        nacks == Some(0),
+        format!(
+            "{} NACKs, {} ACKs (the server's counters)",
+            nacks.map_or("no count of".into(), |n| n.to_string()),
+            summary["acks"]
+        ),
+    ));
+    let xds_report = XdsReport {
+        server: server_addr,
+        target: demo::xds::target(),
+        grpcio: grpcio.grpcio.clone(),
+        client_zone_id: client_zone_id.clone(),
+        caller_zones,
+        in_zone: grpcio_in_zone,
+        latency_us: grpcio.latency_us.clone(),
+        drain: grpcio_drain,
+        server_summary: summary,
+        differences: crate::report::GRPCIO_DIFFERENCES
+            .iter()
+            .map(|&d| d.to_owned())
+            .collect(),
+    };
     let ok = checks.iter().all(|c| c.ok);
     Ok(Report {
         ok,
@@ -287,6 +381,7 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
         in_zone,
         spill,
         drain,
+        xds: xds_report,
         checks,
         elapsed_seconds: started.elapsed().as_secs_f64(),
         logs: options.work_dir.display().to_string(),
@@ -486,7 +581,8 @@ fn zone_rows(
         .collect()
 }
 
-fn in_zone_checks(phase: &Phase) -> Vec<Check> {
+/// The phase-1 checks, named `label: …` (the Rust client's and grpcio's are the same checks).
+fn in_zone_checks(phase: &Phase, label: &str) -> Vec<Check> {
     let worst = phase
         .tasks
         .iter()
@@ -494,17 +590,19 @@ fn in_zone_checks(phase: &Phase) -> Vec<Check> {
         .fold(0.0, f64::max);
     vec![
         Check::new(
-            "phase 1: no failed calls",
-            phase.failed == 0,
-            format!("{} failed", phase.failed),
+            &format!("{label}: no failed calls"),
+            phase.failed == 0 && phase.calls > 0,
+            format!("{} failed of {}", phase.failed, phase.calls),
         ),
         Check::new(
-            "phase 1: calls stay in the client's zone while it has capacity (≥ 95 %)",
+            &format!("{label}: calls stay in the client's zone while it has capacity (≥ 95 %)"),
             phase.local_share >= 0.95,
             format!("{:.1} % local", phase.local_share * 100.0),
         ),
         Check::new(
-            "phase 1: each task's share within 5 points of its load-adjusted weight share",
+            &format!(
+                "{label}: each task's share within 5 points of its load-adjusted weight share"
+            ),
             worst <= 0.05,
             format!("largest deviation {:.1} points", worst * 100.0),
         ),
@@ -712,13 +810,14 @@ fn spill_checks(spill: &SpillReport) -> Vec<Check> {
 async fn drain_phase(
     stack: &Stack,
     client: &Client,
+    xds: &XdsSide,
     lambda: &mut Emulator,
     running: &mut [DemoTask],
     instances: &[InstanceReport],
     options: &Options,
     progress: &Progress,
     events: &mut Vec<EventReport>,
-) -> Result<DrainReport, DemoError> {
+) -> Result<(DrainReport, GrpcioDrainReport), DemoError> {
     // The largest task in the client's zone: the one that carries most of its calls.
     let index = running
         .iter()
@@ -736,6 +835,9 @@ async fn drain_phase(
         short(&task_id),
         running[index].spec.cpu
     ));
+    // grpcio calls through the xDS server at the same time, from the same zone, paced.
+    let mut grpcio = xds.client("phase3", None, GRPCIO_DRAIN_CONCURRENCY, GRPCIO_DRAIN_PAUSE)?;
+    grpcio.ready().await?;
     let traffic = Traffic::start(client, options.concurrency, Duration::ZERO);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut whole = traffic.take();
@@ -777,6 +879,7 @@ async fn drain_phase(
     whole.absorb(traffic.take());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = traffic.stop().await;
+    let grpcio = grpcio.finish().await?.tally();
     let mut total = whole.clone();
     total.absorb(after.clone());
 
@@ -796,7 +899,25 @@ async fn drain_phase(
         total.failed_calls(),
         last_call_after_sigterm_ms.map_or("before it".into(), |ms| format!("{ms} ms"))
     ));
-    Ok(DrainReport {
+    let grpcio_last = grpcio
+        .tasks
+        .get(&task_id)
+        .and_then(|t| t.last_served)
+        .map(|at| millis(at.saturating_duration_since(sigterm_at)));
+    progress.step(format!(
+        "  grpcio via xDS: {} calls, {} failed; its last call to the stopped task was answered {} after SIGTERM",
+        grpcio.succeeded() + grpcio.failed_calls(),
+        grpcio.failed_calls(),
+        grpcio_last.map_or("before it".into(), |ms| format!("{ms} ms"))
+    ));
+    let grpcio_report = GrpcioDrainReport {
+        calls: grpcio.succeeded() + grpcio.failed_calls(),
+        failed: grpcio.failed_calls(),
+        first_failure: grpcio.first_failure.clone(),
+        stopped_task_calls: grpcio.tasks.get(&task_id).map_or(0, |t| t.calls),
+        last_call_after_sigterm_ms: grpcio_last,
+    };
+    let report = DrainReport {
         task_id,
         calls: total.succeeded() + total.failed_calls(),
         failed: total.failed_calls(),
@@ -807,7 +928,8 @@ async fn drain_phase(
         stops_accepting_after_sigterm_ms: millis(DRAIN_DELAY),
         server_exit_code: exit_code,
         after: after_rows,
-    })
+    };
+    Ok((report, grpcio_report))
 }
 
 fn drain_checks(drain: &DrainReport) -> Vec<Check> {
@@ -856,6 +978,41 @@ fn drain_checks(drain: &DrainReport) -> Vec<Check> {
             drain
                 .server_exit_code
                 .map_or("killed by a signal".into(), |c| format!("exit code {c}")),
+        ),
+    ]
+}
+
+fn grpcio_drain_checks(grpcio: &GrpcioDrainReport, drain: &DrainReport) -> Vec<Check> {
+    // As for the Rust client: the task must have taken grpcio's calls before (no call at all
+    // proves nothing), and none after the bound, which ends before the DRAINING event.
+    let emptied_by_push = grpcio.stopped_task_calls > 0
+        && grpcio.last_call_after_sigterm_ms.is_some_and(|ms| {
+            ms <= millis(XDS_DRAIN_BOUND) && ms < drain.draining_event_after_sigterm_ms
+        });
+    vec![
+        Check::new(
+            "phase 3, grpcio via xDS: no failed calls while a task drains and stops",
+            grpcio.failed == 0 && grpcio.calls > 0,
+            format!(
+                "{} failed of {}{}",
+                grpcio.failed,
+                grpcio.calls,
+                grpcio
+                    .first_failure
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" (first: {f})"))
+            ),
+        ),
+        Check::new(
+            "phase 3, grpcio via xDS: the draining task gets no new calls within 1 s of SIGTERM (the xDS server's health watch pushes DRAINING), before Cloud Map says DRAINING",
+            emptied_by_push,
+            match grpcio.last_call_after_sigterm_ms {
+                None => "the task served no grpcio call in this phase".into(),
+                Some(ms) => format!(
+                    "{} of its calls; last answered {ms} ms after SIGTERM; the DRAINING event was sent {} ms after",
+                    grpcio.stopped_task_calls, drain.draining_event_after_sigterm_ms
+                ),
+            },
         ),
     ]
 }
