@@ -59,6 +59,43 @@ pub(crate) struct Phase {
     pub(crate) expected_local_share: f64,
     pub(crate) zones: Vec<ZoneRow>,
     pub(crate) tasks: Vec<TaskRow>,
+    /// The largest deviation from the expected shares of the reference balancer (in-flight
+    /// counts alone) that took turns with the client (phase 1 only).
+    pub(crate) reference_worst: Option<f64>,
+}
+
+impl Phase {
+    /// The largest deviation of a task's share from its expected share.
+    pub(crate) fn worst_deviation(&self) -> f64 {
+        self.tasks
+            .iter()
+            .map(|t| (t.share - t.expected_share).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Adds the reference balancer's shares (in-flight counts alone) and the client's latency
+    /// estimates per task.
+    pub(crate) fn add_reference(
+        &mut self,
+        reference: &demo::traffic::Tally,
+        stats: &cloudmap_balancer::Stats,
+    ) {
+        let served = reference.succeeded();
+        let mut worst: f64 = 0.0;
+        for task in &mut self.tasks {
+            let calls = reference.tasks.get(&task.task_id).map_or(0, |t| t.calls);
+            let share = demo::traffic::share(calls, served);
+            worst = worst.max((share - task.expected_share).abs());
+            task.reference_share = Some(share);
+            task.latency_ms = stats
+                .instances
+                .iter()
+                .find(|i| i.instance.id == task.task_id)
+                .and_then(|i| i.latency)
+                .map(|l| l.as_secs_f64() * 1e3);
+        }
+        self.reference_worst = Some(worst);
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -81,6 +118,10 @@ pub(crate) struct TaskRow {
     pub(crate) calls: u64,
     pub(crate) share: f64,
     pub(crate) expected_share: f64,
+    /// The share the reference balancer (in-flight counts alone) gave it (phase 1).
+    pub(crate) reference_share: Option<f64>,
+    /// The client's latency estimate of it at the end of the phase (phase 1).
+    pub(crate) latency_ms: Option<f64>,
 }
 
 /// The slow-zone phase.
@@ -295,13 +336,24 @@ impl Report {
         }
         writeln!(
             out,
-            "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>7} {:>8} {:>9}",
-            "task", "zone", "cpu", "weight", "load", "Rust", "share", "grpcio", "share", "expected"
+            "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>7} {:>8} {:>9} {:>8} {:>9}",
+            "task",
+            "zone",
+            "cpu",
+            "weight",
+            "load",
+            "Rust",
+            "share",
+            "grpcio",
+            "share",
+            "expected",
+            "alone",
+            "latency"
         )?;
         for (task, by_grpcio) in phase.tasks.iter().zip(&grpcio.tasks) {
             writeln!(
                 out,
-                "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>7} {:>8} {:>9}",
+                "  {:<12} {:<16} {:>5} {:>6} {:>5} {:>7} {:>8} {:>7} {:>8} {:>9} {:>8} {:>9}",
                 short(&task.task_id),
                 task.zone,
                 task.cpu,
@@ -311,7 +363,10 @@ impl Report {
                 percent(task.share),
                 by_grpcio.calls,
                 percent(by_grpcio.share),
-                percent(task.expected_share)
+                percent(task.expected_share),
+                task.reference_share.map_or("-".into(), percent),
+                task.latency_ms
+                    .map_or("-".into(), |ms| format!("{ms:.2} ms")),
             )?;
         }
         writeln!(
@@ -319,6 +374,11 @@ impl Report {
             "  kept in zone: Rust {}, grpcio {}",
             percent(phase.local_share).trim(),
             percent(grpcio.local_share).trim()
+        )?;
+        writeln!(
+            out,
+            "  (alone: the Rust balancer by in-flight counts alone, taking turns with it, 5 × {} calls; latency: the Rust client's estimates after the phase)",
+            phase.calls / 5
         )?;
 
         let spill = &self.spill;
