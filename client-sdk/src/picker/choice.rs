@@ -46,7 +46,9 @@
 //!
 //! An instance 20 ms slower than its peers is avoided within a few tens of milliseconds, as
 //! before; a latency difference under the gap (2 ms plus four times the jitter by default) is
-//! left to the in-flight rule. Once two estimates differ, the noise band has done its work:
+//! left to the in-flight rule. The cost takes the client's own jitter off both estimates (it is
+//! in every call alike), so a busy client does not see a slow instance as fewer times slower
+//! than it is. Once two estimates differ, the noise band has done its work:
 //! the decayed estimate is compared on cost until it is within `ratio` of the other, and only
 //! then probed, so a busy client (wide band, fewer calls) probes a slow instance no more often
 //! than an idle one.
@@ -155,8 +157,15 @@ pub(crate) fn prefer_second(
 ) -> bool {
     match latency.map_or(Judgement::Alike, |l| judge(a, b, l)) {
         Judgement::Differ(latency_a, latency_b) => {
+            // The client's own delay (its smoothed jitter) is in every estimate alike; taken
+            // off both, the cost compares the instances' own latencies (floored at a tenth of
+            // the estimate), so a busy client does not see a slow instance as fewer times
+            // slower than it is.
+            let own = f64::from(a.client_lag_us.max(b.client_lag_us));
             let cost = |load: CandidateLoad, latency: f64, other_weight: u64| {
-                f64::from(load.in_flight + 1) * latency * u64_f64(other_weight)
+                f64::from(load.in_flight + 1)
+                    * (latency - own).max(latency / 10.0)
+                    * u64_f64(other_weight)
             };
             return cost(b, latency_b, weight_a) < cost(a, latency_a, weight_b);
         }
@@ -621,6 +630,35 @@ mod tests {
             judge(slow, fast(300), &l),
             judge(load(0, 20_700, 5_000 * MS), load(0, 700, 5_300 * MS), &l)
         );
+    }
+
+    #[test]
+    fn the_clients_own_delay_is_taken_off_both_costs() {
+        let l = LatencyAware::default();
+        let lagging = |c: CandidateLoad| CandidateLoad {
+            client_lag_us: 2_000,
+            ..c
+        };
+        // 23 ms idle (weight 2) against 4 ms with 2 in flight (weight 1), both measured through
+        // a client adding about 2 ms of its own: 23 / 2 = 11.5 against 3 × 4 = 12, the slow one
+        // would look cheaper; its own 21 ms / 2 = 10.5 against 3 × 2 = 6, it is not.
+        let slow = load(0, 23_000, 50 * MS);
+        let fast = load(2, 4_000, 50 * MS);
+        assert!(
+            prefer_second(fast, 1, slow, 2, Some(&l)),
+            "without the lag: the slow one"
+        );
+        assert!(prefer_second(lagging(slow), 2, lagging(fast), 1, Some(&l)));
+        assert!(!prefer_second(lagging(fast), 1, lagging(slow), 2, Some(&l)));
+        // An estimate that is nearly all the client's own delay still costs a tenth of itself.
+        let tiny = lagging(load(5, 2_100, 50 * MS));
+        assert!(!prefer_second(
+            tiny,
+            1,
+            lagging(load(0, 21_000, 50 * MS)),
+            1,
+            Some(&l)
+        ));
     }
 
     #[test]
