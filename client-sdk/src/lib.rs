@@ -120,8 +120,9 @@
 //! | [`Builder::configure_endpoint`] | none | adjust each instance's tonic `Endpoint` (timeouts, windows, user agent) |
 //! | `Builder::tls` (feature `tls`) | plaintext | TLS to the instances via tonic's `ClientTlsConfig` |
 //! | `Builder::xds` (feature `xds`) | from the environment: `CLOUDMAP_XDS_SERVERS`, `GRPC_XDS_BOOTSTRAP_CONFIG`, `GRPC_XDS_BOOTSTRAP`; direct when none is set | instances pushed by the `cloudmap-xds` server, Cloud Map the fallback (`discovery::xds`); `None` polls Cloud Map directly |
-//! | `XdsOptions::start_timeout` / `lost_timeout` | 2 s / 15 s | no answer this long after start, or since the stream was lost: Cloud Map is polled directly until a server answers again |
+//! | `XdsOptions::start_timeout` / `lost_timeout` | 2 s / 15 s (+0–50 % jitter) | no answer this long after start, or since the stream was lost: Cloud Map is polled directly until a server answers again |
 //! | `XdsOptions::connect_timeout` / `backoff_base` / `backoff_max` | 1 s / 250 ms / 5 s | per server; waits between rounds of servers that did not answer (doubling, ±20 %) |
+//! | `XdsOptions::tls_ca_pem` / `tls_domain` (feature `tls`) | none / the URI's host | the CA `https://` servers are verified against (the bootstrap's `tls` credentials' `ca_certificate_file`), and the name on their certificate |
 //! | `XdsOptions::node_id` / `zone` / `region` | `cloudmap-balancer-PID` / the builder's fixed zone or zone ID / none | the node presented to the server (the bootstrap's `node`, when read from one) |
 //! | [`Builder::rng_seed`] | random | reproducible picks and jitter |
 //!

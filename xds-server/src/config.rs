@@ -48,6 +48,10 @@ pub struct ServeConfig {
     /// endpoints carry: `ipv4-first` (default: its IPv4 one), `ipv6` or `ipv6-first` (its IPv6
     /// one). IPv6-only instances are sent at their IPv6 address.
     pub ip_family: IpFamily,
+    /// `CLOUDMAP_XDS_TLS_CERT` and `CLOUDMAP_XDS_TLS_KEY` / `--tls-cert`, `--tls-key`: PEM
+    /// files of the server's certificate chain and private key; ADS is then served over TLS.
+    /// Both or neither. Default: plaintext.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for ServeConfig {
@@ -64,6 +68,7 @@ impl Default for ServeConfig {
             linger: Duration::from_secs(300),
             owner: NamespaceOwner::Caller,
             ip_family: IpFamily::Ipv4First,
+            tls: None,
         }
     }
 }
@@ -104,13 +109,15 @@ usage: cloudmap-xds serve [--listen ADDR] [--region REGION] [--alias ALIAS=SERVI
                           [--outlier-detection on|off] [--shutdown-grace DURATION]
                           [--health-check on|off|SERVICE] [--linger DURATION]
                           [--owner-account ACCOUNT|detect] [--ip-family ipv4-first|ipv6|ipv6-first]
+                          [--tls-cert PEM --tls-key PEM]
        cloudmap-xds bootstrap --server HOST:PORT [--output PATH] [--node-id ID] [--zone ZONE]
                               [--region REGION]
 
 Every flag has an environment variable (CLOUDMAP_XDS_LISTEN, CLOUDMAP_XDS_REGION,
 CLOUDMAP_XDS_ALIASES, CLOUDMAP_XDS_POLL_INTERVAL, CLOUDMAP_XDS_MAX_SUBSCRIPTIONS,
 CLOUDMAP_XDS_OUTLIER_DETECTION, CLOUDMAP_XDS_SHUTDOWN_GRACE, CLOUDMAP_XDS_HEALTH_CHECK,
-CLOUDMAP_XDS_LINGER, CLOUDMAP_XDS_OWNER_ACCOUNT, CLOUDMAP_XDS_IP_FAMILY, CLOUDMAP_XDS_SERVER_URI,
+CLOUDMAP_XDS_LINGER, CLOUDMAP_XDS_OWNER_ACCOUNT, CLOUDMAP_XDS_IP_FAMILY, CLOUDMAP_XDS_TLS_CERT,
+CLOUDMAP_XDS_TLS_KEY, CLOUDMAP_XDS_SERVER_URI,
 CLOUDMAP_XDS_BOOTSTRAP_OUTPUT, CLOUDMAP_XDS_NODE_ID, CLOUDMAP_XDS_ZONE); flags win.
 Durations: 500ms, 2s, 1m, or seconds.";
 
@@ -169,6 +176,8 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
                 "linger",
                 "owner-account",
                 "ip-family",
+                "tls-cert",
+                "tls-key",
             ];
             reject_unknown(&settings, &known)?;
             let mut config = ServeConfig::default();
@@ -233,6 +242,27 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
                 config.ip_family = value
                     .parse()
                     .map_err(|_| invalid(&name, &value, "ipv4-first, ipv6 or ipv6-first"))?;
+            }
+            match (
+                lookup("tls-cert", "CLOUDMAP_XDS_TLS_CERT"),
+                lookup("tls-key", "CLOUDMAP_XDS_TLS_KEY"),
+            ) {
+                (Some((_, cert)), Some((_, key))) => config.tls = Some((cert.into(), key.into())),
+                (Some((name, value)), None) => {
+                    return Err(invalid(
+                        &name,
+                        &value,
+                        "needs --tls-key (CLOUDMAP_XDS_TLS_KEY) too",
+                    ));
+                }
+                (None, Some((name, value))) => {
+                    return Err(invalid(
+                        &name,
+                        &value,
+                        "needs --tls-cert (CLOUDMAP_XDS_TLS_CERT) too",
+                    ));
+                }
+                (None, None) => {}
             }
             if let Some((_, value)) = lookup("health-check", "CLOUDMAP_XDS_HEALTH_CHECK") {
                 config.health_check = match value.as_str() {
@@ -354,7 +384,13 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting() {
         type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case<'_>; 10] = [
+        let cases: [Case<'_>; 12] = [
+            (&["serve", "--tls-cert", "c.pem"], &[], "needs --tls-key"),
+            (
+                &["serve"],
+                &[("CLOUDMAP_XDS_TLS_KEY", "k.pem")],
+                "needs --tls-cert",
+            ),
             (&["serve", "--listen", "nowhere"], &[], "--listen"),
             (
                 &["serve"],
@@ -419,12 +455,17 @@ mod tests {
             "111122223333",
             "--ip-family",
             "ipv6-first",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
         ];
         let Command::Serve(config) = parse(&args(&line), &env(&[])).unwrap() else {
             panic!()
         };
         assert_eq!(config.owner, NamespaceOwner::Account("111122223333".into()));
         assert_eq!(config.ip_family, IpFamily::Ipv6First);
+        assert_eq!(config.tls, Some(("c.pem".into(), "k.pem".into())));
         let detect = env(&[
             ("CLOUDMAP_XDS_OWNER_ACCOUNT", "detect"),
             ("CLOUDMAP_XDS_IP_FAMILY", "ipv6"),

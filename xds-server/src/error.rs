@@ -25,6 +25,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be read or used.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What failed, with the file.
+        reason: String,
+    },
     /// The gRPC server failed.
     #[error("the gRPC server failed")]
     Serve(#[source] tonic::transport::Error),

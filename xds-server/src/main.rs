@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 fn main() -> ExitCode {
+    // tonic's TLS server uses ring; the AWS SDK's HTTPS client brings aws-lc-rs. With two
+    // providers linked rustls has no default and tonic's server would panic: choose ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: HashMap<String, String> = std::env::vars().collect();
     let command = match config::parse(&args, &env) {
@@ -137,7 +140,22 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     let grace = config.shutdown_grace;
     let mut until_stopped = stopped.clone();
     let mut until_grace = stopped;
-    let served = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &config.tls {
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read(path).map_err(|source| Error::Tls {
+                reason: format!("{}: {source}", path.display()),
+            })
+        };
+        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|source| Error::Tls {
+                reason: source.to_string(),
+            })?;
+        tracing::info!(cert = %cert.display(), "ADS over TLS");
+    }
+    let served = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(server.into_service())

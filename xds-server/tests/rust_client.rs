@@ -182,6 +182,49 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     assert_eq!(source(&stranded), SourceKind::CloudMapFallback);
     assert!(stranded.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
 
+    // Over TLS: the server with a certificate from a CA made for this run; the client trusts
+    // that CA (what a gRPC bootstrap's `tls` channel credentials with `ca_certificate_file`
+    // give it).
+    let dir = std::env::temp_dir().join(local_stack::unique_name("xds-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca_pem, cert_pem, key_pem) = certificates("xds.test.internal");
+    std::fs::write(dir.join("cert.pem"), cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), key_pem).unwrap();
+    let secure = XdsProcess::start_with(
+        moto.endpoint(),
+        "127.0.0.1:0",
+        &[
+            (
+                "CLOUDMAP_XDS_TLS_CERT",
+                dir.join("cert.pem").display().to_string(),
+            ),
+            (
+                "CLOUDMAP_XDS_TLS_KEY",
+                dir.join("key.pem").display().to_string(),
+            ),
+        ],
+    );
+    let mut xds = XdsOptions::new([format!("https://{}", secure.addr)]);
+    xds.tls_ca_pem = Some(ca_pem.into_bytes());
+    xds.tls_domain = Some("xds.test.internal".to_owned());
+    let over_tls = build(Some(xds));
+    over_tls.ready().await.unwrap();
+    assert_eq!(
+        source(&over_tls),
+        SourceKind::Xds {
+            server: format!("https://{}", secure.addr)
+        }
+    );
+    assert!(over_tls.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+    // A client that does not trust that CA is refused and falls back to Cloud Map.
+    let mut xds = XdsOptions::new([format!("https://{}", secure.addr)]);
+    xds.tls_ca_pem = Some(certificates("other").0.into_bytes());
+    xds.tls_domain = Some("xds.test.internal".to_owned());
+    let untrusting = build(Some(xds));
+    untrusting.ready().await.unwrap();
+    assert_eq!(source(&untrusting), SourceKind::CloudMapFallback);
+    assert_eq!(secure.stop()["nacks"], 0);
+
     let summary = b.stop();
     assert_eq!(
         summary["nacks"], 0,
@@ -189,4 +232,27 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     );
     let served: u64 = backends.iter().map(Backend::calls).sum();
     assert!(served >= made, "{served} calls served, {made} made");
+}
+
+/// A CA made for this run and a server certificate for `host` it signed: (CA PEM, certificate
+/// PEM, key PEM).
+fn certificates(host: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![host.to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, host);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let certificate = params.signed_by(&key, &issuer).unwrap();
+    (issuer.pem(), certificate.pem(), key.serialize_pem())
 }

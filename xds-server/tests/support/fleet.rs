@@ -110,11 +110,17 @@ impl XdsProcess {
 
     /// The same, on `listen`.
     pub fn start_on(moto: &str, listen: &str) -> Self {
+        Self::start_with(moto, listen, &[])
+    }
+
+    /// The same, with more settings (`CLOUDMAP_XDS_*`).
+    pub fn start_with(moto: &str, listen: &str, settings: &[(&str, String)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloudmap-xds"))
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(aws_env(moto))
+            .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
             .env("CLOUDMAP_XDS_LISTEN", listen)
             .env("CLOUDMAP_XDS_POLL_INTERVAL", "1s")
             .env("RUST_LOG", "warn")

@@ -26,14 +26,18 @@ pub struct Bootstrap {
     pub zone: Option<String>,
     /// `node.locality.region`; `None` when not given.
     pub region: Option<String>,
+    /// The CA file of `tls` channel credentials (gRFC A65's `ca_certificate_file`), when the
+    /// servers use them.
+    pub ca_certificate_file: Option<String>,
 }
 
 impl Bootstrap {
     /// Parses a gRPC bootstrap (gRFC A27). Each entry of `xds_servers` is used with its first
-    /// channel credentials type this crate supports: only `insecure` (the `cloudmap-xds`
-    /// server speaks plaintext); a server offering only others is an error naming them, as
-    /// gRPC's clients fail on a bootstrap they cannot use. `server_uri` is a gRPC target:
-    /// `host:port`, `dns:///host:port` or `ipv4:` are accepted.
+    /// channel credentials type this crate supports: `insecure`, or `tls` with a
+    /// `config.ca_certificate_file` (gRFC A65; the server's certificate is verified against
+    /// that CA, without a client certificate); a server offering only others is an error naming
+    /// them, as gRPC's clients fail on a bootstrap they cannot use. `server_uri` is a gRPC
+    /// target: `host:port`, `dns:///host:port` or `ipv4:` are accepted.
     pub fn parse(json: &str) -> Result<Self, Error> {
         let invalid = |reason: String| Error::InvalidOption {
             name: "xds bootstrap",
@@ -47,26 +51,46 @@ impl Bootstrap {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| invalid("no xds_servers".to_owned()))?;
         let mut uris = Vec::with_capacity(servers.len());
+        let mut ca_certificate_file = None;
         for server in servers {
             let target = server
                 .get("server_uri")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid("an xds_servers entry without server_uri".to_owned()))?;
-            let creds: Vec<&str> = server
+            let list: Vec<&Value> = server
                 .get("channel_creds")
                 .and_then(Value::as_array)
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|c| c.get("type").and_then(Value::as_str))
-                        .collect()
-                })
+                .map(|list| list.iter().collect())
                 .unwrap_or_default();
-            if !creds.contains(&"insecure") {
-                return Err(invalid(format!(
-                    "server {target}: channel_creds {creds:?}: only \"insecure\" is supported (the cloudmap-xds server speaks plaintext)"
-                )));
+            let creds: Vec<&str> = list
+                .iter()
+                .filter_map(|c| c.get("type").and_then(Value::as_str))
+                .collect();
+            // The first supported type, in the bootstrap's order.
+            let chosen = list
+                .iter()
+                .find_map(|c| match c.get("type").and_then(Value::as_str) {
+                    Some("insecure") => Some(None),
+                    Some("tls") => c
+                        .get("config")
+                        .and_then(|config| config.get("ca_certificate_file"))
+                        .and_then(Value::as_str)
+                        .map(|ca| Some(ca.to_owned())),
+                    _ => None,
+                });
+            let host = uri(target).map_err(invalid)?;
+            match chosen {
+                Some(None) => uris.push(host),
+                Some(Some(ca)) => {
+                    uris.push(host.replacen("http://", "https://", 1));
+                    ca_certificate_file = Some(ca);
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "server {target}: channel_creds {creds:?}: supported are \"insecure\" and \"tls\" with config.ca_certificate_file"
+                    )));
+                }
             }
-            uris.push(uri(target).map_err(invalid)?);
         }
         let node = value.get("node");
         let text = |v: Option<&Value>| {
@@ -81,6 +105,7 @@ impl Bootstrap {
             node_id: text(node.and_then(|n| n.get("id"))).unwrap_or_default(),
             zone: text(locality.and_then(|l| l.get("zone"))),
             region: text(locality.and_then(|l| l.get("region"))),
+            ca_certificate_file,
         })
     }
 
@@ -122,16 +147,11 @@ impl Bootstrap {
     }
 }
 
-/// A server as an `http://host:port` URI, from a URI or a gRPC target.
+/// A server as an `http://host:port` URI (or `https://` as given), from a URI or a gRPC target.
 pub(crate) fn uri(target: &str) -> Result<String, String> {
     let target = target.trim();
-    if target.starts_with("http://") {
+    if target.starts_with("http://") || target.starts_with("https://") {
         return Ok(target.to_owned());
-    }
-    if target.starts_with("https://") {
-        return Err(format!(
-            "{target}: TLS to the xDS server is not supported (the cloudmap-xds server speaks plaintext)"
-        ));
     }
     let host = target
         .strip_prefix("dns:///")
@@ -174,6 +194,7 @@ mod tests {
                 node_id: "task-1".to_owned(),
                 zone: Some("euc1-az1".to_owned()),
                 region: Some("eu-central-1".to_owned()),
+                ca_certificate_file: None,
             }
         );
     }
@@ -189,8 +210,21 @@ mod tests {
             error(
                 r#"{"xds_servers": [{"server_uri": "a:1", "channel_creds": [{"type": "tls"}]}]}"#
             )
-            .contains("only \"insecure\"")
+            .contains("ca_certificate_file"),
+            "tls without a CA file is not usable"
         );
+        assert!(
+            error(r#"{"xds_servers": [{"server_uri": "a:1", "channel_creds": [{"type": "google_default"}]}]}"#)
+                .contains("google_default")
+        );
+        // gRFC A65's tls credentials: the server is called over TLS, verified against the CA.
+        let tls = Bootstrap::parse(
+            r#"{"xds_servers": [{"server_uri": "xds:443", "channel_creds": [
+                {"type": "tls", "config": {"ca_certificate_file": "/ca.pem"}}, {"type": "insecure"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(tls.servers, ["https://xds:443"]);
+        assert_eq!(tls.ca_certificate_file.as_deref(), Some("/ca.pem"));
         assert!(
             error(
                 r#"{"xds_servers": [{"server_uri": "a", "channel_creds": [{"type": "insecure"}]}]}"#
@@ -240,9 +274,6 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(file.servers, ["http://x:9"]);
-        assert!(
-            uri("https://a:1").unwrap_err().contains("TLS"),
-            "TLS is refused plainly"
-        );
+        assert_eq!(uri("https://a:1").unwrap(), "https://a:1");
     }
 }

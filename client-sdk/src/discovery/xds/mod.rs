@@ -27,7 +27,9 @@
 //! - **The server is lost later**: the last answer stays in service while the source tries the
 //!   next server of its list (at once after a stream that had answered, then backing off from
 //!   [`XdsOptions::backoff_base`] to [`XdsOptions::backoff_max`]); after
-//!   [`XdsOptions::lost_timeout`] (default 15 s) without an answer it polls Cloud Map directly.
+//!   [`XdsOptions::lost_timeout`] (default 15 s, plus 0–50 % jitter so that a fleet does not
+//!   fall back in one second) without an answer it polls Cloud Map directly, at its usual poll
+//!   interval (a failed reconnection does not wake the poller).
 //! - **A server answers again**: its answers are served at once.
 //!
 //! Every switch is logged (a warning), counted
@@ -40,8 +42,10 @@
 //! ([`Bootstrap::from_env`]): `CLOUDMAP_XDS_SERVERS` (comma-separated `host:port` or
 //! `http://host:port`), or the gRPC bootstrap other languages' clients read, as it is
 //! (`GRPC_XDS_BOOTSTRAP_CONFIG`, or the file `GRPC_XDS_BOOTSTRAP` names): its servers (with
-//! `insecure` channel credentials), `node.id` and `node.locality`. TLS to the server is not
-//! supported: the `cloudmap-xds` server speaks plaintext inside the VPC.
+//! `insecure` or `tls` channel credentials), `node.id` and `node.locality`. TLS to a server run
+//! with `--tls-cert` (feature `tls`): `https://` servers, verified against
+//! [`XdsOptions::tls_ca_pem`] (from the bootstrap's `ca_certificate_file`, gRFC A65); no client
+//! certificate.
 
 mod bootstrap;
 mod decode;
@@ -88,8 +92,9 @@ pub struct XdsOptions {
     pub region: Option<String>,
     /// With no answer this long after start, Cloud Map is polled directly. Default 2 s.
     pub start_timeout: Duration,
-    /// With the stream lost and no answer for this long, Cloud Map is polled directly.
-    /// Default 15 s.
+    /// With the stream lost and no answer for this long (plus 0–50 % jitter per source, so
+    /// that a fleet does not fall back in one second), Cloud Map is polled directly. Default
+    /// 15 s (15 to 22.5 s).
     pub lost_timeout: Duration,
     /// Connection timeout per server. Default 1 s.
     pub connect_timeout: Duration,
@@ -97,6 +102,12 @@ pub struct XdsOptions {
     pub backoff_base: Duration,
     /// Longest wait between rounds. Default 5 s.
     pub backoff_max: Duration,
+    /// The CA (PEM) that `https://` servers' certificates are verified against (feature
+    /// `tls`; the server's `--tls-cert`). Required for `https://` servers. Default none.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// The name the servers' certificates carry, when it is not the host in their URI.
+    /// Default: the URI's host.
+    pub tls_domain: Option<String>,
 }
 
 impl XdsOptions {
@@ -112,6 +123,8 @@ impl XdsOptions {
             connect_timeout: Duration::from_secs(1),
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
+            tls_ca_pem: None,
+            tls_domain: None,
         }
     }
 
@@ -125,13 +138,24 @@ impl XdsOptions {
     }
 
     /// Options from the environment (see [`Bootstrap::from_env`]); `Ok(None)` when it names
-    /// no server.
+    /// no server. A bootstrap's `tls` credentials' CA file is read here.
     pub fn from_env() -> Result<Option<Self>, Error> {
-        Bootstrap::from_env(
+        let Some(bootstrap) = Bootstrap::from_env(
             |name| std::env::var(name).ok(),
             |path| std::fs::read_to_string(path),
-        )
-        .map(|b| b.map(Self::from_bootstrap))
+        )?
+        else {
+            return Ok(None);
+        };
+        let ca = bootstrap.ca_certificate_file.clone();
+        let mut options = Self::from_bootstrap(bootstrap);
+        if let Some(path) = ca {
+            options.tls_ca_pem = Some(std::fs::read(&path).map_err(|e| Error::InvalidOption {
+                name: "xds bootstrap",
+                reason: format!("ca_certificate_file {path}: {e}"),
+            })?);
+        }
+        Ok(Some(options))
     }
 
     fn validate(&self) -> Result<Vec<String>, Error> {
@@ -145,10 +169,28 @@ impl XdsOptions {
                 "must be above 0 and at most backoff_max".to_owned(),
             ));
         }
-        self.servers
+        let servers = self
+            .servers
             .iter()
             .map(|s| bootstrap::uri(s).map_err(|reason| invalid("xds.servers", reason)))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(server) = servers.iter().find(|s| s.starts_with("https://")) {
+            if !cfg!(feature = "tls") {
+                return Err(invalid(
+                    "xds.servers",
+                    format!("{server}: TLS to the xDS server needs the crate's `tls` feature"),
+                ));
+            }
+            if self.tls_ca_pem.is_none() {
+                return Err(invalid(
+                    "xds.tls_ca_pem",
+                    format!(
+                        "{server}: an https:// server needs the CA its certificate is verified against"
+                    ),
+                ));
+            }
+        }
+        Ok(servers)
     }
 }
 
@@ -201,10 +243,12 @@ impl XdsSource {
         let shared = Arc::new(Shared {
             resource: format!("{INSTANCES_PREFIX}{service}.{namespace}"),
             state: Mutex::new(State {
+                // The lost timeout gets 0-50 % jitter, so that a fleet whose servers all went
+                // away does not fall back to Cloud Map in one second.
                 switch: Switch::new(
                     tokio::time::Instant::now(),
                     options.start_timeout,
-                    options.lost_timeout,
+                    options.lost_timeout.mul_f64(1.0 + 0.5 * fastrand::f64()),
                 ),
                 latest: None,
                 server: servers[0].clone(),
@@ -223,6 +267,8 @@ impl XdsSource {
             connect_timeout: options.connect_timeout,
             backoff_base: options.backoff_base,
             backoff_max: options.backoff_max,
+            tls_ca_pem: options.tls_ca_pem.clone(),
+            tls_domain: options.tls_domain.clone(),
         };
         let task = runtime.spawn(stream::run(
             Arc::clone(&shared),
@@ -301,13 +347,18 @@ impl Shared {
     /// The stream to `server` ended or could not be opened.
     fn lost(&self, server: &str) {
         let mut state = self.lock();
-        if state.switch.serving() == Serving::Xds && state.switch.deadline().is_none() {
+        let before = state.switch.deadline();
+        if state.switch.serving() == Serving::Xds && before.is_none() {
             tracing::warn!(resource = %self.resource, %server, "xDS stream lost: the last answer stays in service while the next server is tried");
         }
         state.switch.lost(tokio::time::Instant::now());
+        let moved = state.switch.deadline() != before;
         drop(state);
-        // The poller's wait for a change includes the new deadline.
-        self.bump();
+        // Only a new deadline wakes the poller (its wait includes it): a wake per failed
+        // reconnection would be a Cloud Map call per attempt once falling back.
+        if moved {
+            self.bump();
+        }
     }
 
     fn nacked(&self) {

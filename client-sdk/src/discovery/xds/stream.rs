@@ -28,6 +28,10 @@ pub(crate) struct StreamSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_max: Duration,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) tls_ca_pem: Option<Vec<u8>>,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) tls_domain: Option<String>,
 }
 
 /// The node this client presents: its ID, zone and region, and who it is.
@@ -80,7 +84,22 @@ async fn session(
     settings: &StreamSettings,
 ) -> Result<bool, (bool, String)> {
     let endpoint = tonic::transport::Endpoint::from_shared(server.to_owned())
-        .map_err(|e| (false, e.to_string()))?
+        .map_err(|e| (false, e.to_string()))?;
+    #[cfg(feature = "tls")]
+    let endpoint = match (&settings.tls_ca_pem, server.starts_with("https://")) {
+        (Some(ca), true) => {
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            if let Some(domain) = &settings.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            endpoint
+                .tls_config(tls)
+                .map_err(|e| (false, e.to_string()))?
+        }
+        _ => endpoint,
+    };
+    let endpoint = endpoint
         .connect_timeout(settings.connect_timeout)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
