@@ -174,7 +174,7 @@ fn fleet_sim_prints_the_table() {
 // The xDS mode (fleet/src/xds): small fleets over 4 services and 2 replicas.
 
 use fleet::xds::report::XdsRow;
-use fleet::xds::{Outage, XdsConfig};
+use fleet::xds::{LostWakes, Outage, XdsConfig};
 
 fn xds(pairs: usize, scenario: Scenario) -> XdsConfig {
     let mut config = XdsConfig::new(pairs, scenario);
@@ -272,6 +272,27 @@ fn xds_both_replicas_down_fall_back_to_cloud_map_and_back() {
     assert!((after / before - 1.0).abs() < 0.1, "{o:?}");
     assert_eq!(row.lists.throttled + row.revisions.throttled, 0);
     assert_eq!(row.pairs_without_snapshot, 0, "static stability");
+}
+
+#[test]
+fn xds_on_the_fallback_a_pair_polls_per_failed_reconnection_or_per_poll_interval() {
+    let mut config = xds(40, Scenario::Steady);
+    config.outage = Some(Outage::TEN_MINUTES);
+    let every = XdsRow::of(&fleet::xds::run(&config)).outage.unwrap();
+    config.lost_wakes = LostWakes::NewDeadline;
+    let once = XdsRow::of(&fleet::xds::run(&config)).outage.unwrap();
+    let direct = 40.0 / poll();
+    // A loss that moves no deadline wakes nobody: direct polling's rate.
+    let rate = once.fallback.revisions.per_second;
+    assert!((rate / direct - 1.0).abs() < 0.1, "{once:?}");
+    // As the crate's XdsSource does: every failed reconnection (every 4–6 s once the backoff
+    // is at its 5 s cap) wakes the poller, which asks Cloud Map.
+    let rate = every.fallback.revisions.per_second;
+    let per_reconnection = 40.0 / config.xds.backoff_max.as_secs_f64();
+    assert!(
+        rate > 0.8 * per_reconnection && rate > 3.0 * direct,
+        "{every:?}"
+    );
 }
 
 #[test]
