@@ -15,7 +15,7 @@
 //!   decoded once per answer as every client decodes it
 //!   ([`cloudmap_balancer::discovery::xds::decode_listing`]).
 //! - **Each pair is the client's real poller** ([`Discovery`], the client's default options)
-//!   over a model of the crate's `XdsSource` ([`client`]): the same switch rules (nothing
+//!   over a model of the crate's `XdsSource` (`xds/client.rs`): the same switch rules (nothing
 //!   served until the first answer; Cloud Map polled directly after `start_timeout`, 2 s, with
 //!   no answer at start, or `lost_timeout`, 15 s, after the stream is lost; back to xDS at once
 //!   when a server answers), the poller woken through `InstanceSource::changed()` on every
