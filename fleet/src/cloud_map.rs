@@ -12,6 +12,11 @@
 //!   error and handed to the client through [`CloudMapSource::error`], so the client's poller
 //!   sees exactly what it sees from AWS.
 //!
+//! For the xDS mode it also serves the account's other services, which never change
+//! ([`CloudMap::freeze_quiet_services`], [`QuietSource`]: their calls share the quotas), the
+//! server's replicas ([`ReplicaSource`]: calls that count, no staleness measured), and pushed
+//! listings ([`CloudMap::record_received`]).
+//!
 //! What it leaves out: propagation delay inside Cloud Map (a write is visible to the next call),
 //! Cloud Map health statuses (every instance is healthy; `LB_HEALTH` carries the task's health),
 //! and the write APIs' own quotas.
@@ -80,6 +85,9 @@ pub struct Write {
     /// When the last pair received a listing at this revision or later; `None` if some pair
     /// never did before the run ended.
     pub held_by_all_at: Option<Duration>,
+    /// When the first pair did (a new instance's first call, when the write made it
+    /// eligible).
+    pub held_by_first_at: Option<Duration>,
 }
 
 /// Calls in one second of the window.
@@ -100,8 +108,11 @@ pub struct Second {
 pub struct Observed {
     /// Calls per second of the window.
     pub seconds: Vec<Second>,
-    /// Writes in the window, in revision order.
+    /// Writes in the window, in revision order: write `i` moved the revision to
+    /// `base_revision + i + 1`.
     pub writes: Vec<Write>,
+    /// The revision when the window opened.
+    pub base_revision: i64,
 }
 
 struct Registered {
@@ -123,6 +134,8 @@ struct State {
     instances: BTreeMap<String, Registered>,
     revision: i64,
     listing: Option<Listing>,
+    /// The other services' listing (the xDS mode's quiet services), frozen.
+    quiet: Option<Listing>,
     list_bucket: TokenBucket,
     revision_bucket: TokenBucket,
     answer: ThrottleAnswer,
@@ -152,6 +165,7 @@ impl CloudMap {
                 instances: BTreeMap::new(),
                 revision: 1,
                 listing: None,
+                quiet: None,
                 list_bucket: TokenBucket::new(quotas.discover_rate, quotas.discover_burst),
                 revision_bucket: TokenBucket::new(quotas.revision_rate, quotas.revision_burst),
                 answer,
@@ -193,10 +207,12 @@ impl CloudMap {
             Observed {
                 seconds: Vec::new(),
                 writes: Vec::new(),
+                base_revision: state.revision,
             },
             |w| Observed {
                 seconds: w.seconds.clone(),
                 writes: w.writes.clone(),
+                base_revision: w.base,
             },
         )
     }
@@ -240,8 +256,31 @@ impl CloudMap {
         self.state().instances.keys().cloned().collect()
     }
 
+    /// The service's listing now, as `DiscoverInstances` would answer, without a call (what
+    /// the report checks new instances against).
+    pub fn listing_now(&self) -> Listing {
+        let mut state = self.state();
+        state.decoded().clone()
+    }
+
+    /// The other services of the account (the xDS mode's quiet services): from now on they
+    /// answer with the service's listing as it is now, and never change. Their calls draw from
+    /// the same quotas and count in the same seconds; nobody's staleness is measured on them.
+    pub fn freeze_quiet_services(&self) {
+        let mut state = self.state();
+        let listing = state.decoded().clone();
+        state.quiet = Some(listing);
+    }
+
+    /// A pair received the listing at `revision` by another way than a call (pushed by the
+    /// xDS server): it now holds every write up to it.
+    pub fn record_received(&self, pair: usize, revision: i64) {
+        let now = self.now();
+        self.state().received(now, pair, revision);
+    }
+
     /// `DiscoverInstancesRevision` from `pair`.
-    fn discover_revision(&self, _pair: usize) -> Result<Option<i64>, Error> {
+    fn discover_revision(&self, _pair: Option<usize>) -> Result<Option<i64>, Error> {
         let now = self.now();
         let mut state = self.state();
         let served = state.revision_bucket.take(now);
@@ -252,8 +291,9 @@ impl CloudMap {
         Ok(Some(state.revision))
     }
 
-    /// `DiscoverInstances` from `pair`.
-    fn discover(&self, pair: usize) -> Result<Listing, Error> {
+    /// `DiscoverInstances` from `pair` (`None`: a caller whose staleness is not measured, an
+    /// xDS server replica).
+    fn discover(&self, pair: Option<usize>) -> Result<Listing, Error> {
         let now = self.now();
         let mut state = self.state();
         let served = state.list_bucket.take(now);
@@ -262,23 +302,55 @@ impl CloudMap {
             return Err(throttled_list(state.answer));
         }
         let revision = state.revision;
-        if state.listing.as_ref().and_then(Listing::revision) != Some(revision) {
-            // Decoded once per revision, the way the client decodes Cloud Map's answer.
-            let listing = Listing::decode(
-                Some(revision),
-                state
-                    .instances
-                    .iter()
-                    .map(|(id, r)| (id.as_str(), &r.attributes, CloudMapHealth::Healthy)),
-            );
-            state.listing = Some(listing);
+        let listing = state.decoded().clone();
+        if let Some(pair) = pair {
+            state.received(now, pair, revision);
         }
-        state.received(now, pair, revision);
-        Ok(state.listing.clone().unwrap_or_default())
+        Ok(listing)
+    }
+
+    /// A quiet service's `DiscoverInstancesRevision` (see [`Self::freeze_quiet_services`]).
+    fn discover_quiet_revision(&self) -> Result<Option<i64>, Error> {
+        let now = self.now();
+        let mut state = self.state();
+        let served = state.revision_bucket.take(now);
+        state.count(now, Operation::DiscoverInstancesRevision, served);
+        if !served {
+            return Err(throttled_revision(state.answer));
+        }
+        Ok(state.quiet.as_ref().and_then(Listing::revision))
+    }
+
+    /// A quiet service's `DiscoverInstances`.
+    fn discover_quiet(&self) -> Result<Listing, Error> {
+        let now = self.now();
+        let mut state = self.state();
+        let served = state.list_bucket.take(now);
+        state.count(now, Operation::DiscoverInstances, served);
+        if !served {
+            return Err(throttled_list(state.answer));
+        }
+        Ok(state.quiet.clone().unwrap_or_default())
     }
 }
 
 impl State {
+    /// The listing at the current revision, decoded once per revision, the way the client
+    /// decodes Cloud Map's answer.
+    fn decoded(&mut self) -> &Listing {
+        let revision = self.revision;
+        if self.listing.as_ref().and_then(Listing::revision) != Some(revision) {
+            let listing = Listing::decode(
+                Some(revision),
+                self.instances
+                    .iter()
+                    .map(|(id, r)| (id.as_str(), &r.attributes, CloudMapHealth::Healthy)),
+            );
+            self.listing = Some(listing);
+        }
+        self.listing.get_or_insert_default()
+    }
+
     fn wrote(&mut self, now: Duration, writer: Writer, lifecycle: bool) {
         self.revision += 1;
         if let Some(window) = &mut self.window
@@ -293,6 +365,7 @@ impl State {
                 writer,
                 lifecycle,
                 held_by_all_at: None,
+                held_by_first_at: None,
             });
             window.holders.push(0);
         }
@@ -323,6 +396,11 @@ impl State {
     /// `pair` received a listing at `revision`: it now holds every write up to it.
     fn received(&mut self, now: Duration, pair: usize, revision: i64) {
         let pairs = u32::try_from(self.held.len()).unwrap_or(u32::MAX);
+        // Only forwards: a pair that receives an older listing (a pushed answer computed before
+        // the Cloud Map listing it already has) still holds what it held.
+        if revision <= self.held[pair] {
+            return;
+        }
         let before = std::mem::replace(&mut self.held[pair], revision);
         let Some(window) = &mut self.window else {
             return;
@@ -335,6 +413,9 @@ impl State {
             .min(window.writes.len());
         for i in first..last {
             window.holders[i] += 1;
+            if window.holders[i] == 1 {
+                window.writes[i].held_by_first_at = Some(now - window.start);
+            }
             if window.holders[i] == pairs {
                 window.writes[i].held_by_all_at = Some(now - window.start);
             }
@@ -412,12 +493,52 @@ pub struct PairSource {
 
 impl InstanceSource for PairSource {
     fn revision(&self) -> BoxFuture<'_, Result<Option<i64>, Error>> {
-        let result = self.cloud_map.discover_revision(self.pair);
+        let result = self.cloud_map.discover_revision(Some(self.pair));
         Box::pin(async move { result })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
-        let result = self.cloud_map.discover(self.pair);
+        let result = self.cloud_map.discover(Some(self.pair));
+        Box::pin(async move { result })
+    }
+}
+
+/// An xDS server replica's view of the service: the calls count, nobody's staleness is
+/// measured on them (the replica's clients are measured instead).
+#[derive(Debug, Clone)]
+pub struct ReplicaSource {
+    /// The model.
+    pub cloud_map: Arc<CloudMap>,
+}
+
+impl InstanceSource for ReplicaSource {
+    fn revision(&self) -> BoxFuture<'_, Result<Option<i64>, Error>> {
+        let result = self.cloud_map.discover_revision(None);
+        Box::pin(async move { result })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
+        let result = self.cloud_map.discover(None);
+        Box::pin(async move { result })
+    }
+}
+
+/// One of the account's other services, which never change (see
+/// [`CloudMap::freeze_quiet_services`]): its calls draw from the same quotas.
+#[derive(Debug, Clone)]
+pub struct QuietSource {
+    /// The model.
+    pub cloud_map: Arc<CloudMap>,
+}
+
+impl InstanceSource for QuietSource {
+    fn revision(&self) -> BoxFuture<'_, Result<Option<i64>, Error>> {
+        let result = self.cloud_map.discover_quiet_revision();
+        Box::pin(async move { result })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
+        let result = self.cloud_map.discover_quiet();
         Box::pin(async move { result })
     }
 }
@@ -441,27 +562,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn every_write_moves_the_revision_forwards() {
         let model = CloudMap::new(1, Quotas::AWS, ThrottleAnswer::RequestLimitExceeded);
-        let first = model.discover_revision(0).unwrap().unwrap();
+        let first = model.discover_revision(Some(0)).unwrap().unwrap();
         model.register("a", attributes("RUNNING"), Writer::Ecs);
         model.register("a", attributes("DRAINING"), Writer::Lambda);
         model.deregister("a", Writer::Ecs);
         model.deregister("a", Writer::Ecs);
-        assert_eq!(model.discover_revision(0).unwrap(), Some(first + 3));
+        assert_eq!(model.discover_revision(Some(0)).unwrap(), Some(first + 3));
     }
 
     #[tokio::test(start_paused = true)]
     async fn past_the_bucket_the_client_sees_request_limit_exceeded() {
         let quotas = Quotas::AWS.scaled(0.001); // 1/s, burst 2
         let model = CloudMap::new(1, quotas, ThrottleAnswer::RequestLimitExceeded);
-        assert!(model.discover(0).is_ok());
-        assert!(model.discover(0).is_ok());
-        let error = model.discover(0).unwrap_err();
+        assert!(model.discover(Some(0)).is_ok());
+        assert!(model.discover(Some(0)).is_ok());
+        let error = model.discover(Some(0)).unwrap_err();
         assert_eq!(error.cloud_map_kind(), Some(CloudMapErrorKind::Throttled));
         assert!(error.to_string().contains("DiscoverInstances"), "{error}");
         let outage = CloudMap::new(1, quotas, ThrottleAnswer::AsOutage);
-        let _ = (outage.discover(0), outage.discover(0));
+        let _ = (outage.discover(Some(0)), outage.discover(Some(0)));
         assert_eq!(
-            outage.discover(0).unwrap_err().cloud_map_kind(),
+            outage.discover(Some(0)).unwrap_err().cloud_map_kind(),
             Some(CloudMapErrorKind::Unavailable)
         );
     }
@@ -473,10 +594,10 @@ mod tests {
         model.register("a", attributes("RUNNING"), Writer::Ecs);
         model.register("a", attributes("RUNNING"), Writer::Lambda);
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let _ = model.discover(0).unwrap();
+        let _ = model.discover(Some(0)).unwrap();
         assert_eq!(model.observed().writes[0].held_by_all_at, None);
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let _ = model.discover(1).unwrap();
+        let _ = model.discover(Some(1)).unwrap();
         let observed = model.observed();
         assert_eq!(
             observed.writes[0].held_by_all_at,

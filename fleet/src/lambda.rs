@@ -49,6 +49,12 @@ impl Default for Lambda {
 }
 
 impl Lambda {
+    /// Model time `now` on the wall clock the Lambda writes (`LB_UPDATED_AT`), which the
+    /// client's picker dates loads against.
+    pub fn wall_clock(&self, now: Duration) -> SystemTime {
+        self.epoch + now
+    }
+
     fn context(&self, now: Duration) -> Context<'_> {
         Context {
             mode: Mode::Enrich,

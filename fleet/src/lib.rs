@@ -29,6 +29,13 @@
 //! Every pair polls the same 100-task service: the worst case, where a deployment of one service
 //! makes every pair list (a platform-wide deployment, or one service every client calls).
 //!
+//! **The xDS mode** ([`xds`], `fleet-sim --xds`) feeds the pairs from the `cloudmap-xds`
+//! server instead: per service, 2 replicas run the crate's real poller over the same model and
+//! compute the server's real answers; each pair's real poller is fed by pushes through a model
+//! of the crate's `XdsSource` (its switch rules and retry schedule; the module says why the
+//! source itself is not run) and falls back to polling the model directly. The pairs are spread
+//! over 100 services, of which one goes through the scenario.
+//!
 //! [`Discovery`]: cloudmap_balancer::discovery::Discovery
 //! [`Discovery::start_with_seed`]: cloudmap_balancer::discovery::Discovery::start_with_seed
 //! [`Listing::decode`]: cloudmap_balancer::discovery::Listing::decode
@@ -41,6 +48,8 @@ pub mod quota;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod xds;
 
 pub use run::{Config, Outcome, run};
 pub use scenario::Scenario;
+pub use xds::{XdsConfig, XdsOutcome};

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::cloud_map::Write;
+use crate::cloud_map::{Second, Write};
 use crate::run::Outcome;
 
 /// Cloud Map's price: $1.00 per million discovery API calls.
@@ -21,6 +21,40 @@ pub struct Calls {
     pub peak_share: f64,
     /// Calls throttled.
     pub throttled: u64,
+}
+
+impl Calls {
+    /// `DiscoverInstances` over `seconds`, against the quota's `rate`.
+    pub fn lists(seconds: &[Second], rate: f64) -> Self {
+        Self::over(seconds, |s| s.lists, |s| s.lists_throttled, rate)
+    }
+
+    /// `DiscoverInstancesRevision` over `seconds`, against the quota's `rate`.
+    pub fn revisions(seconds: &[Second], rate: f64) -> Self {
+        Self::over(seconds, |s| s.revisions, |s| s.revisions_throttled, rate)
+    }
+
+    fn over(
+        seconds: &[Second],
+        answered: fn(&Second) -> u32,
+        throttled: fn(&Second) -> u32,
+        rate: f64,
+    ) -> Self {
+        #[allow(clippy::cast_precision_loss)]
+        let length = seconds.len().max(1) as f64;
+        let total: u64 = seconds.iter().map(|s| u64::from(answered(s))).sum();
+        let peak = seconds
+            .iter()
+            .map(|s| answered(s) + throttled(s))
+            .max()
+            .unwrap_or(0);
+        #[allow(clippy::cast_precision_loss)]
+        Self {
+            per_second: total as f64 / length,
+            peak_share: f64::from(peak) / rate,
+            throttled: seconds.iter().map(|s| u64::from(throttled(s))).sum(),
+        }
+    }
 }
 
 /// How long writes took to reach every pair.
@@ -79,30 +113,8 @@ impl Row {
     pub fn of(outcome: &Outcome) -> Self {
         let seconds = &outcome.observed.seconds;
         let quotas = outcome.config.quotas;
-        #[allow(clippy::cast_precision_loss)]
-        let length = seconds.len().max(1) as f64;
-        let calls = |answered: fn(&crate::cloud_map::Second) -> u32,
-                     throttled: fn(&crate::cloud_map::Second) -> u32,
-                     rate: f64| {
-            let total: u64 = seconds.iter().map(|s| u64::from(answered(s))).sum();
-            let peak = seconds
-                .iter()
-                .map(|s| answered(s) + throttled(s))
-                .max()
-                .unwrap_or(0);
-            #[allow(clippy::cast_precision_loss)]
-            Calls {
-                per_second: total as f64 / length,
-                peak_share: f64::from(peak) / rate,
-                throttled: seconds.iter().map(|s| u64::from(throttled(s))).sum(),
-            }
-        };
-        let lists = calls(|s| s.lists, |s| s.lists_throttled, quotas.discover_rate);
-        let revisions = calls(
-            |s| s.revisions,
-            |s| s.revisions_throttled,
-            quotas.revision_rate,
-        );
+        let lists = Calls::lists(seconds, quotas.discover_rate);
+        let revisions = Calls::revisions(seconds, quotas.revision_rate);
         let writes = &outcome.observed.writes;
         let mut per_minute = vec![0_usize; seconds.len() / 60 + 1];
         for write in writes {
@@ -132,7 +144,7 @@ impl Row {
     }
 }
 
-fn staleness(writes: &[Write]) -> Option<Staleness> {
+pub(crate) fn staleness(writes: &[Write]) -> Option<Staleness> {
     let lifecycle = writes.iter().any(|w| w.lifecycle);
     let chosen: Vec<&Write> = writes
         .iter()
@@ -166,7 +178,7 @@ fn staleness(writes: &[Write]) -> Option<Staleness> {
 }
 
 /// `12,345`.
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -178,11 +190,11 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn seconds(d: Duration) -> String {
+pub(crate) fn seconds(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64())
 }
 
-fn dollars(amount: f64) -> String {
+pub(crate) fn dollars(amount: f64) -> String {
     if amount >= 100.0 {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let whole = amount.round() as u64;
@@ -255,6 +267,7 @@ mod tests {
             writer: Writer::Lambda,
             lifecycle,
             held_by_all_at: held.map(Duration::from_secs),
+            held_by_first_at: None,
         }
     }
 

@@ -32,12 +32,12 @@ use crate::quota::Quotas;
 use crate::scenario::{Change, Plan, Scenario};
 
 /// When the pairs have all started.
-const PAIRS_STARTED_BY: Duration = Duration::from_secs(300);
+pub(crate) const PAIRS_STARTED_BY: Duration = Duration::from_secs(300);
 /// When the measured window opens.
 pub const WINDOW_OPENS: Duration = Duration::from_secs(600);
 /// How long the run goes on after the window closes.
-const TAIL: Duration = Duration::from_secs(300);
-const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const TAIL: Duration = Duration::from_secs(300);
+pub(crate) const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 /// One run's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,19 +82,27 @@ enum Happening {
 }
 
 /// The run's agenda: happenings in time order, ties in the order they were added.
-#[derive(Default)]
-struct Agenda {
-    queue: BinaryHeap<Reverse<(Duration, u64, Happening)>>,
+pub(crate) struct Agenda<H> {
+    queue: BinaryHeap<Reverse<(Duration, u64, H)>>,
     added: u64,
 }
 
-impl Agenda {
-    fn add(&mut self, at: Duration, happening: Happening) {
+impl<H: Ord> Default for Agenda<H> {
+    fn default() -> Self {
+        Self {
+            queue: BinaryHeap::new(),
+            added: 0,
+        }
+    }
+}
+
+impl<H: Ord> Agenda<H> {
+    pub(crate) fn add(&mut self, at: Duration, happening: H) {
         self.added += 1;
         self.queue.push(Reverse((at, self.added, happening)));
     }
 
-    fn next(&mut self) -> Option<(Duration, Happening)> {
+    pub(crate) fn next(&mut self) -> Option<(Duration, H)> {
         self.queue.pop().map(|Reverse((at, _, h))| (at, h))
     }
 }
@@ -192,7 +200,7 @@ async fn drive(config: &Config) -> Outcome {
 }
 
 impl Change {
-    fn task(self) -> usize {
+    pub(crate) fn task(self) -> usize {
         match self {
             Self::State { task, .. } | Self::Deregister { task } => task,
         }
@@ -200,19 +208,19 @@ impl Change {
 }
 
 /// ECS, the Lambda and the model together.
-struct World {
-    plan: Plan,
-    cloud_map: Arc<CloudMap>,
-    lambda: Lambda,
+pub(crate) struct World {
+    pub(crate) plan: Plan,
+    pub(crate) cloud_map: Arc<CloudMap>,
+    pub(crate) lambda: Lambda,
     /// Every event ECS sent, for delivery.
-    events: Vec<cloudmap_sync::events::TaskChange>,
-    seed: u64,
+    pub(crate) events: Vec<cloudmap_sync::events::TaskChange>,
+    pub(crate) seed: u64,
 }
 
 impl World {
     /// The initial tasks, as a service that has been running for a while leaves them:
     /// registered by ECS, their RUNNING event handled, reconciled once.
-    fn start_running_tasks(&mut self) {
+    pub(crate) fn start_running_tasks(&mut self) {
         for index in self.plan.running.clone() {
             let task = &mut self.plan.tasks[index];
             for last in [
@@ -237,7 +245,7 @@ impl World {
     }
 
     /// ECS's change number `index`; returns the event it sends, if any.
-    fn ecs(&mut self, index: usize) -> Option<usize> {
+    pub(crate) fn ecs(&mut self, index: usize) -> Option<usize> {
         match self.plan.changes[index].1 {
             Change::State {
                 task,
@@ -262,7 +270,7 @@ impl World {
         }
     }
 
-    fn deliver(&mut self, task: usize, event: usize, at: Duration) {
+    pub(crate) fn deliver(&mut self, task: usize, event: usize, at: Duration) {
         self.lambda.on_event(
             &self.cloud_map,
             &self.events[event],
@@ -272,7 +280,7 @@ impl World {
     }
 
     /// The scheduled reconciliation: every registered instance with its task.
-    fn reconcile(&mut self, at: Duration) {
+    pub(crate) fn reconcile(&mut self, at: Duration) {
         for id in self.cloud_map.instance_ids() {
             let Some(index) = self.plan.tasks.iter().position(|t| t.id == id) else {
                 continue;

@@ -170,3 +170,180 @@ fn fleet_sim_prints_the_table() {
     let stderr = String::from_utf8(bad.stderr).unwrap();
     assert!(stderr.contains("poll_interval"), "{stderr}");
 }
+
+// The xDS mode (fleet/src/xds): small fleets over 4 services and 2 replicas.
+
+use fleet::xds::report::XdsRow;
+use fleet::xds::{LostWakes, Outage, XdsConfig};
+
+fn xds(pairs: usize, scenario: Scenario) -> XdsConfig {
+    let mut config = XdsConfig::new(pairs, scenario);
+    config.services = 4;
+    config.seed = 7;
+    config
+}
+
+/// The server's poll interval plus its ±5 % jitter, plus the slowest push.
+fn server_poll_and_push(config: &XdsConfig) -> Duration {
+    config.server.poll_interval.mul_f64(1.05) + config.push_delay.1
+}
+
+#[test]
+fn xds_cloud_map_calls_do_not_depend_on_the_number_of_pairs() {
+    let few = XdsRow::of(&fleet::xds::run(&xds(8, Scenario::Steady)));
+    let many = XdsRow::of(&fleet::xds::run(&xds(48, Scenario::Steady)));
+    assert_eq!(few.lists, many.lists, "{few:?}\n{many:?}");
+    assert_eq!(few.revisions, many.revisions, "{few:?}\n{many:?}");
+    // 4 services × 2 replicas, each one revision check per server poll.
+    let poll = xds(8, Scenario::Steady).server.poll_interval.as_secs_f64();
+    let expected = 8.0 / poll;
+    assert!(
+        (many.revisions.per_second / expected - 1.0).abs() < 0.03,
+        "{many:?}"
+    );
+    assert_eq!(many.lists.throttled + many.revisions.throttled, 0);
+    assert_eq!((many.to_fallback, many.pairs_without_snapshot), (0, 0));
+}
+
+#[test]
+fn xds_a_deployment_reaches_every_pair_within_a_server_poll_and_a_push() {
+    let config = xds(40, Scenario::RollingDeployment);
+    let row = XdsRow::of(&fleet::xds::run(&config));
+    let bound = server_poll_and_push(&config);
+    let staleness = row.staleness.unwrap();
+    assert!(staleness.lifecycle);
+    assert_eq!(staleness.incomplete, 0, "{row:?}");
+    assert!(staleness.max <= bound, "{staleness:?} vs {bound:?}");
+    assert!(staleness.p50 >= config.push_delay.0, "{staleness:?}");
+    // 100 new tasks; each reaches its first pair, and every pair, within the same bound.
+    let first = row.first_call.unwrap();
+    assert_eq!((first.tasks, first.incomplete), (100, 0), "{first:?}");
+    assert!(first.all_max <= bound + first.eligible_max, "{first:?}");
+    assert!(first.first_p50 < first.all_p99, "{first:?}");
+    assert_eq!(row.lists.throttled + row.revisions.throttled, 0);
+    assert_eq!(
+        (row.to_fallback, row.nacks, row.pairs_without_snapshot),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn xds_both_replicas_down_fall_back_to_cloud_map_and_back() {
+    let mut config = xds(40, Scenario::RollingDeployment);
+    config.outage = Some(Outage::TEN_MINUTES);
+    let outcome = fleet::xds::run(&config);
+    assert_eq!(
+        (
+            outcome.to_fallback,
+            outcome.to_xds,
+            outcome.on_fallback_at_end
+        ),
+        (40, 40, 0),
+        "every pair fell back once and came back"
+    );
+    assert_eq!(outcome.on_fallback_peak, 40);
+    let row = XdsRow::of(&outcome);
+    let o = row.outage.clone().unwrap();
+    // Until the lost timeout the pairs keep the last answer and nobody calls Cloud Map.
+    assert_eq!(o.holding.length, config.xds.lost_timeout);
+    assert_eq!(
+        o.holding.lists.per_second + o.holding.revisions.per_second,
+        0.0
+    );
+    // Then every pair polls Cloud Map itself, at least once per poll interval.
+    let direct = 40.0 / config.client.poll_interval.as_secs_f64();
+    assert!(o.fallback.revisions.per_second >= direct * 0.9, "{o:?}");
+    // Writes made meanwhile reach every pair by polling.
+    let staleness = o.staleness.unwrap();
+    assert_eq!(staleness.incomplete, 0, "{o:?}");
+    assert!(
+        staleness.max <= config.client.poll_interval.mul_f64(1.05),
+        "{staleness:?}"
+    );
+    // Back on xDS within one retry wait and a push of the return; then the replicas' calls
+    // alone, as before.
+    let back = o.all_back_after.unwrap();
+    assert!(
+        back <= config.xds.backoff_max.mul_f64(1.2) + server_poll_and_push(&config),
+        "{back:?}"
+    );
+    let before = o.before.lists.per_second + o.before.revisions.per_second;
+    let after = o.after.revisions.per_second;
+    assert!((after / before - 1.0).abs() < 0.1, "{o:?}");
+    assert_eq!(row.lists.throttled + row.revisions.throttled, 0);
+    assert_eq!(row.pairs_without_snapshot, 0, "static stability");
+}
+
+#[test]
+fn xds_on_the_fallback_a_pair_polls_per_failed_reconnection_or_per_poll_interval() {
+    let mut config = xds(40, Scenario::Steady);
+    config.outage = Some(Outage::TEN_MINUTES);
+    let every = XdsRow::of(&fleet::xds::run(&config)).outage.unwrap();
+    config.lost_wakes = LostWakes::NewDeadline;
+    let once = XdsRow::of(&fleet::xds::run(&config)).outage.unwrap();
+    let direct = 40.0 / poll();
+    // A loss that moves no deadline wakes nobody: direct polling's rate.
+    let rate = once.fallback.revisions.per_second;
+    assert!((rate / direct - 1.0).abs() < 0.1, "{once:?}");
+    // As the crate's XdsSource does: every failed reconnection (every 4–6 s once the backoff
+    // is at its 5 s cap) wakes the poller, which asks Cloud Map.
+    let rate = every.fallback.revisions.per_second;
+    let per_reconnection = 40.0 / config.xds.backoff_max.as_secs_f64();
+    assert!(
+        rate > 0.8 * per_reconnection && rate > 3.0 * direct,
+        "{every:?}"
+    );
+}
+
+#[test]
+fn fleet_sim_prints_the_xds_tables() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fleet-sim"))
+        .args([
+            "--xds",
+            "--pairs",
+            "20",
+            "--services",
+            "2",
+            "--scenarios",
+            "steady",
+            "--outage",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("xDS mode: 2 services × 2 replicas, server poll 2 s"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("| pairs (services × replicas) |"),
+        "{stdout}"
+    );
+    assert!(
+        lines[4].starts_with(
+            "| 20 (2 × 2) | steady, 100 tasks | 0.0 · 0 % | 2.0 · 0 % | 0 | no writes |"
+        ),
+        "{stdout}"
+    );
+    assert!(lines[5].contains("both replicas down 10 min"), "{stdout}");
+    assert!(
+        lines[7].starts_with("| pairs | replicas polling"),
+        "{stdout}"
+    );
+    // Replicas polling, then nobody until the lost timeout, then the pairs.
+    let cells: Vec<&str> = lines[9].split(" | ").collect();
+    assert_eq!(cells[0], "| 20", "{stdout}");
+    assert!(cells[1].starts_with("2."), "{stdout}");
+    assert_eq!(cells[2], "0.0", "{stdout}");
+    assert_eq!(lines.len(), 10, "{stdout}");
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_fleet-sim"))
+        .args(["--outage"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(stderr.contains("need --xds"), "{stderr}");
+}

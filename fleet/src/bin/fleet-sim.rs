@@ -5,6 +5,7 @@
 //! cargo run --release -p fleet --bin fleet-sim                 # the BENCHMARKS table
 //! cargo run --release -p fleet --bin fleet-sim -- --compare    # the options compared at 10,000 pairs
 //! cargo run --release -p fleet --bin fleet-sim -- --pairs 2000 --scenarios deploy --poll-interval 10
+//! cargo run --release -p fleet --bin fleet-sim -- --xds --outage   # the xDS mode's tables
 //! ```
 
 use std::process::ExitCode;
@@ -14,7 +15,9 @@ use cloudmap_balancer::discovery::DiscoveryOptions;
 use fleet::cloud_map::ThrottleAnswer;
 use fleet::quota::Quotas;
 use fleet::report::{self, Row};
-use fleet::{Config, Scenario, run};
+use fleet::xds::report::{self as xds_report, XdsRow};
+use fleet::xds::{LostWakes, Outage};
+use fleet::{Config, Scenario, XdsConfig, run};
 
 const HELP: &str = "\
 fleet-sim: the client's real discovery poller for N client-service pairs against an in-process
@@ -34,6 +37,19 @@ Options:
   --throttle-as-outage          answer throttled calls with a code the client does not know
   --quota-scale F               multiply every quota by F (default 1)
   --seed N                      seed (default 1)
+
+xDS mode (the pairs fed by the cloudmap-xds server's replicas; see fleet/src/xds/mod.rs):
+  --xds                         run it (default pairs 1000,10000,100000, scenarios steady,deploy;
+                                the discovery options above apply to the pairs)
+  --outage                      with --xds: also run each pair count through a 100-task
+                                deployment while both replicas are down for 10 minutes
+  --outage-only                 with --xds: only the outage runs
+  --services N                  services in the account (default 100)
+  --replicas N                  server replicas (default 2)
+  --server-poll-interval SECS   the replicas' poll (CLOUDMAP_XDS_POLL_INTERVAL, default 2 s)
+  --lost-wakes-once             a change the crate does not have: a failed reconnection wakes
+                                the poller only when it sets the lost deadline (today every
+                                one does, and each makes a fallback poll)
 ";
 
 /// One discovery configuration to run.
@@ -52,6 +68,13 @@ struct Args {
     variant: Variant,
     quota_scale: f64,
     seed: u64,
+    xds: bool,
+    outage: bool,
+    outage_only: bool,
+    services: usize,
+    replicas: usize,
+    server_poll: Option<Duration>,
+    lost_wakes_once: bool,
 }
 
 fn secs(value: &str) -> Result<Duration, String> {
@@ -88,8 +111,16 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         },
         quota_scale: 1.0,
         seed: 1,
+        xds: false,
+        outage: false,
+        outage_only: false,
+        services: 100,
+        replicas: 2,
+        server_poll: None,
+        lost_wakes_once: false,
     };
     let mut pairs_given = false;
+    let mut scenarios_given = false;
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         let d = &mut parsed.variant.discovery;
@@ -104,6 +135,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .map_err(|e| format!("--pairs: {e}"))?;
             }
             "--scenarios" => {
+                scenarios_given = true;
                 parsed.scenarios = value()?
                     .split(',')
                     .map(|n| Scenario::parse(n.trim()).ok_or_else(|| format!("no scenario {n:?}")))
@@ -123,11 +155,49 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 parsed.quota_scale = value()?.parse().map_err(|e| format!("{arg}: {e}"))?;
             }
             "--seed" => parsed.seed = value()?.parse().map_err(|e| format!("{arg}: {e}"))?,
+            "--xds" => parsed.xds = true,
+            "--lost-wakes-once" => parsed.lost_wakes_once = true,
+            "--server-poll-interval" => parsed.server_poll = Some(secs(&value()?)?),
+            "--outage" => parsed.outage = true,
+            "--outage-only" => {
+                parsed.outage = true;
+                parsed.outage_only = true;
+            }
+            "--services" | "--replicas" => {
+                let n: usize = value()?.parse().map_err(|e| format!("{arg}: {e}"))?;
+                if n == 0 {
+                    return Err(format!("{arg} must be at least 1"));
+                }
+                if arg == "--services" {
+                    parsed.services = n;
+                } else {
+                    parsed.replicas = n;
+                }
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }
     if parsed.compare && !pairs_given {
         parsed.pairs = vec![10_000];
+    }
+    let xds_only = parsed.outage
+        || parsed.services != 100
+        || parsed.replicas != 2
+        || parsed.server_poll.is_some()
+        || parsed.lost_wakes_once;
+    if xds_only && !parsed.xds {
+        return Err(
+            "--outage, --services, --replicas, --server-poll-interval and --lost-wakes-once need --xds".to_owned(),
+        );
+    }
+    if parsed.xds && parsed.compare {
+        return Err("--compare is for the polling mode".to_owned());
+    }
+    if parsed.xds && !pairs_given {
+        parsed.pairs = vec![1_000, 10_000, 100_000];
+    }
+    if parsed.xds && !scenarios_given {
+        parsed.scenarios = vec![Scenario::Steady, Scenario::RollingDeployment];
     }
     Ok(parsed)
 }
@@ -222,6 +292,22 @@ fn main() -> ExitCode {
         vec![args.variant.clone()]
     };
     let started = Instant::now();
+    if args.xds {
+        let mut server = DiscoveryOptions::default();
+        server.poll_interval = args.server_poll.unwrap_or(server.poll_interval);
+        for options in [&args.variant.discovery, &server] {
+            if let Err(error) = options.validate_for_model() {
+                eprintln!("fleet-sim: {error}");
+                return ExitCode::from(2);
+            }
+        }
+        run_xds(&args, quotas);
+        eprintln!(
+            "fleet-sim: done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        return ExitCode::SUCCESS;
+    }
     for variant in &variants {
         if let Err(error) = variant.discovery.validate_for_model() {
             eprintln!("fleet-sim: {error}");
@@ -277,6 +363,83 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     ExitCode::SUCCESS
+}
+
+/// The xDS mode: its table, then the outage table.
+#[allow(clippy::print_stderr)] // progress for the person running it
+fn run_xds(args: &Args, quotas: Quotas) {
+    let config = |pairs: usize, scenario: Scenario| {
+        let mut config = XdsConfig::new(pairs, scenario);
+        config.services = args.services;
+        config.replicas = args.replicas;
+        if let Some(poll) = args.server_poll {
+            config.server.poll_interval = poll;
+        }
+        if args.lost_wakes_once {
+            config.lost_wakes = LostWakes::NewDeadline;
+        }
+        config.client = args.variant.discovery.clone();
+        config.throttle = args.variant.throttle;
+        config.quotas = quotas;
+        config.seed = args.seed;
+        config
+    };
+    let example = config(1, Scenario::Steady);
+    let ms = |d: Duration| d.as_millis();
+    println!(
+        "xDS mode: {} services × {} replicas, server poll {} s; pairs: {}; xDS source: start timeout {} s, \
+         lost timeout {} s, retry {}–{} ms{}; push delay uniform {}–{} ms\n",
+        example.services,
+        example.replicas,
+        example.server.poll_interval.as_secs_f64(),
+        describe(&args.variant, quotas, args.seed),
+        example.xds.start_timeout.as_secs_f64(),
+        example.xds.lost_timeout.as_secs_f64(),
+        ms(example.xds.backoff_base),
+        ms(example.xds.backoff_max),
+        if args.lost_wakes_once {
+            ", a failed reconnection wakes the poller only when it sets the lost deadline (not the crate's behaviour)"
+        } else {
+            ""
+        },
+        ms(example.push_delay.0),
+        ms(example.push_delay.1),
+    );
+    let mut runs: Vec<XdsConfig> = Vec::new();
+    if !args.outage_only {
+        for &pairs in &args.pairs {
+            for &scenario in &args.scenarios {
+                runs.push(config(pairs, scenario));
+            }
+        }
+    }
+    if args.outage {
+        for &pairs in &args.pairs {
+            let mut outage = config(pairs, Scenario::RollingDeployment);
+            outage.outage = Some(Outage::TEN_MINUTES);
+            runs.push(outage);
+        }
+    }
+    println!("{}", xds_report::header());
+    let mut outages = Vec::new();
+    for config in &runs {
+        let began = Instant::now();
+        let row = XdsRow::of(&fleet::xds::run(config));
+        println!("{}", xds_report::line(&row));
+        eprintln!(
+            "fleet-sim: xds × {} pairs × {}: {:.1} s",
+            config.pairs,
+            row.scenario,
+            began.elapsed().as_secs_f64()
+        );
+        outages.extend(xds_report::outage_line(&row));
+    }
+    if !outages.is_empty() {
+        println!("\n{}", xds_report::outage_header());
+        for line in outages {
+            println!("{line}");
+        }
+    }
 }
 
 /// Options are checked the way `Discovery::start` checks them, before hours of model time.
