@@ -278,14 +278,19 @@ fn xds_both_replicas_down_fall_back_to_cloud_map_and_back() {
 fn xds_on_the_fallback_a_pair_polls_per_failed_reconnection_or_per_poll_interval() {
     let mut config = xds(40, Scenario::Steady);
     config.outage = Some(Outage::TEN_MINUTES);
-    let every = XdsRow::of(&fleet::xds::run(&config)).outage.unwrap();
-    config.lost_wakes = LostWakes::NewDeadline;
+    assert_eq!(
+        config.lost_wakes,
+        LostWakes::NewDeadline,
+        "the crate's behaviour"
+    );
     let once = XdsRow::of(&fleet::xds::run(&config)).outage.unwrap();
+    config.lost_wakes = LostWakes::EveryLoss;
+    let every = XdsRow::of(&fleet::xds::run(&config)).outage.unwrap();
     let direct = 40.0 / poll();
     // A loss that moves no deadline wakes nobody: direct polling's rate.
     let rate = once.fallback.revisions.per_second;
     assert!((rate / direct - 1.0).abs() < 0.1, "{once:?}");
-    // As the crate's XdsSource does: every failed reconnection (every 4–6 s once the backoff
+    // As the crate's XdsSource did before: every failed reconnection (every 4–6 s once the backoff
     // is at its 5 s cap) wakes the poller, which asks Cloud Map.
     let rate = every.fallback.revisions.per_second;
     let per_reconnection = 40.0 / config.xds.backoff_max.as_secs_f64();

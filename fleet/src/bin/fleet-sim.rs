@@ -47,9 +47,9 @@ xDS mode (the pairs fed by the cloudmap-xds server's replicas; see fleet/src/xds
   --services N                  services in the account (default 100)
   --replicas N                  server replicas (default 2)
   --server-poll-interval SECS   the replicas' poll (CLOUDMAP_XDS_POLL_INTERVAL, default 2 s)
-  --lost-wakes-once             a change the crate does not have: a failed reconnection wakes
-                                the poller only when it sets the lost deadline (today every
-                                one does, and each makes a fallback poll)
+  --lost-wakes-every-loss        the crate before the fix: every failed reconnection wakes the
+                                poller, and each makes a fallback poll (now only one that sets
+                                the lost deadline does)
 ";
 
 /// One discovery configuration to run.
@@ -74,7 +74,7 @@ struct Args {
     services: usize,
     replicas: usize,
     server_poll: Option<Duration>,
-    lost_wakes_once: bool,
+    lost_wakes_every_loss: bool,
 }
 
 fn secs(value: &str) -> Result<Duration, String> {
@@ -117,7 +117,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         services: 100,
         replicas: 2,
         server_poll: None,
-        lost_wakes_once: false,
+        lost_wakes_every_loss: false,
     };
     let mut pairs_given = false;
     let mut scenarios_given = false;
@@ -156,7 +156,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--seed" => parsed.seed = value()?.parse().map_err(|e| format!("{arg}: {e}"))?,
             "--xds" => parsed.xds = true,
-            "--lost-wakes-once" => parsed.lost_wakes_once = true,
+            "--lost-wakes-every-loss" => parsed.lost_wakes_every_loss = true,
             "--server-poll-interval" => parsed.server_poll = Some(secs(&value()?)?),
             "--outage" => parsed.outage = true,
             "--outage-only" => {
@@ -184,10 +184,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         || parsed.services != 100
         || parsed.replicas != 2
         || parsed.server_poll.is_some()
-        || parsed.lost_wakes_once;
+        || parsed.lost_wakes_every_loss;
     if xds_only && !parsed.xds {
         return Err(
-            "--outage, --services, --replicas, --server-poll-interval and --lost-wakes-once need --xds".to_owned(),
+            "--outage, --services, --replicas, --server-poll-interval and --lost-wakes-every-loss need --xds".to_owned(),
         );
     }
     if parsed.xds && parsed.compare {
@@ -375,8 +375,8 @@ fn run_xds(args: &Args, quotas: Quotas) {
         if let Some(poll) = args.server_poll {
             config.server.poll_interval = poll;
         }
-        if args.lost_wakes_once {
-            config.lost_wakes = LostWakes::NewDeadline;
+        if args.lost_wakes_every_loss {
+            config.lost_wakes = LostWakes::EveryLoss;
         }
         config.client = args.variant.discovery.clone();
         config.throttle = args.variant.throttle;
@@ -397,8 +397,8 @@ fn run_xds(args: &Args, quotas: Quotas) {
         example.xds.lost_timeout.as_secs_f64(),
         ms(example.xds.backoff_base),
         ms(example.xds.backoff_max),
-        if args.lost_wakes_once {
-            ", a failed reconnection wakes the poller only when it sets the lost deadline (not the crate's behaviour)"
+        if args.lost_wakes_every_loss {
+            ", every failed reconnection wakes the poller (the crate before the fix)"
         } else {
             ""
         },

@@ -99,12 +99,13 @@ pub(crate) struct Client {
 /// When the stream's losses wake the poller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostWakes {
-    /// On every failed connection, as the crate's `XdsSource` does today: while Cloud Map is
-    /// served, each retry of the servers (every 4–6 s once the backoff is at its cap) makes the
-    /// poller ask Cloud Map at once, whatever its poll interval or throttle backoff.
+    /// On every failed connection, as the crate's `XdsSource` did before this model found it:
+    /// while Cloud Map is served, each retry of the servers (every 4–6 s once the backoff is at
+    /// its cap) made the poller ask Cloud Map at once, whatever its poll interval or throttle
+    /// backoff. Kept to show what that cost (`--lost-wakes-every-loss`).
     EveryLoss,
     /// Only when the loss sets a new deadline (the first loss while xDS is served or nothing
-    /// is decided yet): a change the crate does not have, modelled to show what it would save.
+    /// is decided yet): what the crate does now.
     NewDeadline,
 }
 

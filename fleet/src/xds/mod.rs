@@ -57,7 +57,8 @@
 mod client;
 mod replica;
 pub mod report;
-pub mod switch;
+/// The crate's own fallback state machine, which the modelled client drives.
+pub use cloudmap_balancer::discovery::xds::switch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -151,7 +152,7 @@ impl XdsConfig {
             client: DiscoveryOptions::default(),
             xds: XdsOptions::new(["http://xds.prod.internal:18000"]),
             push_delay: (Duration::from_millis(147), Duration::from_millis(725)),
-            lost_wakes: LostWakes::EveryLoss,
+            lost_wakes: LostWakes::NewDeadline,
             throttle: ThrottleAnswer::RequestLimitExceeded,
             quotas: Quotas::AWS,
             seed: 1,
@@ -357,7 +358,8 @@ async fn drive(config: &XdsConfig) -> XdsOutcome {
                     Arc::clone(&cloud_map),
                     Arc::clone(&switches),
                     config.xds.start_timeout,
-                    config.xds.lost_timeout,
+                    // The crate's jitter on the lost timeout: 0-50 % per source.
+                    config.xds.lost_timeout.mul_f64(1.0 + 0.5 * rng.f64()),
                     config.lost_wakes,
                 );
                 let fallback: Arc<dyn InstanceSource> = match tracked {

@@ -50,7 +50,7 @@
 mod bootstrap;
 mod decode;
 mod stream;
-mod switch;
+pub mod switch;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

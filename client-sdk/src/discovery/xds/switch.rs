@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 /// What the source serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Serving {
+pub enum Serving {
     /// Nothing yet: no answer, and `start_timeout` has not passed.
     Undecided,
     /// The xDS server's last answer.
@@ -23,7 +23,8 @@ pub(crate) enum Serving {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Switch {
+/// The state machine.
+pub struct Switch {
     start_timeout: Duration,
     lost_timeout: Duration,
     started: Instant,
@@ -33,7 +34,8 @@ pub(crate) struct Switch {
 }
 
 impl Switch {
-    pub(crate) fn new(now: Instant, start_timeout: Duration, lost_timeout: Duration) -> Self {
+    /// A source started at `now`.
+    pub fn new(now: Instant, start_timeout: Duration, lost_timeout: Duration) -> Self {
         Self {
             start_timeout,
             lost_timeout,
@@ -43,23 +45,24 @@ impl Switch {
         }
     }
 
-    pub(crate) fn serving(&self) -> Serving {
+    /// What is served.
+    pub fn serving(&self) -> Serving {
         self.serving
     }
 
     /// A server answered: xDS is served. Returns the new state when it changed.
-    pub(crate) fn answered(&mut self) -> Option<Serving> {
+    pub fn answered(&mut self) -> Option<Serving> {
         self.lost_since = None;
         self.set(Serving::Xds)
     }
 
     /// The stream ended or could not be opened at `now`.
-    pub(crate) fn lost(&mut self, now: Instant) {
+    pub fn lost(&mut self, now: Instant) {
         self.lost_since.get_or_insert(now);
     }
 
     /// Applies the timeouts at `now`. Returns the new state when it changed.
-    pub(crate) fn tick(&mut self, now: Instant) -> Option<Serving> {
+    pub fn tick(&mut self, now: Instant) -> Option<Serving> {
         match self.deadline() {
             Some(deadline) if now >= deadline => self.set(Serving::CloudMap),
             _ => None,
@@ -67,7 +70,7 @@ impl Switch {
     }
 
     /// When [`tick`](Self::tick) may change the state next, if ever (without a new event).
-    pub(crate) fn deadline(&self) -> Option<Instant> {
+    pub fn deadline(&self) -> Option<Instant> {
         match self.serving {
             Serving::Undecided => Some(self.started + self.start_timeout),
             Serving::Xds => self.lost_since.map(|since| since + self.lost_timeout),
