@@ -710,6 +710,8 @@ REQUESTS: dict[str, Callable[[str], Request]] = {
     "servicediscovery:DiscoverInstances": lambda name: _discover("DiscoverInstances", name),
     "servicediscovery:DiscoverInstancesRevision":
         lambda name: _discover("DiscoverInstancesRevision", name),
+    # `--owner-account detect` (a namespace shared through AWS RAM): no resource type.
+    "servicediscovery:ListNamespaces": lambda _: Request("servicediscovery:ListNamespaces", "*"),
 }
 # What each prefix's calls are scoped to: the managed services, the managed clusters, or nothing.
 SCOPE = {"servicediscovery": "services", "ecs": "clusters", "cloudwatch": None, "ec2": None}
