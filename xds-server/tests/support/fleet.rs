@@ -13,12 +13,14 @@ use tonic::{Request, Response, Status};
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_check_response};
 
-/// The standard health service, counting its `Check` calls; its `Watch` reports whatever
-/// status the test sets.
+/// A backend: the standard health service, counting its `Check` calls, its `Watch` reporting
+/// whatever status the test sets.
 #[derive(Clone)]
 struct Counting {
-    calls: Arc<AtomicU64>,
+    pub calls: Arc<AtomicU64>,
     status: tokio::sync::watch::Sender<health_check_response::ServingStatus>,
+    /// Answer every `Check` with INTERNAL (a task that is up but fails every call).
+    failing: bool,
 }
 
 #[tonic::async_trait]
@@ -28,6 +30,9 @@ impl Health for Counting {
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.failing {
+            return Err(Status::internal("this task fails every call"));
+        }
         Ok(Response::new(HealthCheckResponse {
             status: health_check_response::ServingStatus::Serving as i32,
         }))
@@ -64,12 +69,29 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A backend answering every call.
     pub async fn start(id: &'static str, zone: &'static str, weight: u32) -> Self {
+        Self::start_with(id, zone, weight, false).await
+    }
+
+    /// The calls it counted.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// A backend, failing every `Check` with INTERNAL when `failing`.
+    pub async fn start_with(
+        id: &'static str,
+        zone: &'static str,
+        weight: u32,
+        failing: bool,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let service = Counting {
             calls: Arc::default(),
             status: tokio::sync::watch::Sender::new(health_check_response::ServingStatus::Serving),
+            failing,
         };
         let calls = Arc::clone(&service.calls);
         let status = service.status.clone();
@@ -80,7 +102,7 @@ impl Backend {
                 .await
                 .unwrap();
         });
-        Self {
+        Backend {
             id,
             zone,
             weight,
@@ -89,10 +111,6 @@ impl Backend {
             status,
         }
     }
-
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
 }
 
 /// The `cloudmap-xds serve` process, killed when dropped.
@@ -100,21 +118,32 @@ pub struct XdsProcess {
     child: Child,
     pub addr: SocketAddr,
     stdout: std::sync::mpsc::Receiver<String>,
+    /// Its log lines, when started with [`XdsProcess::start_logged`].
+    log: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl XdsProcess {
     /// Serves moto's Cloud Map, polling every second, on a port of its choosing.
     pub fn start(moto: &str) -> Self {
-        Self::start_on(moto, "127.0.0.1:0")
+        Self::spawn(moto, "127.0.0.1:0", false, &[])
     }
 
     /// The same, on `listen`.
     pub fn start_on(moto: &str, listen: &str) -> Self {
-        Self::start_with(moto, listen, &[])
+        Self::spawn(moto, listen, false, &[])
     }
 
     /// The same, with more settings (`CLOUDMAP_XDS_*`).
     pub fn start_with(moto: &str, listen: &str, settings: &[(&str, String)]) -> Self {
+        Self::spawn(moto, listen, false, settings)
+    }
+
+    /// On `listen`, with its debug log (pushes, streams opened) readable by the test.
+    pub fn start_logged(moto: &str, listen: &str) -> Self {
+        Self::spawn(moto, listen, true, &[])
+    }
+
+    fn spawn(moto: &str, listen: &str, logged: bool, settings: &[(&str, String)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloudmap-xds"))
             .arg("serve")
             .env_clear()
@@ -123,11 +152,32 @@ impl XdsProcess {
             .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
             .env("CLOUDMAP_XDS_LISTEN", listen)
             .env("CLOUDMAP_XDS_POLL_INTERVAL", "1s")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                if logged {
+                    "warn,cloudmap_xds=debug"
+                } else {
+                    "warn"
+                },
+            )
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if logged {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap();
+        let log = child.stderr.take().map(|stderr| {
+            let (tx, log) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            log
+        });
         let (tx, stdout) = std::sync::mpsc::channel();
         let lines = BufReader::new(child.stdout.take().unwrap());
         std::thread::spawn(move || {
@@ -147,7 +197,30 @@ impl XdsProcess {
             child,
             addr,
             stdout,
+            log,
         }
+    }
+
+    /// Reads its log until a line has every one of `parts`; returns the lines read up to it.
+    pub fn log_until(&self, parts: &[&str]) -> Vec<String> {
+        let log = self.log.as_ref().expect("started with start_logged");
+        let mut lines = Vec::new();
+        loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no log line with {parts:?}; read: {lines:#?}"));
+            let found = parts.iter().all(|part| line.contains(part));
+            lines.push(line);
+            if found {
+                return lines;
+            }
+        }
+    }
+
+    /// SIGKILL: gone at once, streams cut, no summary.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// SIGTERM, then the summary line it prints on the way out.
@@ -165,12 +238,6 @@ impl XdsProcess {
         };
         let _ = self.child.wait();
         summary
-    }
-
-    /// SIGKILL: the process and its connections go at once.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
