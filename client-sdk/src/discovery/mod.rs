@@ -165,7 +165,8 @@ pub struct DiscoveryOptions {
     pub poll_jitter_percent: u32,
     /// How often the instances are listed even when the revision did not change
     /// (`DiscoverInstances`): Cloud Map health changes do not move the revision. At least 1 s.
-    /// Default 60 s.
+    /// Default 60 s. The first one after the first listing comes at a random point in the
+    /// second half of the interval, so that pollers started together list at different times.
     pub full_refresh_interval: Duration,
     /// The full-refresh interval while every instance of the last listing carries `LB_HEALTH`:
     /// the sync Lambda then writes health changes as attributes, which move the revision. At

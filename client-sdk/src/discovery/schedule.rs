@@ -13,7 +13,10 @@
 //! A listing is due, instead of a revision check, when none was made yet, when the last one is
 //! older than the full-refresh interval (`full_refresh_interval_with_lb_health` when every
 //! instance of the last listing carries `LB_HEALTH`, else `full_refresh_interval`), or when one
-//! of the rows above asks for it.
+//! of the rows above asks for it. The first full refresh after a poller's first listing comes
+//! earlier, at a random point in the second half of the interval (`½ × interval × draw` early),
+//! so that pollers started together (a fleet deployed at once, a server's pollers for every
+//! service its clients ask for) do not list in the same second every interval after.
 
 use std::time::Duration;
 
@@ -83,12 +86,20 @@ impl Schedule {
                 self.failures = 0;
                 self.throttles = 0;
                 self.list_next = false;
-                self.last_list = Some(now);
                 self.full_refresh = if carries_lb_health {
                     options.full_refresh_interval_with_lb_health
                 } else {
                     options.full_refresh_interval
                 };
+                // The first listing counts as made up to half an interval earlier: that spreads
+                // the phase of pollers that started together. The same draw sets the next poll;
+                // both are uniform, and their correlation within one poller spreads nothing less.
+                let early = if self.last_list.is_none() {
+                    self.full_refresh.mul_f64(0.5 * draw)
+                } else {
+                    Duration::ZERO
+                };
+                self.last_list = Some(now.checked_sub(early).unwrap_or(now));
                 self.poll(draw)
             }
             Outcome::EmptyHeld => {
@@ -167,7 +178,7 @@ mod tests {
         let listed = Outcome::Listed {
             carries_lb_health: true,
         };
-        schedule.after(listed, now, 0.5);
+        schedule.after(listed, now, 0.0);
         assert!(!schedule.list_due(now + secs(299.0)));
         assert!(schedule.list_due(now + secs(300.0)));
         // Back to the short interval as soon as one instance lacks it.
@@ -177,6 +188,25 @@ mod tests {
         };
         schedule.after(plain, later, 0.5);
         assert!(schedule.list_due(later + secs(60.0)));
+    }
+
+    #[test]
+    fn the_first_full_refresh_is_spread_over_the_second_half_of_the_interval() {
+        let listed = Outcome::Listed {
+            carries_lb_health: false,
+        };
+        let now = Instant::now() + secs(1000.0);
+        for (draw, due) in [(0.0, 60.0), (0.5, 45.0), (0.999, 30.03)] {
+            let mut schedule = Schedule::new(options());
+            schedule.after(listed, now, draw);
+            assert!(!schedule.list_due(now + secs(due - 0.01)), "draw {draw}");
+            assert!(schedule.list_due(now + secs(due)), "draw {draw}");
+            // Every later one comes a whole interval after the listing before it.
+            let again = now + secs(due);
+            schedule.after(listed, again, draw);
+            assert!(!schedule.list_due(again + secs(59.99)), "draw {draw}");
+            assert!(schedule.list_due(again + secs(60.0)), "draw {draw}");
+        }
     }
 
     #[test]

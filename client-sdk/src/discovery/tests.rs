@@ -224,25 +224,45 @@ async fn a_revision_that_goes_backwards_is_a_change_too() {
     assert_eq!(snapshot.instances().len(), 1);
 }
 
+/// Advances paused time a second at a time until the source has listed `lists` times; returns
+/// how long that took.
+async fn until_listed(source: &Scripted, lists: u64) -> Duration {
+    let start = tokio::time::Instant::now();
+    while source.calls().1 < lists {
+        assert!(start.elapsed() < secs(3600), "never listed {lists} times");
+        advance(secs(1)).await;
+    }
+    start.elapsed()
+}
+
 #[tokio::test(start_paused = true)]
 async fn health_changes_arrive_with_the_full_refresh() {
     let source = Scripted::with(2);
     let discovery = spawn(&source);
     advance(secs(1)).await;
     source.set_health(CloudMapHealth::Unhealthy);
-    advance(secs(55)).await;
+    advance(secs(28)).await;
     assert_eq!(
         discovery.snapshot().unwrap().instances()[0].cloud_map_health,
         CloudMapHealth::Unknown,
-        "the revision did not move, so nothing was listed yet"
+        "the revision did not move, and the first full refresh comes no earlier than half the \
+         interval"
     );
-    advance(secs(5)).await;
+    // The first full refresh: within the second half of the 60 s interval (a poll is 5 s).
+    let waited = until_listed(&source, 2).await + secs(29);
+    assert!(waited >= secs(30) && waited <= secs(65), "{waited:?}");
     let snapshot = discovery.snapshot().unwrap();
     assert_eq!(
         snapshot.instances()[0].cloud_map_health,
         CloudMapHealth::Unhealthy
     );
-    assert_eq!(source.calls().1, 2);
+    // Every later one a whole interval after the one before.
+    source.set_health(CloudMapHealth::Healthy);
+    assert_eq!(until_listed(&source, 3).await, secs(60));
+    assert_eq!(
+        discovery.snapshot().unwrap().instances()[0].cloud_map_health,
+        CloudMapHealth::Healthy
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -250,18 +270,19 @@ async fn instances_with_lb_health_are_fully_refreshed_every_five_minutes() {
     let source = Scripted::with(0);
     source.set(3, &[(keys::LB_HEALTH, "HEALTHY")], true);
     let discovery = spawn(&source);
-    advance(secs(299)).await;
+    advance(secs(149)).await;
     assert_eq!(
         source.calls(),
-        (59, 1),
+        (29, 1),
         "a revision check every 5 s, one listing"
     );
-    advance(secs(2)).await;
-    assert_eq!(
-        source.calls(),
-        (59, 2),
-        "the full refresh replaces the check at 300 s"
-    );
+    // The first full refresh within the second half of five minutes, replacing a check.
+    let first = until_listed(&source, 2).await + secs(149);
+    assert!(first <= secs(305), "{first:?}");
+    let checks = source.calls().0;
+    // The next five minutes later: 59 checks between them.
+    assert_eq!(until_listed(&source, 3).await, secs(300));
+    assert_eq!(source.calls(), (checks + 59, 3));
     assert!(discovery.snapshot().unwrap().listing.carries_lb_health());
 }
 
