@@ -388,7 +388,8 @@ fn run_xds(args: &Args, quotas: Quotas) {
     let ms = |d: Duration| d.as_millis();
     println!(
         "xDS mode: {} services × {} replicas, server poll {} s; pairs: {}; xDS source: start timeout {} s, \
-         lost timeout {} s, retry {}–{} ms{}; push delay uniform {}–{} ms\n",
+         lost timeout {} s, retry {}–{} ms{}; push delay uniform over the fan-out measured for the streams one change \
+         wakes per replica ({})\n",
         example.services,
         example.replicas,
         example.server.poll_interval.as_secs_f64(),
@@ -402,8 +403,11 @@ fn run_xds(args: &Args, quotas: Quotas) {
         } else {
             ""
         },
-        ms(example.push_delay.0),
-        ms(example.push_delay.1),
+        fleet::xds::MEASURED_PUSH
+            .iter()
+            .map(|(n, (low, high))| format!("up to {n}: {low}–{high} ms"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     let mut runs: Vec<XdsConfig> = Vec::new();
     if !args.outage_only {

@@ -24,12 +24,13 @@
 //!   fallback is the same Cloud Map model, polled by the same poller. Pair `i` uses service
 //!   `i mod services` and tries replica `(i / services) mod replicas` first.
 //! - **The push is modelled**: each stream receives each answer after a delay drawn uniformly
-//!   from [`XdsConfig::push_delay`], by default 147–725 ms. That is the slowest of the
-//!   10,000-stream runs of `scripts/xds-load` in BENCHMARKS.md ("xDS server: streams, memory,
-//!   push fan-out", after the fix): first stream → stream p50 436 ms, p99 719 ms, max 725 ms,
-//!   which a uniform distribution over 147–725 ms matches (p50 436, p99 719). A replica of 100
-//!   services and 100,000 pairs holds 50,000 streams but a service's push wakes only that
-//!   service's streams (1,000 at 100,000 pairs), so the 10,000-stream figure is conservative.
+//!   from [`XdsConfig::push_range`]: unless [`XdsConfig::push_delay`] sets it, the fan-out
+//!   `scripts/xds-load` measured (BENCHMARKS.md, "xDS server: streams, memory, push fan-out")
+//!   for the smallest number of streams at least as large as one change wakes on one replica
+//!   (a service's push wakes only that service's streams: `pairs / services / replicas`, 500
+//!   at 100,000 pairs over 100 services and 2 replicas). Each measurement's first stream →
+//!   stream p50 and p99 give the uniform range with the same p50 and p99 ([`MEASURED_PUSH`]).
+//!   Past the largest measured count the largest one's range grows in proportion.
 //!   The first answer on a new stream takes a delay from the same range.
 //!
 //! **Why the crate's `XdsSource` is not run here**: it opens a real tonic channel to a URI
@@ -82,6 +83,13 @@ pub use client::LostWakes;
 use client::{Client, ClientSource, Retry, Switches};
 use replica::Replica;
 
+/// The server's push fan-out, measured by `scripts/xds-load` (BENCHMARKS.md, "xDS server:
+/// streams, memory, push fan-out"): streams woken by one change, and the uniform range (ms)
+/// with the measured first stream → stream p50 and p99 (`low = p50 − (p99 − p50) / 0.98`,
+/// `high = low + (p99 − p50) / 0.49`). 1,000: p50 54 ms, p99 85 ms (the quieter machine);
+/// 10,000: the slowest run, p50 436 ms, p99 719 ms.
+pub const MEASURED_PUSH: [(usize, (u64, u64)); 2] = [(1_000, (22, 86)), (10_000, (147, 725))];
+
 /// Both replicas down for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outage {
@@ -124,8 +132,9 @@ pub struct XdsConfig {
     /// The client's xDS timeouts and retry schedule (only `start_timeout`, `lost_timeout`,
     /// `backoff_base` and `backoff_max` are used).
     pub xds: XdsOptions,
-    /// A stream's delay for an answer: uniform over this range.
-    pub push_delay: (Duration, Duration),
+    /// A stream's delay for an answer, uniform over this range; `None`: the measured fan-out
+    /// for this many streams per service and replica ([`XdsConfig::push_range`]).
+    pub push_delay: Option<(Duration, Duration)>,
     /// When the stream's losses wake the pair's poller (default: as the crate does).
     pub lost_wakes: LostWakes,
     /// How the model answers past a quota.
@@ -151,11 +160,37 @@ impl XdsConfig {
             server,
             client: DiscoveryOptions::default(),
             xds: XdsOptions::new(["http://xds.prod.internal:18000"]),
-            push_delay: (Duration::from_millis(147), Duration::from_millis(725)),
+            push_delay: None,
             lost_wakes: LostWakes::NewDeadline,
             throttle: ThrottleAnswer::RequestLimitExceeded,
             quotas: Quotas::AWS,
             seed: 1,
+        }
+    }
+
+    /// Streams one change of a service wakes on one replica.
+    pub fn streams_per_push(&self) -> usize {
+        self.pairs
+            .div_ceil(self.services.max(1) * self.replicas.max(1))
+            .max(1)
+    }
+
+    /// A stream's delay for an answer: `push_delay`, or the measured fan-out of the smallest
+    /// measured stream count at least [`streams_per_push`](Self::streams_per_push); past the
+    /// largest, that one's range times the ratio.
+    pub fn push_range(&self) -> (Duration, Duration) {
+        if let Some(range) = self.push_delay {
+            return range;
+        }
+        let streams = self.streams_per_push();
+        let ms = Duration::from_millis;
+        match MEASURED_PUSH.iter().find(|(n, _)| *n >= streams) {
+            Some((_, (low, high))) => (ms(*low), ms(*high)),
+            None => {
+                let (n, (low, high)) = MEASURED_PUSH[MEASURED_PUSH.len() - 1];
+                let scale = streams as f64 / n as f64;
+                (ms(low).mul_f64(scale), ms(high).mul_f64(scale))
+            }
         }
     }
 
@@ -266,7 +301,7 @@ async fn drive(config: &XdsConfig) -> XdsOutcome {
         .map(|r| {
             Replica::new(
                 config.services,
-                config.push_delay,
+                config.push_range(),
                 config.seed ^ (0xA11C_E000 + r as u64),
             )
         })

@@ -212,7 +212,7 @@ impl XdsRow {
 
 fn share(calls: &Calls) -> String {
     format!(
-        "{:.1} · {:.0} %",
+        "{:.1} · {:.1} %",
         calls.per_second,
         calls.peak_share * 100.0
     )
