@@ -22,7 +22,10 @@ pub struct ServeConfig {
     /// separated.
     pub aliases: BTreeMap<String, ServiceName>,
     /// `CLOUDMAP_XDS_POLL_INTERVAL` / `--poll-interval`: Cloud Map revision polls per service.
-    /// Default 2 s.
+    /// Default 1.75 s: the longest poll with which a write reaches every client within 2 s (a
+    /// poll of at most 1.05 × the interval with the crate's jitter, then the push); 100
+    /// services on 2 replicas then make 114 revision calls a second, under 5 % of the account's
+    /// quota at the busiest second (BENCHMARKS.md, the fleet model's xDS mode).
     pub poll_interval: Duration,
     /// `CLOUDMAP_XDS_MAX_SUBSCRIPTIONS` / `--max-subscriptions`: names one stream may subscribe
     /// to, all types together. Default 1,000.
@@ -60,7 +63,7 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 18000)),
             region: None,
             aliases: BTreeMap::new(),
-            poll_interval: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(1750),
             max_subscriptions: 1000,
             outlier_detection: true,
             shutdown_grace: Duration::from_secs(5),
