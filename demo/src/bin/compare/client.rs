@@ -11,6 +11,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cloudmap_balancer::discovery::xds::XdsOptions;
 use cloudmap_balancer::{Balancer, Options, ZoneMode};
 use demo::fleet::{NAMESPACE, SERVICE};
 use demo_server::CLIENT_ZONE_HEADER;
@@ -36,6 +37,9 @@ pub(crate) struct ClientSpec {
     pub(crate) moto_endpoint: String,
     /// HAProxy's address, for (d).
     pub(crate) proxy: Option<SocketAddr>,
+    /// The xDS server's address, for (g).
+    #[serde(default)]
+    pub(crate) xds_server: Option<SocketAddr>,
     /// The client's zone.
     pub(crate) zone: String,
     pub(crate) concurrency: u64,
@@ -62,15 +66,26 @@ pub(crate) enum ClientError {
 pub(crate) async fn run(spec: &ClientSpec) -> Result<SegmentResult, ClientError> {
     let sdk = local_stack::sdk_config_for(&spec.moto_endpoint);
     match spec.variant {
-        Variant::Balancer | Variant::Fixed50 => {
+        Variant::Balancer | Variant::Fixed50 | Variant::BalancerXds => {
             let mut options = Options::default();
             if spec.variant == Variant::Fixed50 {
                 options.zone_mode = ZoneMode::Fixed { local_percent: 50 };
             }
-            let balancer = Balancer::builder(&sdk, NAMESPACE, SERVICE)
+            let mut builder = Balancer::builder(&sdk, NAMESPACE, SERVICE)
                 .local_zone(&spec.zone)
-                .options(options)
-                .build()?;
+                .options(options);
+            // (a) and (b) poll Cloud Map whatever the environment says (`CLOUDMAP_XDS_SERVERS`).
+            let xds = match spec.variant {
+                Variant::BalancerXds => {
+                    let server = spec.xds_server.ok_or_else(|| ClientError::Endpoint {
+                        what: "the xDS variant: no xDS server address".into(),
+                    })?;
+                    Some(XdsOptions::new([format!("http://{server}")]))
+                }
+                _ => None,
+            };
+            builder = builder.xds(xds);
+            let balancer = builder.build()?;
             balancer.ready().await?;
             drive(balancer.channel(), spec).await
         }

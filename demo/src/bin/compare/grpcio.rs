@@ -8,7 +8,11 @@
 //!   the callers connected per zone: a fleet has callers everywhere);
 //! - (f) grpcio with `round_robin` over an `ipv4:` list of every instance's address: what a
 //!   grpcio service does with DNS discovery (a `dns:///` name of a Cloud Map DNS namespace
-//!   resolves to the same A records) and the `round_robin` policy.
+//!   resolves to the same A records) and the `round_robin` policy;
+//! - (g) the Rust balancer of (a) fed by the same `cloudmap-xds` server (the crate's `xds`
+//!   feature) instead of polling Cloud Map: the same picks from the same instances, so its
+//!   shares, in-zone share and calls per second should be (a)'s (issue 19's goal: within 1 point
+//!   and 3 %; the report prints the differences).
 //!
 //! Every call carries the client's zone in `demo-client-zone`, so the servers wait the emulated
 //! round trip of AWS (in zone or across zones) as for every variant. The Python client runs on
@@ -35,7 +39,7 @@ use crate::plan::{Scenario, Segment, Timing, Variant};
 /// The `:authority` of (f)'s calls: the service's DNS name, as a `dns:///` target would send.
 const AUTHORITY: &str = "demo-server.demo.local";
 
-/// The three columns.
+/// The four columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub(crate) enum Column {
     /// (a) the Rust balancer.
@@ -44,16 +48,24 @@ pub(crate) enum Column {
     GrpcioXds,
     /// (f) grpcio, `round_robin` over every instance's address.
     GrpcioRoundRobin,
+    /// (g) the Rust balancer through cloudmap-xds.
+    BalancerXds,
 }
 
 impl Column {
-    const ALL: [Self; 3] = [Self::Balancer, Self::GrpcioXds, Self::GrpcioRoundRobin];
+    const ALL: [Self; 4] = [
+        Self::Balancer,
+        Self::GrpcioXds,
+        Self::GrpcioRoundRobin,
+        Self::BalancerXds,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Self::Balancer => "(a) cloudmap-balancer (Rust)",
             Self::GrpcioXds => "(e) grpcio via xDS (cloudmap-xds)",
             Self::GrpcioRoundRobin => "(f) grpcio round_robin (ipv4 list, as DNS)",
+            Self::BalancerXds => "(g) cloudmap-balancer (Rust) via xDS (cloudmap-xds)",
         }
     }
 }
@@ -157,13 +169,18 @@ pub(crate) async fn run(
                 fleet.register_all().await?;
             }
             let result = match column {
-                Column::Balancer => {
+                Column::Balancer | Column::BalancerXds => {
+                    let (variant, xds_server) = if column == Column::Balancer {
+                        (Variant::Balancer, None)
+                    } else {
+                        (Variant::BalancerXds, Some(server.addr))
+                    };
                     let segment = Segment {
                         round,
                         scenario: Scenario::Balanced,
-                        variant: Variant::Balancer,
+                        variant,
                     };
-                    harness::run_segment(&mut fleet, options, &timing, segment, None)
+                    harness::run_segment(&mut fleet, options, &timing, segment, None, xds_server)
                         .await?
                         .result
                 }
@@ -328,7 +345,7 @@ pub(crate) fn markdown(outcome: &GrpcioOutcome, command: &str) -> String {
         let _ = write!(out, " {} |", column.label());
     }
     let _ = writeln!(out, " expected (weight × load, in zone) |");
-    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
     let row = |out: &mut String, name: &str, f: &dyn Fn(Column) -> String, expected: &str| {
         let _ = write!(out, "| {name} |");
         for column in Column::ALL {
@@ -380,6 +397,24 @@ pub(crate) fn markdown(outcome: &GrpcioOutcome, command: &str) -> String {
         "failed calls",
         &|c| of(c).iter().map(|r| r.failed()).sum::<u64>().to_string(),
         "0",
+    );
+    let cps = |c| cell(c, &SegmentResult::calls_per_second);
+    let largest_share_gap = local
+        .iter()
+        .map(|t| {
+            (cell(Column::BalancerXds, &|r| r.task_share(&t.task_id))
+                - cell(Column::Balancer, &|r| r.task_share(&t.task_id)))
+            .abs()
+        })
+        .fold(0.0_f64, f64::max);
+    let _ = writeln!(
+        out,
+        "\n(g) against (a), the same balancer fed by xDS instead of Cloud Map (goal: within 1 point and 3 %): in zone {:+.1} points; largest task share difference {:.1} points; calls/s {:+.1} %.",
+        (cell(Column::BalancerXds, &SegmentResult::local_share)
+            - cell(Column::Balancer, &SegmentResult::local_share))
+            * 100.0,
+        largest_share_gap * 100.0,
+        (cps(Column::BalancerXds) / cps(Column::Balancer) - 1.0) * 100.0
     );
     let _ = writeln!(
         out,

@@ -33,6 +33,8 @@ pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(60);
 pub(crate) struct Options {
     pub(crate) smoke: bool,
     pub(crate) rounds: usize,
+    /// The scenarios run (`--scenarios`; default every one).
+    pub(crate) scenarios: Vec<Scenario>,
     pub(crate) concurrency: u64,
     /// Where logs and HAProxy's configuration go.
     pub(crate) work_dir: PathBuf,
@@ -145,7 +147,8 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Outcom
 
     let mut fleet = start_fleet(options, progress).await?;
 
-    let segments = schedule(options.rounds, &variants, options.smoke);
+    let mut segments = schedule(options.rounds, &variants, options.smoke);
+    segments.retain(|s| options.scenarios.contains(&s.scenario));
     let mut records = Vec::new();
     for (n, segment) in segments.iter().enumerate() {
         if fleet.refreshed.elapsed() >= REFRESH_EVERY {
@@ -157,6 +160,7 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Outcom
             &timing,
             *segment,
             haproxy_binary.as_deref(),
+            None,
         )
         .await?;
         let r = &record.result;
@@ -223,6 +227,7 @@ pub(crate) async fn run_segment(
     timing: &Timing,
     segment: Segment,
     haproxy_binary: Option<&std::path::Path>,
+    xds_server: Option<std::net::SocketAddr>,
 ) -> Result<Record, HarnessError> {
     let target = fleet.target();
     let faulted_task = matches!(segment.scenario, Scenario::SlowInstance | Scenario::Killed)
@@ -264,6 +269,7 @@ pub(crate) async fn run_segment(
         variant: segment.variant,
         moto_endpoint: fleet.stack.moto.endpoint().to_owned(),
         proxy: proxy.as_ref().map(Haproxy::listen),
+        xds_server,
         zone: CLIENT_ZONE.to_owned(),
         concurrency: options.concurrency,
         warmup_ms: millis(timing.warmup),

@@ -16,12 +16,16 @@
 //! process of its own pinned to one core; the servers, HAProxy and moto on the others.
 //!
 //! ```text
-//! compare [--smoke] [--rounds N] [--concurrency N] [--out DIR] [--grpcio]
+//! compare [--smoke] [--rounds N] [--concurrency N] [--out DIR] [--scenarios LIST] [--grpcio]
 //! ```
 //!
-//! `--grpcio` runs instead gRPC's Python client on the same fleet, balanced scenario only:
-//! through the xDS control plane and with `round_robin` over the instances' addresses, beside
-//! (a) ([`grpcio`]); it writes `grpcio.md` and `grpcio.json`.
+//! `--scenarios` runs only the named ones (comma separated: `balanced`, `slow-instance`,
+//! `starved`, `slow-zone`, `killed`; default all).
+//!
+//! `--grpcio` runs instead the xDS columns on the same fleet, balanced scenario only: gRPC's
+//! Python client through the xDS control plane and with `round_robin` over the instances'
+//! addresses, and the Rust balancer fed by the same xDS server, beside (a) ([`grpcio`]); it
+//! writes `grpcio.md` and `grpcio.json`.
 //!
 //! In the balanced and CPU-starved scenarios each task in the client's zone is reported with its
 //! share of the zone's calls against the share its weight × load promises (`task_shares`).
@@ -53,17 +57,18 @@ use serde::Serialize;
 use crate::harness::Outcome;
 use crate::machine::Machine;
 use crate::pin::CpuPlan;
+use crate::plan::Scenario;
 use crate::report::{Conditions, Goal, Row};
 
 /// What an unpinned run means for its results.
 const UNPINNED: &str = "the client shares its CPUs with the servers, and the CPU-starved scenario starves the servers too";
 
-const USAGE: &str =
-    "usage: compare [--smoke] [--rounds N] [--concurrency N] [--out DIR] [--grpcio]";
+const USAGE: &str = "usage: compare [--smoke] [--rounds N] [--concurrency N] [--out DIR] [--scenarios LIST] [--grpcio]";
 
 struct Args {
     smoke: bool,
     grpcio: bool,
+    scenarios: Vec<Scenario>,
     rounds: Option<usize>,
     concurrency: u64,
     out: PathBuf,
@@ -73,6 +78,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut parsed = Args {
         smoke: false,
         grpcio: false,
+        scenarios: Scenario::ALL.to_vec(),
         rounds: None,
         concurrency: 8,
         out: local_stack::workspace_root().join(".local/compare"),
@@ -88,6 +94,12 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         match arg.as_str() {
             "--smoke" => parsed.smoke = true,
             "--grpcio" => parsed.grpcio = true,
+            "--scenarios" => {
+                let list = it
+                    .next()
+                    .ok_or_else(|| "--scenarios takes a comma-separated list".to_owned())?;
+                parsed.scenarios = Scenario::parse_list(list)?;
+            }
             "--rounds" => {
                 parsed.rounds = Some(usize::try_from(number("--rounds")?).unwrap_or(usize::MAX));
             }
@@ -170,6 +182,7 @@ fn main() -> ExitCode {
     let options = harness::Options {
         smoke: args.smoke,
         rounds: args.rounds.unwrap_or(if args.smoke { 1 } else { 3 }),
+        scenarios: args.scenarios.clone(),
         concurrency: args.concurrency,
         work_dir: work_dir.canonicalize().unwrap_or(work_dir),
         demo_server,
@@ -258,10 +271,17 @@ fn write_outputs(
     let goals = report::goals(&rows);
     let t = &outcome.timing;
     let conditions = Conditions {
-        command: if args.smoke {
-            "scripts/compare --smoke".into()
-        } else {
-            format!("scripts/compare --rounds {}", options.rounds)
+        command: {
+            let mut command = if args.smoke {
+                "scripts/compare --smoke".to_owned()
+            } else {
+                format!("scripts/compare --rounds {}", options.rounds)
+            };
+            if options.scenarios.len() < Scenario::ALL.len() {
+                let names: Vec<&str> = options.scenarios.iter().map(|s| s.name()).collect();
+                command.push_str(&format!(" --scenarios {}", names.join(",")));
+            }
+            command
         },
         rounds: options.rounds,
         concurrency: options.concurrency,

@@ -18,6 +18,9 @@ pub(crate) enum Variant {
     /// (d) a plain tonic `Channel` to an L7 load balancer (HAProxy, `balance leastconn`, h2 to
     /// the servers) on loopback.
     Haproxy,
+    /// (g) the balancer of (a), fed by the `cloudmap-xds` server instead of polling Cloud Map
+    /// (the crate's `xds` feature). Only in `compare --grpcio`, not in [`Variant::ALL`].
+    BalancerXds,
 }
 
 impl Variant {
@@ -35,6 +38,7 @@ impl Variant {
             Self::Fixed50 => 'b',
             Self::BalanceList => 'c',
             Self::Haproxy => 'd',
+            Self::BalancerXds => 'g',
         }
     }
 
@@ -44,6 +48,7 @@ impl Variant {
             Self::Fixed50 => "cloudmap-balancer, Fixed 50 % (aws-samples' policy)",
             Self::BalanceList => "tonic balance_list",
             Self::Haproxy => "HAProxy hop (leastconn)",
+            Self::BalancerXds => "cloudmap-balancer via xDS (cloudmap-xds)",
         }
     }
 
@@ -54,6 +59,7 @@ impl Variant {
             Self::Fixed50 => "fixed-50",
             Self::BalanceList => "balance-list",
             Self::Haproxy => "haproxy",
+            Self::BalancerXds => "balancer-xds",
         }
     }
 }
@@ -91,6 +97,39 @@ impl Scenario {
             Self::SlowZone => "local zone 40 ms slow, then recovered",
             Self::Killed => "one instance killed (SIGKILL)",
         }
+    }
+
+    /// A short name for `--scenarios`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Balanced => "balanced",
+            Self::SlowInstance => "slow-instance",
+            Self::ClientStarved => "starved",
+            Self::SlowZone => "slow-zone",
+            Self::Killed => "killed",
+        }
+    }
+
+    /// The scenarios a comma-separated list of [`name`](Self::name)s names, in the run's order.
+    pub(crate) fn parse_list(list: &str) -> Result<Vec<Self>, String> {
+        let mut chosen = Vec::new();
+        for name in list.split(',').map(str::trim) {
+            let scenario = Self::ALL
+                .into_iter()
+                .find(|s| s.name() == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = Self::ALL.iter().map(|s| s.name()).collect();
+                    format!(
+                        "--scenarios: no scenario {name:?} (one of {})",
+                        names.join(", ")
+                    )
+                })?;
+            chosen.push(scenario);
+        }
+        Ok(Self::ALL
+            .into_iter()
+            .filter(|s| chosen.contains(s))
+            .collect())
     }
 }
 
@@ -189,6 +228,23 @@ pub(crate) fn schedule(rounds: usize, variants: &[Variant], smoke: bool) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenarios_are_chosen_by_name_in_the_run_order() {
+        assert_eq!(
+            Scenario::parse_list("starved,balanced"),
+            Ok(vec![Scenario::Balanced, Scenario::ClientStarved])
+        );
+        assert_eq!(
+            Scenario::parse_list("balanced,slow-instance,starved,slow-zone,killed"),
+            Ok(Scenario::ALL.to_vec())
+        );
+        let error = Scenario::parse_list("balanced,slow").unwrap_err();
+        assert!(
+            error.contains("\"slow\"") && error.contains("slow-zone"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn every_variant_runs_every_scenario_once_per_round_in_a_turning_order() {

@@ -20,6 +20,7 @@ fn colour(variant: Variant) -> &'static str {
         Variant::Fixed50 => "#56B4E9",
         Variant::BalanceList => "#E69F00",
         Variant::Haproxy => "#D55E00",
+        Variant::BalancerXds => "#009E73",
     }
 }
 
