@@ -80,7 +80,7 @@
 //! | [`Options::panic_threshold`] | 0.5 | below this share of eligible weight, pick among everything not stopped |
 //! | [`Options::load_max_age`] | 5 min | `LB_LOAD` older than this is ignored |
 //! | `options.discovery.poll_interval` / `poll_jitter_percent` | 25 s / ±5 % | `DiscoverInstancesRevision` interval (≥ 1 s) and its jitter (0–50 %): one call per pair per poll, $0.104 per pair-month |
-//! | `options.discovery.full_refresh_interval` | 60 s | `DiscoverInstances` at least this often (≥ 1 s), for Cloud Map health changes |
+//! | `options.discovery.full_refresh_interval` | 60 s | `DiscoverInstances` at least this often (≥ 1 s), for Cloud Map health changes; the first one after a random part of the second half of the interval |
 //! | `options.discovery.full_refresh_interval_with_lb_health` | 5 min | the same while every instance carries `LB_HEALTH` (its changes move the revision) |
 //! | `options.discovery.backoff_base` / `backoff_max` | 1 s / 30 s | retry backoff while Cloud Map fails (outages, network errors) |
 //! | `options.discovery.throttle_backoff_max` | 50 s | while throttled (`RequestLimitExceeded`): waits double from the poll interval up to this, ×[0.5, 1.5) |

@@ -9,7 +9,7 @@
 //! - **The server's replicas are the real server's discovery.** Each of the
 //!   [`XdsConfig::replicas`] replicas runs, per service, the crate's [`Discovery`] poller over
 //!   the Cloud Map model with the server's options (the crate's defaults, and the server's
-//!   poll interval, `cloudmap_xds::config::ServeConfig::default().poll_interval`, 2 s). On
+//!   poll interval, `cloudmap_xds::config::ServeConfig::default().poll_interval`, 1.75 s). On
 //!   every snapshot it computes the server's real answer for the `instances/` name
 //!   ([`cloudmap_xds::services::compute_instances`]), encoded as the server encodes it, and
 //!   decoded once per answer as every client decodes it
