@@ -194,7 +194,8 @@
 //! `cloudmap_balancer_discovery_polls_total{kind}`,
 //! `cloudmap_balancer_discovery_errors_total{cause}`,
 //! `cloudmap_balancer_discovery_source_switches_total{to}` (the xDS source's fallback to Cloud
-//! Map and back) and the gauges
+//! Map and back), `cloudmap_balancer_discovery_rejected_answers_total` (the xDS source's NACKs)
+//! and the gauges
 //! `cloudmap_balancer_discovery_instances`, `cloudmap_balancer_discovery_unroutable_instances`,
 //! `cloudmap_balancer_discovery_attribute_problems`, `cloudmap_balancer_instances`,
 //! `cloudmap_balancer_eligible_instances`, `cloudmap_balancer_not_serving_instances`,

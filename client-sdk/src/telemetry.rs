@@ -15,6 +15,8 @@
 //! | `cloudmap_balancer_health_changes_total` | counter | `status` = `serving`, `not-serving` | health watch changes of an instance's eligibility |
 //! | `cloudmap_balancer_discovery_polls_total` | counter | `kind` = `revision`, `list` | Cloud Map calls made |
 //! | `cloudmap_balancer_discovery_errors_total` | counter | `cause` = `throttled`, `service_not_found`, `namespace_not_found`, `access_denied`, `invalid_input`, `unavailable`, `source` (a custom source's error) | Cloud Map calls that failed (the last snapshot stays in service) |
+//! | `cloudmap_balancer_discovery_source_switches_total` | counter | `to` = `xds`, `cloud_map_fallback`, `cloud_map`, `custom` | changes of the instances' source (the xDS source's fallback to Cloud Map and its return) |
+//! | `cloudmap_balancer_discovery_rejected_answers_total` | counter | | answers the source rejected: the xDS source's NACKs of answers it could not decode (the last accepted one stays in service) |
 //! | `cloudmap_balancer_discovery_instances` | gauge | | instances in the latest listing that could be called |
 //! | `cloudmap_balancer_discovery_unroutable_instances` | gauge | | instances in the latest listing that cannot be called (no usable address or port), left out of the snapshot |
 //! | `cloudmap_balancer_discovery_attribute_problems` | gauge | | instances in the latest listing with attribute values that were not understood |
@@ -79,6 +81,8 @@ pub(crate) struct DiscoveryMetrics {
     pub(crate) instances: Gauge,
     pub(crate) unroutable: Gauge,
     pub(crate) attribute_problems: Gauge,
+    /// Answers the source rejected (the xDS source's NACKs).
+    pub(crate) rejected_answers: Counter,
     ident: Ident,
 }
 
@@ -107,6 +111,8 @@ impl DiscoveryMetrics {
             instances: ident.gauge("cloudmap_balancer_discovery_instances"),
             unroutable: ident.gauge("cloudmap_balancer_discovery_unroutable_instances"),
             attribute_problems: ident.gauge("cloudmap_balancer_discovery_attribute_problems"),
+            rejected_answers: ident
+                .counter("cloudmap_balancer_discovery_rejected_answers_total", None),
             ident: ident.clone(),
         }
     }

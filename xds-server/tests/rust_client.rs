@@ -1,7 +1,8 @@
 //! The Rust client through the xDS server, end to end with real parts: moto as Cloud Map, real
 //! tonic backends on 127.0.0.1:0, the real `cloudmap-xds` binary, and the crate's `Balancer`
-//! with its xDS source next to one polling Cloud Map directly. Every case runs in this one
-//! test, so the set-up is paid once.
+//! with its xDS source next to one polling Cloud Map directly (and, for the answers a client
+//! must reject, a server of the test's own replaying a real answer). Every case runs in this
+//! one test, so the set-up is paid once.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,7 +16,10 @@ use std::time::Duration;
 use cloudmap_balancer::discovery::SourceKind;
 use cloudmap_balancer::discovery::xds::XdsOptions;
 use cloudmap_balancer::{Balancer, Options};
+use cloudmap_xds::server::ENDPOINTS;
+use local_stack::fault::{Fault, FaultProxy};
 use support::fleet::{Backend, XdsProcess};
+use support::replay::{GARBAGE_VERSION, Replay};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -172,6 +176,73 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
         "no call failed through the server's death and the fallback"
     );
     assert!(same());
+
+    // A server that answers garbage: the answer is NACKed with the reason and the last accepted
+    // version (A27), counted, and the last accepted answer stays in service.
+    let resource = format!("instances/echo.{}", namespace.name);
+    let mut capture = support::Client::connect(b.addr, "capture", "eu-central-1a").await;
+    let captured = capture.get(ENDPOINTS, &[&resource]).await;
+    drop(capture);
+    let replay = Replay::start(captured.clone()).await;
+    let broken = build(Some(XdsOptions::new([replay.addr.to_string()])));
+    broken.ready().await.unwrap();
+    let replayed = SourceKind::Xds {
+        server: format!("http://{}", replay.addr),
+    };
+    assert_eq!(source(&broken), replayed);
+    assert!(broken.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+    assert_eq!(broken.stats().discovery.rejected_answers, 0);
+    replay.send_garbage();
+    until("the NACK counted", || {
+        broken.stats().discovery.rejected_answers == 1
+    })
+    .await;
+    let requests = replay.requests();
+    let nack = requests
+        .iter()
+        .find(|r| r.error_detail.is_some())
+        .unwrap_or_else(|| panic!("no NACK in {requests:?}"));
+    assert_eq!(nack.response_nonce, "2");
+    assert_ne!(nack.version_info, GARBAGE_VERSION);
+    assert_eq!(
+        nack.version_info, captured.version_info,
+        "a NACK names the last accepted version"
+    );
+    let reason = &nack.error_detail.as_ref().unwrap().message;
+    assert!(reason.contains("does not decode"), "{reason}");
+    assert_eq!(source(&broken), replayed, "no fallback: the stream is up");
+    assert!(broken.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+    let mut client = HealthClient::new(broken.channel());
+    client.check(HealthCheckRequest::default()).await.unwrap();
+    drop(replay);
+
+    // Cloud Map down while a server runs: a client that connects meanwhile gets the server's
+    // last-known-good answer through xDS (not its own fallback to Cloud Map, which is up for
+    // it).
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    let c = XdsProcess::start(&proxy.endpoint());
+    let first = build(Some(XdsOptions::new([c.addr.to_string()])));
+    first.ready().await.unwrap();
+    // Its last subscriber gone, the service lingers on the server, still polled.
+    drop(first);
+    proxy.fail("DiscoverInstancesRevision", Fault::ServerError);
+    proxy.fail("DiscoverInstances", Fault::ServerError);
+    until("the server's poll failing", || {
+        proxy.faults_served().values().sum::<u64>() >= 2
+    })
+    .await;
+    let newcomer = build(Some(XdsOptions::new([c.addr.to_string()])));
+    newcomer.ready().await.unwrap();
+    assert_eq!(
+        source(&newcomer),
+        SourceKind::Xds {
+            server: format!("http://{}", c.addr)
+        }
+    );
+    assert!(newcomer.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+    let mut client = HealthClient::new(newcomer.channel());
+    client.check(HealthCheckRequest::default()).await.unwrap();
+    assert_eq!(c.stop()["nacks"], 0);
 
     // No server reachable at start: after the start timeout (2 s, under the 5 s first-snapshot
     // timeout), Cloud Map; calls made meanwhile wait for it and succeed.

@@ -254,6 +254,10 @@ pub struct DiscoveryStatus {
     /// Times the source changed between xDS and Cloud Map (the xDS source's fallback and
     /// return).
     pub source_switches: u64,
+    /// Answers the source rejected so far: for the xDS source, answers it could not decode
+    /// and NACKed (the last accepted one stayed in service). Read at each attempt; a rejection
+    /// wakes the poller for one.
+    pub rejected_answers: u64,
 }
 
 /// Aborts a background task when dropped.

@@ -42,6 +42,8 @@ struct Memory {
     last_cause: Option<&'static str>,
     /// Whether the source's kind was recorded once (later changes are switches).
     source_known: bool,
+    /// The source's rejected answers at the last attempt.
+    rejected_answers: u64,
 }
 
 impl Poller {
@@ -54,6 +56,7 @@ impl Poller {
             failures: 0,
             last_cause: None,
             source_known: false,
+            rejected_answers: 0,
         };
         let mut next = Instant::now();
         loop {
@@ -139,8 +142,17 @@ impl Poller {
         Outcome::Listed { carries_lb_health }
     }
 
-    /// Records where the instances come from, and counts and logs a change of it.
+    /// Records where the instances come from, and counts and logs a change of it; counts the
+    /// answers the source rejected since the last attempt.
     fn note_source(&self, memory: &mut Memory) {
+        let rejected = self.source.rejected_answers();
+        if rejected > memory.rejected_answers {
+            self.metrics
+                .rejected_answers
+                .increment(rejected - memory.rejected_answers);
+            memory.rejected_answers = rejected;
+            self.record(|s| s.rejected_answers = rejected);
+        }
         let kind = self.source.kind();
         let before = self
             .status

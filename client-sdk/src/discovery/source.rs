@@ -134,6 +134,13 @@ pub trait InstanceSource: Send + Sync + 'static {
     fn kind(&self) -> SourceKind {
         SourceKind::Custom
     }
+
+    /// Answers the source rejected so far (the xDS source's NACKs), for
+    /// [`DiscoveryStatus::rejected_answers`](super::DiscoveryStatus::rejected_answers) and
+    /// `cloudmap_balancer_discovery_rejected_answers_total`. Default 0.
+    fn rejected_answers(&self) -> u64 {
+        0
+    }
 }
 
 /// Where a discovery poller's instances come from now.

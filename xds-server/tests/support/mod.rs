@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod fleet;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -214,7 +214,7 @@ impl std::fmt::Debug for XdsSource {
 pub(crate) struct Shared {
     resource: String,
     state: Mutex<State>,
-    /// Bumped on every answer and every switch.
+    /// Bumped on every answer (rejected ones too) and every switch.
     changes: watch::Sender<u64>,
     /// The change the poller last looked at (by `revision` or `list`).
     seen: std::sync::atomic::AtomicU64,
@@ -361,8 +361,11 @@ impl Shared {
         }
     }
 
+    /// An answer was rejected (NACKed): counted, and the poller woken so that its status and
+    /// metric say so (it finds the revision unchanged).
     fn nacked(&self) {
         self.lock().nacks += 1;
+        self.bump();
     }
 
     fn seen_now(&self) {
@@ -422,6 +425,10 @@ impl InstanceSource for XdsSource {
                 }
             }
         })
+    }
+
+    fn rejected_answers(&self) -> u64 {
+        self.nacks()
     }
 
     fn kind(&self) -> SourceKind {
