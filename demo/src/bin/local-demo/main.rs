@@ -42,7 +42,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         json: false,
-        calls: 3000,
+        calls: 6000,
         concurrency: 8,
         release_lambda: true,
     };

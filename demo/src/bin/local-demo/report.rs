@@ -375,10 +375,11 @@ impl Report {
             percent(phase.local_share).trim(),
             percent(grpcio.local_share).trim()
         )?;
+        let turns = crate::scenario::reference_turns(phase.calls);
         writeln!(
             out,
-            "  (alone: the Rust balancer by in-flight counts alone, taking turns with it, 5 × {} calls; latency: the Rust client's estimates after the phase)",
-            phase.calls / 5
+            "  (alone: the Rust balancer by in-flight counts alone, taking turns with it, {turns} × about {} calls; latency: the Rust client's estimates after the phase)",
+            phase.calls / turns
         )?;
 
         let spill = &self.spill;

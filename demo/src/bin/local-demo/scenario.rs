@@ -294,12 +294,18 @@ pub(crate) async fn run(options: &Options, progress: &Progress) -> Result<Report
         options.calls, options.concurrency
     ));
     let (mut tally, mut reference_tally) = (Tally::default(), Tally::default());
-    const TURNS: u64 = 5;
-    for turn in 0..TURNS {
-        let calls = options.calls / TURNS + u64::from(turn < options.calls % TURNS);
-        tally.absorb(traffic::run_calls(&client, calls, options.concurrency).await);
-        reference_tally
-            .absorb(traffic::run_calls(&reference_client, calls, options.concurrency).await);
+    let turns = reference_turns(options.calls);
+    for turn in 0..turns {
+        let calls = options.calls / turns + u64::from(turn < options.calls % turns);
+        // Each goes first every other turn, so neither always follows the other.
+        for reference_turn in [turn % 2 == 1, turn % 2 == 0] {
+            let (who, into) = if reference_turn {
+                (&reference_client, &mut reference_tally)
+            } else {
+                (&client, &mut tally)
+            };
+            into.absorb(traffic::run_calls(who, calls, options.concurrency).await);
+        }
     }
     drop(reference_client);
     let mut in_zone = in_zone_phase(&tally, &instances);
@@ -604,6 +610,18 @@ fn zone_rows(
         })
         .collect()
 }
+
+/// How many turns phase 1's client and its in-flight reference take: turns of about
+/// [`REFERENCE_TURN_CALLS`] calls. On a busy machine the servers' speed shifts within a
+/// second, so the two must take short turns to see the same machine: with turns of 600 calls
+/// (about 200 ms each under two CPU hogs) the reference's own deviation differed from the
+/// client's by up to 4 points either way from one run to the next, whichever was better.
+pub(crate) fn reference_turns(calls: u64) -> u64 {
+    (calls / REFERENCE_TURN_CALLS).max(1)
+}
+
+/// Calls per turn of phase 1's client and its reference (see [`reference_turns`]).
+pub(crate) const REFERENCE_TURN_CALLS: u64 = 100;
 
 /// The phase-1 checks, named `label: …` (the Rust client's and grpcio's are the same checks).
 fn in_zone_checks(phase: &Phase, label: &str) -> Vec<Check> {
