@@ -39,9 +39,10 @@
 //! decodes every answer itself, which at 100,000 pairs is 100,000 decodes of a 100-endpoint
 //! answer per push where the model decodes each answer once. And 100,000
 //! real HTTP/2 streams are out of reach of one process on this machine (the server alone
-//! measured 27 KiB per stream: 2.7 GB). What this model restates of the crate is the switch
-//! (the crate's is `pub(crate)`), the source's serving rules and the stream's retry schedule;
-//! the poller, the server's discovery, its answers and the client's decoding are the crate's.
+//! measured 27 KiB per stream: 2.7 GB). What this model restates of the crate is the stream
+//! around the switch: the source's serving rules and the stream's retry schedule
+//! (`client.rs`); the switch itself ([`switch`]), the poller, the server's discovery, its
+//! answers and the client's decoding are the crate's.
 //!
 //! **Down replicas**: with [`XdsConfig::outage`], both replicas stop (their pollers stop, every
 //! stream ends at once, as when the server process exits; a connection is refused at once
