@@ -54,6 +54,11 @@ fn source(balancer: &Balancer) -> SourceKind {
     balancer.stats().discovery.source
 }
 
+/// The source of a balancer served by the xDS server at `uri`.
+fn xds_at(uri: String) -> SourceKind {
+    SourceKind::Xds { server: uri }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     let moto = local_stack::MotoServer::shared();
@@ -117,7 +122,9 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     pushed.ready().await.unwrap();
 
     // The same instances through both sources, STARTING one and sub-millisecond times too.
-    let same = || direct.snapshot().unwrap().instances() == pushed.snapshot().unwrap().instances();
+    let as_direct =
+        |b: &Balancer| b.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances();
+    let same = || as_direct(&pushed);
     assert!(
         same(),
         "{:?}\nvs\n{:?}",
@@ -125,12 +132,7 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
         pushed.snapshot()
     );
     assert_eq!(pushed.snapshot().unwrap().instances().len(), 4);
-    assert_eq!(
-        source(&pushed),
-        SourceKind::Xds {
-            server: format!("http://{}", a.addr)
-        }
-    );
+    assert_eq!(source(&pushed), xds_at(format!("http://{}", a.addr)));
     assert_eq!(source(&direct), SourceKind::CloudMap);
 
     // A Cloud Map write reaches the client by push (the server polls every second; the client's
@@ -161,10 +163,7 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     // A replica comes up: the client returns to xDS at once.
     let b = XdsProcess::start_on(moto.endpoint(), &b_addr);
     until("the return to xDS", || {
-        source(&pushed)
-            == SourceKind::Xds {
-                server: format!("http://{b_addr}"),
-            }
+        source(&pushed) == xds_at(format!("http://{b_addr}"))
     })
     .await;
     assert_eq!(pushed.stats().discovery.source_switches, 2);
@@ -186,11 +185,9 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     let replay = Replay::start(captured.clone()).await;
     let broken = build(Some(XdsOptions::new([replay.addr.to_string()])));
     broken.ready().await.unwrap();
-    let replayed = SourceKind::Xds {
-        server: format!("http://{}", replay.addr),
-    };
+    let replayed = xds_at(format!("http://{}", replay.addr));
     assert_eq!(source(&broken), replayed);
-    assert!(broken.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+    assert!(as_direct(&broken));
     assert_eq!(broken.stats().discovery.rejected_answers, 0);
     replay.send_garbage();
     until("the NACK counted", || {
@@ -211,7 +208,7 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     let reason = &nack.error_detail.as_ref().unwrap().message;
     assert!(reason.contains("does not decode"), "{reason}");
     assert_eq!(source(&broken), replayed, "no fallback: the stream is up");
-    assert!(broken.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+    assert!(as_direct(&broken));
     let mut client = HealthClient::new(broken.channel());
     client.check(HealthCheckRequest::default()).await.unwrap();
     drop(replay);
@@ -233,13 +230,8 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     .await;
     let newcomer = build(Some(XdsOptions::new([c.addr.to_string()])));
     newcomer.ready().await.unwrap();
-    assert_eq!(
-        source(&newcomer),
-        SourceKind::Xds {
-            server: format!("http://{}", c.addr)
-        }
-    );
-    assert!(newcomer.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+    assert_eq!(source(&newcomer), xds_at(format!("http://{}", c.addr)));
+    assert!(as_direct(&newcomer));
     let mut client = HealthClient::new(newcomer.channel());
     client.check(HealthCheckRequest::default()).await.unwrap();
     assert_eq!(c.stop()["nacks"], 0);
@@ -251,7 +243,7 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     let mut client = HealthClient::new(stranded.channel());
     client.check(HealthCheckRequest::default()).await.unwrap();
     assert_eq!(source(&stranded), SourceKind::CloudMapFallback);
-    assert!(stranded.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+    assert!(as_direct(&stranded));
 
     // Over TLS: the server with a certificate from a CA made for this run; the client trusts
     // that CA (what a gRPC bootstrap's `tls` channel credentials with `ca_certificate_file`
@@ -282,11 +274,9 @@ async fn the_rust_client_takes_the_servers_push_and_falls_back_to_cloud_map() {
     over_tls.ready().await.unwrap();
     assert_eq!(
         source(&over_tls),
-        SourceKind::Xds {
-            server: format!("https://{}", secure.addr)
-        }
+        xds_at(format!("https://{}", secure.addr))
     );
-    assert!(over_tls.snapshot().unwrap().instances() == direct.snapshot().unwrap().instances());
+    assert!(as_direct(&over_tls));
     // A client that does not trust that CA is refused and falls back to Cloud Map.
     let mut xds = XdsOptions::new([format!("https://{}", secure.addr)]);
     xds.tls_ca_pem = Some(certificates("other").0.into_bytes());
