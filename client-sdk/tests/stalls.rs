@@ -147,9 +147,10 @@ async fn a_stalling_client_keeps_the_weight_shares_and_still_avoids_a_slow_insta
     );
     assert!(stalled >= 5, "{stalled} stalls: the injector ran");
     // What it keeps: a probe every few hundred milliseconds, and the calls that its cost, (in
-    // flight + 1) × latency per unit of weight, wins while the others are loaded. On a machine
-    // busy enough to make the fast servers' own answers take milliseconds, 20 ms is fewer
-    // times theirs, and cost wins it more: the estimates say how far that went.
+    // flight + 1) × latency per unit of weight, wins while the others are loaded. A machine busy
+    // enough to make the fast servers' own answers take milliseconds adds them to every
+    // estimate; the cost takes latency up to the noise level off both, so 20 ms slower stays
+    // many times theirs. The estimates say how far the machine went.
     assert!(
         slow[1] < 120,
         "{slow:?}: 2 % of 6,000 is 120 (latency estimates {estimates:?})"

@@ -7,8 +7,8 @@
 //! client's p99. With [`LatencyAware`] (the default), latency joins in only when it clearly
 //! differs: when one candidate's recent latency is more than [`ratio`](LatencyAware::ratio)
 //! times the other's *and* more than the noise above it, each costs
-//! `(in-flight + 1) × latency / weight`, the cost of Finagle's and Linkerd's EWMA balancers.
-//! Otherwise the in-flight rule (with its exact shares) decides.
+//! `(in-flight + 1) × latency / weight`, the cost of Finagle's and Linkerd's EWMA balancers,
+//! with the latency below the noise level taken off (see below). Otherwise the in-flight rule (with its exact shares) decides.
 //!
 //! Latency is an exponentially weighted moving average over time of answered calls (time to the
 //! response headers), per instance ([`LatencyEstimate`]). Only answers count: failures are
@@ -46,9 +46,14 @@
 //!
 //! An instance 20 ms slower than its peers is avoided within a few tens of milliseconds, as
 //! before; a latency difference under the gap (2 ms plus four times the jitter by default) is
-//! left to the in-flight rule. The cost takes the client's own jitter off both estimates (it is
-//! in every call alike), so a busy client does not see a slow instance as fewer times slower
-//! than it is. Once two estimates differ, the noise band has done its work:
+//! left to the in-flight rule. The cost takes the noise level (that same gap, as far as nine
+//! tenths of the lower estimate) off both estimates: latency up to it may be scheduling of the
+//! servers' and the client's threads, in every call alike. On a busy machine, where servers
+//! that answer at once measure 3 to 7 ms, a task 20 ms slower is then still many times slower
+//! than its peers rather than 4 to 6 times, and does not win calls whenever they have a few in
+//! flight; latencies well above the noise level are compared nearly as measured (10 against
+//! 25 ms on an idle client as 8 against 23). Once two estimates differ, the noise band has done
+//! its work:
 //! the decayed estimate is compared on cost until it is within `ratio` of the other, and only
 //! then probed, so a busy client (wide band, fewer calls) probes a slow instance no more often
 //! than an idle one.
@@ -62,8 +67,9 @@ use std::time::{Duration, Instant};
 /// (an average over time of its answered calls) is more than `ratio` times the other's and
 /// higher by more than the noise (`min_latency_gap` plus `lag_gap_factor` times the client's own
 /// scheduling jitter): then each costs `(in-flight + 1) × latency` per unit of weight, as in
-/// Finagle's and Linkerd's EWMA balancers, and a slow instance stops taking calls instead of
-/// taking its in-flight share of them. A call that a stall of the client covers counts as the
+/// Finagle's and Linkerd's EWMA balancers but with that noise level (as far as nine tenths of
+/// the lower latency) taken off both latencies, and a slow instance stops taking calls instead
+/// of taking its in-flight share of them. A call that a stall of the client covers counts as the
 /// latency nearest the estimate that the stall leaves possible, and slow answers count in full
 /// only once they have lasted `persist`. The older of two estimates, when it is the higher, decays towards the other's
 /// with its age (PeakEWMA's decay), so an avoided instance is probed and measured again within
@@ -157,15 +163,16 @@ pub(crate) fn prefer_second(
 ) -> bool {
     match latency.map_or(Judgement::Alike, |l| judge(a, b, l)) {
         Judgement::Differ(latency_a, latency_b) => {
-            // The client's own delay (its smoothed jitter) is in every estimate alike; taken
-            // off both, the cost compares the instances' own latencies (floored at a tenth of
-            // the estimate), so a busy client does not see a slow instance as fewer times
-            // slower than it is.
-            let own = f64::from(a.client_lag_us.max(b.client_lag_us));
+            // Latency up to the noise level may be scheduling of the servers' and the client's
+            // threads, in every call alike: taken off both (as far as nine tenths of the lower
+            // estimate), the cost compares what is above it, so that a busy machine, which
+            // makes every answer take milliseconds, does not make a slow instance look fewer
+            // times slower than it is.
+            let noise = latency
+                .map_or(0.0, |l| l.noise_us(a.client_lag_us.max(b.client_lag_us)))
+                .min(COMMON_SHARE * latency_a.min(latency_b));
             let cost = |load: CandidateLoad, latency: f64, other_weight: u64| {
-                f64::from(load.in_flight + 1)
-                    * (latency - own).max(latency / 10.0)
-                    * u64_f64(other_weight)
+                f64::from(load.in_flight + 1) * (latency - noise) * u64_f64(other_weight)
             };
             return cost(b, latency_b, weight_a) < cost(a, latency_a, weight_b);
         }
@@ -177,6 +184,10 @@ pub(crate) fn prefer_second(
     }
     u64::from(b.in_flight) * weight_a < u64::from(a.in_flight) * weight_b
 }
+
+/// The most of the lower estimate that the cost takes off as common delay: a tenth of it is
+/// always the instance's own.
+const COMMON_SHARE: f64 = 0.9;
 
 #[allow(clippy::cast_precision_loss)] // weights far below 2^52
 fn u64_f64(n: u64) -> f64 {
@@ -470,15 +481,25 @@ mod tests {
     #[test]
     fn a_much_slower_instance_loses_even_when_idle() {
         let l = LatencyAware::default();
-        // 20.7 ms idle against 0.7 ms with 7 in flight: (0 + 1) × 20,700 > (7 + 1) × 700.
+        // 20.7 ms idle against 0.7 ms with 7 in flight. Latency up to the noise level (the 2 ms
+        // gap on an idle client), as far as nine tenths of the lower estimate, is taken off
+        // both: (0 + 1) × 20,070 > (7 + 1) × 70.
         let slow = load(0, 20_700, 50 * MS);
         let fast = load(7, 700, 50 * MS);
         assert!(prefer_second(slow, 1, fast, 1, Some(&l)));
         assert!(!prefer_second(fast, 1, slow, 1, Some(&l)));
-        // Per unit of weight: with 4 × the weight it is the cheaper (20,700 / 4 < 8 × 700).
-        assert!(prefer_second(fast, 1, slow, 4, Some(&l)));
-        // Past 29 in flight on the fast one, the slow one is cheaper.
-        assert!(prefer_second(load(29, 700, 50 * MS), 1, slow, 1, Some(&l)));
+        // Per unit of weight: with 4 × the weight it is still the dearer (20,070 / 4 > 8 × 70),
+        // and it is the cheaper only past 285 in flight on the fast one (287 × 70 > 20,070).
+        assert!(!prefer_second(fast, 1, slow, 4, Some(&l)));
+        let loaded = |n| load(n, 700, 50 * MS);
+        assert!(!prefer_second(loaded(285), 1, slow, 1, Some(&l)));
+        assert!(prefer_second(loaded(286), 1, slow, 1, Some(&l)));
+        // Latencies well above the noise level are compared nearly as measured (Finagle's
+        // cost): 25 ms idle is the cheaper against 10 ms with 2 in flight, 23 < 3 × 8, and
+        // not against 1, 23 > 2 × 8.
+        let (ten, twenty_five) = (|n| load(n, 10_000, 50 * MS), load(0, 25_000, 50 * MS));
+        assert!(!prefer_second(ten(1), 1, twenty_five, 1, Some(&l)));
+        assert!(prefer_second(ten(2), 1, twenty_five, 1, Some(&l)));
         // Off: the idle one wins, as by in-flight counts.
         assert!(!prefer_second(slow, 1, fast, 1, None));
     }
@@ -493,9 +514,9 @@ mod tests {
         // 100 ms without an answer (one decay): 20,700 / e = 7,615, still over 2 × and 2 ms
         // above the other's 700.
         assert!(prefer_second(slow, 1, fast(100), 1, Some(&l)));
-        // 250 ms: 1,699, within 2 ms of it but over twice it: compared on cost, and idle it is
-        // the cheaper of the two, (0 + 1) × 1,699 < (3 + 1) × 700.
-        assert!(!prefer_second(slow, 1, fast(250), 1, Some(&l)));
+        // 250 ms: 1,699, within 2 ms of it but over twice it: still compared on cost, and
+        // even idle it is the dearer, (0 + 1) × (1,699 - 630) > (3 + 1) × 70.
+        assert!(prefer_second(slow, 1, fast(250), 1, Some(&l)));
         // 300 ms: 1,031, within twice the other's: probed, by the in-flight rule (0 against 3
         // in flight)...
         assert!(!prefer_second(slow, 1, fast(300), 1, Some(&l)));
@@ -633,32 +654,33 @@ mod tests {
     }
 
     #[test]
-    fn the_clients_own_delay_is_taken_off_both_costs() {
+    fn latency_up_to_the_noise_level_is_taken_off_both_costs() {
         let l = LatencyAware::default();
-        let lagging = |c: CandidateLoad| CandidateLoad {
-            client_lag_us: 2_000,
+        let busy = |c: CandidateLoad| CandidateLoad {
+            client_lag_us: 1_000,
             ..c
         };
-        // 23 ms idle (weight 2) against 4 ms with 2 in flight (weight 1), both measured through
-        // a client adding about 2 ms of its own: 23 / 2 = 11.5 against 3 × 4 = 12, the slow one
-        // would look cheaper; its own 21 ms / 2 = 10.5 against 3 × 2 = 6, it is not.
-        let slow = load(0, 23_000, 50 * MS);
-        let fast = load(2, 4_000, 50 * MS);
-        assert!(
-            prefer_second(fast, 1, slow, 2, Some(&l)),
-            "without the lag: the slow one"
-        );
-        assert!(prefer_second(lagging(slow), 2, lagging(fast), 1, Some(&l)));
-        assert!(!prefer_second(lagging(fast), 1, lagging(slow), 2, Some(&l)));
-        // An estimate that is nearly all the client's own delay still costs a tenth of itself.
-        let tiny = lagging(load(5, 2_100, 50 * MS));
-        assert!(!prefer_second(
-            tiny,
-            1,
-            lagging(load(0, 21_000, 50 * MS)),
-            1,
-            Some(&l)
-        ));
+        // A busy machine: servers that answer at once measure 5.2 ms, and one 20 ms slower
+        // 22.6 ms. Idle on weight 2 against 5.2 ms with 2 in flight on weight 1, as measured it
+        // would be the cheaper: 22.6 / 2 = 11.3 < 3 × 5.2. Up to the noise level (2 + 4 × 1 =
+        // 6 ms), as far as nine tenths of the lower estimate (4.68 ms), latency may be every
+        // call's alike: (22.6 - 4.68) / 2 = 8.96 > 3 × 0.52, it is not...
+        let slow = busy(load(0, 22_600, 50 * MS));
+        let fast = |n| busy(load(n, 5_200, 50 * MS));
+        assert!(prefer_second(slow, 2, fast(2), 1, Some(&l)));
+        assert!(!prefer_second(fast(2), 1, slow, 2, Some(&l)));
+        // ...until the fast one has 17 in flight, 18 × 0.52 > 8.96.
+        assert!(!prefer_second(fast(16), 1, slow, 2, Some(&l)));
+        assert!(prefer_second(fast(17), 1, slow, 2, Some(&l)));
+        // On an idle client the noise level is the 2 ms gap: the same latencies are 3.2 and
+        // 20.6 ms above it, and the slow one is the cheaper once the other has 3 in flight,
+        // 20.6 / 2 < 4 × 3.2.
+        let idle = |c: CandidateLoad| CandidateLoad {
+            client_lag_us: 0,
+            ..c
+        };
+        assert!(!prefer_second(idle(fast(2)), 1, idle(slow), 2, Some(&l)));
+        assert!(prefer_second(idle(fast(3)), 1, idle(slow), 2, Some(&l)));
     }
 
     #[test]
