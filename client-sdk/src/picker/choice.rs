@@ -127,6 +127,24 @@ impl LatencyAware {
     fn noise_us(&self, client_lag_us: u32) -> f64 {
         self.min_latency_gap.as_secs_f64() * 1e6 + self.lag_gap_factor * f64::from(client_lag_us)
     }
+
+    /// How much of two latencies that clearly differ the cost takes off both as the delay
+    /// common to every call (microseconds), given the lower latency, the difference between
+    /// the estimates before decay, and the client's jitter: the jitter itself, the client's
+    /// own; and latency up to the noise level, which may be scheduling of the servers' and the
+    /// client's threads alike (a busy machine makes servers that answer at once take
+    /// milliseconds), as far as the difference is past that level. So a difference just past
+    /// it, which may be partly noise itself, is weighed nearly as measured, and one well past
+    /// it is not shrunk by the machine's delay, while its estimate decays too. Never over
+    /// [`COMMON_SHARE`] of the lower latency.
+    #[inline]
+    fn common_us(&self, low: f64, difference: f64, client_lag_us: u32) -> f64 {
+        let noise = self.noise_us(client_lag_us);
+        (difference - noise)
+            .min(noise)
+            .max(f64::from(client_lag_us))
+            .min(COMMON_SHARE * low)
+    }
 }
 
 /// What the choice reads of a candidate. `From<u32>` makes an in-flight count alone one.
@@ -163,16 +181,8 @@ pub(crate) fn prefer_second(
 ) -> bool {
     match latency.map_or(Judgement::Alike, |l| judge(a, b, l)) {
         Judgement::Differ(latency_a, latency_b) => {
-            // Latency up to the noise level may be scheduling of the servers' and the client's
-            // threads, in every call alike: taken off both (as far as nine tenths of the lower
-            // estimate), the cost compares what is above it, so that a busy machine, which
-            // makes every answer take milliseconds, does not make a slow instance look fewer
-            // times slower than it is.
-            let noise = latency
-                .map_or(0.0, |l| l.noise_us(a.client_lag_us.max(b.client_lag_us)))
-                .min(COMMON_SHARE * latency_a.min(latency_b));
             let cost = |load: CandidateLoad, latency: f64, other_weight: u64| {
-                f64::from(load.in_flight + 1) * (latency - noise) * u64_f64(other_weight)
+                f64::from(load.in_flight + 1) * latency * u64_f64(other_weight)
             };
             return cost(b, latency_b, weight_a) < cost(a, latency_a, weight_b);
         }
@@ -199,7 +209,8 @@ fn u64_f64(n: u64) -> f64 {
 enum Judgement {
     /// Nothing that counts: the in-flight rule decides.
     Alike,
-    /// They clearly differ: compare costs with these latencies.
+    /// They clearly differ: compare costs with these latencies (decayed, and with the delay
+    /// common to both taken off).
     Differ(f64, f64),
     /// The older, higher estimate (the first candidate's, or not) differs from the other's but
     /// has decayed to within the ratio: it may take one call at a time, to be measured again.
@@ -253,7 +264,12 @@ fn judge(a: CandidateLoad, b: CandidateLoad, latency: &LatencyAware) -> Judgemen
     if !differ(raw_a, raw_b) {
         Judgement::Alike
     } else if latency_a.max(latency_b) > latency.ratio * latency_a.min(latency_b) {
-        Judgement::Differ(latency_a, latency_b)
+        let common = latency.common_us(
+            latency_a.min(latency_b),
+            (raw_a - raw_b).abs(),
+            a.client_lag_us.max(b.client_lag_us),
+        );
+        Judgement::Differ(latency_a - common, latency_b - common)
     } else {
         Judgement::Probe {
             first: latency_a < raw_a,
@@ -514,8 +530,9 @@ mod tests {
         // 100 ms without an answer (one decay): 20,700 / e = 7,615, still over 2 × and 2 ms
         // above the other's 700.
         assert!(prefer_second(slow, 1, fast(100), 1, Some(&l)));
-        // 250 ms: 1,699, within 2 ms of it but over twice it: still compared on cost, and
-        // even idle it is the dearer, (0 + 1) × (1,699 - 630) > (3 + 1) × 70.
+        // 250 ms: 1,699, within 2 ms of it but over twice it: still compared on cost, with the
+        // common delay that the 20 ms difference before decay allows taken off, and even idle
+        // it is the dearer, (0 + 1) × (1,699 - 630) > (3 + 1) × 70.
         assert!(prefer_second(slow, 1, fast(250), 1, Some(&l)));
         // 300 ms: 1,031, within twice the other's: probed, by the in-flight rule (0 against 3
         // in flight)...
@@ -681,6 +698,21 @@ mod tests {
         };
         assert!(!prefer_second(idle(fast(2)), 1, idle(slow), 2, Some(&l)));
         assert!(prefer_second(idle(fast(3)), 1, idle(slow), 2, Some(&l)));
+        // Only as far as the difference (before decay) is past the noise level: 8.6 against
+        // 2.5 ms on the busy client differs by 6.1 ms, 0.1 ms past its 6 ms, and only its
+        // jitter (1 ms) is taken off. The slower one is the cheaper once the other has 5 in flight, 7.6 < 6 × 1.5,
+        // not 4, 7.6 > 5 × 1.5; taking 90 % of 2.5 ms off both would have made it 25 times
+        // dearer rather than 5 times, for a difference that may be partly noise itself.
+        assert_eq!(l.common_us(2_500.0, 6_100.0, 1_000), 1_000.0);
+        let (quick, slower) = (
+            |n| busy(load(n, 2_500, 50 * MS)),
+            busy(load(0, 8_600, 50 * MS)),
+        );
+        assert!(!prefer_second(quick(4), 1, slower, 1, Some(&l)));
+        assert!(prefer_second(quick(5), 1, slower, 1, Some(&l)));
+        // A difference of 9.6 ms is 3.6 ms past it, more than 90 % of the lower latency: that
+        // much is taken off.
+        assert_eq!(l.common_us(2_500.0, 9_600.0, 1_000), 0.9 * 2_500.0);
     }
 
     #[test]
