@@ -8,7 +8,7 @@
 //! differs: when one candidate's recent latency is more than [`ratio`](LatencyAware::ratio)
 //! times the other's *and* more than the noise above it, each costs
 //! `(in-flight + 1) × latency / weight`, the cost of Finagle's and Linkerd's EWMA balancers,
-//! with the latency below the noise level taken off (see below). Otherwise the in-flight rule (with its exact shares) decides.
+//! with the delay common to every call taken off (see below). Otherwise the in-flight rule (with its exact shares) decides.
 //!
 //! Latency is an exponentially weighted moving average over time of answered calls (time to the
 //! response headers), per instance ([`LatencyEstimate`]). Only answers count: failures are
@@ -46,14 +46,16 @@
 //!
 //! An instance 20 ms slower than its peers is avoided within a few tens of milliseconds, as
 //! before; a latency difference under the gap (2 ms plus four times the jitter by default) is
-//! left to the in-flight rule. The cost takes the noise level (that same gap, as far as nine
-//! tenths of the lower estimate) off both estimates: latency up to it may be scheduling of the
-//! servers' and the client's threads, in every call alike. On a busy machine, where servers
-//! that answer at once measure 3 to 7 ms, a task 20 ms slower is then still many times slower
-//! than its peers rather than 4 to 6 times, and does not win calls whenever they have a few in
-//! flight; latencies well above the noise level are compared nearly as measured (10 against
-//! 25 ms on an idle client as 8 against 23). Once two estimates differ, the noise band has done
-//! its work:
+//! left to the in-flight rule. The cost takes the delay common to every call off both
+//! estimates: the client's jitter, and latency up to the noise level (that same gap), which may
+//! be scheduling of the servers' and the client's threads alike, as far as the estimates'
+//! difference is past that level and at most nine tenths of the lower one. On a busy machine,
+//! where servers that answer at once measure 3 to 7 ms, a task 20 ms slower is then still many
+//! times slower than its peers rather than 4 to 6 times, and does not win calls whenever they
+//! have a few in flight; a difference just past the noise band, which may be partly noise
+//! itself, is weighed nearly as measured, and so are latencies well above the noise level (10
+//! against 25 ms on an idle client as 8 against 23). Once two estimates differ, the noise band
+//! has done its work:
 //! the decayed estimate is compared on cost until it is within `ratio` of the other, and only
 //! then probed, so a busy client (wide band, fewer calls) probes a slow instance no more often
 //! than an idle one.
@@ -67,9 +69,10 @@ use std::time::{Duration, Instant};
 /// (an average over time of its answered calls) is more than `ratio` times the other's and
 /// higher by more than the noise (`min_latency_gap` plus `lag_gap_factor` times the client's own
 /// scheduling jitter): then each costs `(in-flight + 1) × latency` per unit of weight, as in
-/// Finagle's and Linkerd's EWMA balancers but with that noise level (as far as nine tenths of
-/// the lower latency) taken off both latencies, and a slow instance stops taking calls instead
-/// of taking its in-flight share of them. A call that a stall of the client covers counts as the
+/// Finagle's and Linkerd's EWMA balancers but with the delay common to every call taken off
+/// both latencies (the client's jitter, and up to the noise level as far as the difference is
+/// past it), and a slow instance stops taking calls instead of taking its in-flight share of
+/// them. A call that a stall of the client covers counts as the
 /// latency nearest the estimate that the stall leaves possible, and slow answers count in full
 /// only once they have lasted `persist`. The older of two estimates, when it is the higher, decays towards the other's
 /// with its age (PeakEWMA's decay), so an avoided instance is probed and measured again within
