@@ -8,7 +8,8 @@
 //! differs: when one candidate's recent latency is more than [`ratio`](LatencyAware::ratio)
 //! times the other's *and* more than the noise above it, each costs
 //! `(in-flight + 1) × latency / weight`, the cost of Finagle's and Linkerd's EWMA balancers,
-//! with the delay common to every call taken off (see below). Otherwise the in-flight rule (with its exact shares) decides.
+//! with the delay common to every call taken off (see below). Otherwise the in-flight rule
+//! (with its exact shares) decides.
 //!
 //! Latency is an exponentially weighted moving average over time of answered calls (time to the
 //! response headers), per instance ([`LatencyEstimate`]). Only answers count: failures are
@@ -72,9 +73,9 @@ use std::time::{Duration, Instant};
 /// Finagle's and Linkerd's EWMA balancers but with the delay common to every call taken off
 /// both latencies (the client's jitter, and up to the noise level as far as the difference is
 /// past it), and a slow instance stops taking calls instead of taking its in-flight share of
-/// them. A call that a stall of the client covers counts as the
-/// latency nearest the estimate that the stall leaves possible, and slow answers count in full
-/// only once they have lasted `persist`. The older of two estimates, when it is the higher, decays towards the other's
+/// them. A call that a stall of the client covers counts as the latency nearest the estimate
+/// that the stall leaves possible, and slow answers count in full only once they have lasted
+/// `persist`. The older of two estimates, when it is the higher, decays towards the other's
 /// with its age (PeakEWMA's decay), so an avoided instance is probed and measured again within
 /// a few hundred milliseconds. See the [picker](crate::picker) docs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -703,9 +704,10 @@ mod tests {
         assert!(prefer_second(idle(fast(3)), 1, idle(slow), 2, Some(&l)));
         // Only as far as the difference (before decay) is past the noise level: 8.6 against
         // 2.5 ms on the busy client differs by 6.1 ms, 0.1 ms past its 6 ms, and only its
-        // jitter (1 ms) is taken off. The slower one is the cheaper once the other has 5 in flight, 7.6 < 6 × 1.5,
-        // not 4, 7.6 > 5 × 1.5; taking 90 % of 2.5 ms off both would have made it 25 times
-        // dearer rather than 5 times, for a difference that may be partly noise itself.
+        // jitter (1 ms) is taken off. The slower one is the cheaper once the other has 5 in
+        // flight, 7.6 < 6 × 1.5, not 4, 7.6 > 5 × 1.5; taking 90 % of 2.5 ms off both would
+        // have made it 25 times dearer rather than 5 times, for a difference that may be partly
+        // noise itself.
         assert_eq!(l.common_us(2_500.0, 6_100.0, 1_000), 1_000.0);
         let (quick, slower) = (
             |n| busy(load(n, 2_500, 50 * MS)),
