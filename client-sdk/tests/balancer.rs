@@ -456,7 +456,7 @@ async fn an_overloaded_local_zone_spills_and_recovers_without_flapping() {
     // calls a second, whose probes are 1 %: a 1 s window kept the healthy phase's probes for a
     // second only, and a client whose ticks ran late in that second (a busy machine widens the
     // gap by 4 × its lag) never saw the other zones' latency again, and never spilled: the
-    // third of three runs of `scripts/test` under two CPU hogs failed so. 10 s, the default,
+    // third of three runs of `scripts/test` under four CPU hogs failed so. 10 s, the default,
     // holds about 13.
     options.adaptive.probe_share = 0.01;
     let balancer = balancer(&source, "a", options);
